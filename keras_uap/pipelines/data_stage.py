@@ -1,0 +1,102 @@
+"""Data stage: splits MNIST as in the paper and rotates validation and test once.
+
+Artifacts (in the stage's output directory, npz without pickle):
+- `train.npz`: `x` (n, 28, 28) uint8, unrotated (training rotates afresh
+  every epoch), `y` (n,) int64.
+- `validation.npz`, `test.npz`: `x` (n, 28, 28, 1) float32 in [0, 1],
+  rotated once; `y` (n,) int64; `angle` (n,) float32 degrees.
+
+Splits follow the paper's appendix: the first 5,000 images of the official
+training file are the validation set, the remaining 55,000 the training set,
+and the official 10,000 test images the test set.
+"""
+
+import os
+
+import numpy as np
+
+from keras_uap.data.rotation import rotate_images
+from keras_uap.data.sources import load_raw_dataset
+from keras_uap.errors import UserError
+from keras_uap.pipelines.runner import Stage
+
+__all__ = ["DATA_STAGE", "make_splits", "random_angles", "rotate_split", "load_split"]
+
+TRAIN_SIZE, VALIDATION_SIZE, TEST_SIZE = 55_000, 5_000, 10_000
+MAX_ANGLE = 180.0
+_ROTATE_BATCH = 2_000
+
+
+def random_angles(seed, stream, n):
+    """`n` angles uniform in [-180, 180] degrees, reproducible from (seed, stream)."""
+    rng = np.random.default_rng([seed, stream])
+    return rng.uniform(-MAX_ANGLE, MAX_ANGLE, size=n).astype(np.float32)
+
+
+def rotate_split(images_uint8, angles):
+    """Scales to [0, 1] and rotates each image by its angle: (n, 28, 28, 1) float32."""
+    x = images_uint8.astype(np.float32)[..., None] / 255.0
+    out = np.empty_like(x)
+    for start in range(0, len(x), _ROTATE_BATCH):
+        stop = start + _ROTATE_BATCH
+        out[start:stop] = np.asarray(rotate_images(x[start:stop], angles[start:stop]))
+    # Bilinear weights sum to one, but float rounding can step just outside [0, 1].
+    return np.clip(out, 0.0, 1.0)
+
+
+def make_splits(raw, train_size, validation_size, test_size):
+    """Cuts the raw arrays into (train, validation, test) (images, labels) pairs."""
+    available = len(raw["train_images"])
+    if validation_size + train_size > available:
+        raise UserError(
+            f"train_size + validation_size = {train_size + validation_size} exceeds the "
+            f"{available} training images"
+        )
+    if test_size > len(raw["test_images"]):
+        raise UserError(f"test_size = {test_size} exceeds the {len(raw['test_images'])} test images")
+    val = slice(0, validation_size)
+    train = slice(validation_size, validation_size + train_size)
+    test = slice(0, test_size)
+    return (
+        (raw["train_images"][train], raw["train_labels"][train]),
+        (raw["train_images"][val], raw["train_labels"][val]),
+        (raw["test_images"][test], raw["test_labels"][test]),
+    )
+
+
+def _data_stage(output_dir, dataset, seed, train_size, validation_size, test_size, source_dir=None):
+    """Without `source_dir` the data comes from tensorflow-datasets."""
+    raw, origin = load_raw_dataset(dataset, source_dir)
+    (train_x, train_y), (val_x, val_y), (test_x, test_y) = make_splits(
+        raw, train_size, validation_size, test_size
+    )
+    np.savez(os.path.join(output_dir, "train.npz"), x=train_x, y=train_y.astype(np.int64))
+    for stream, (name, images, labels) in enumerate(
+        [("validation", val_x, val_y), ("test", test_x, test_y)], start=1
+    ):
+        angles = random_angles(seed, stream, len(images))
+        np.savez(
+            os.path.join(output_dir, f"{name}.npz"),
+            x=rotate_split(images, angles),
+            y=labels.astype(np.int64),
+            angle=angles,
+        )
+    return {"source": origin, "train": len(train_x), "validation": len(val_x), "test": len(test_x)}
+
+
+DATA_STAGE = Stage(
+    name="data",
+    fn=_data_stage,
+    version="1",
+    inputs=("source_dir",),
+    params=("dataset", "seed", "train_size", "validation_size", "test_size"),
+)
+
+
+def load_split(data_dir, split):
+    """Loads one split of a data-stage artifact as a dict of arrays."""
+    path = os.path.join(data_dir, f"{split}.npz")
+    if not os.path.isfile(path):
+        raise UserError(f"{path}: not found; run `keras-uap data` first")
+    with np.load(path, allow_pickle=False) as f:
+        return {k: f[k] for k in f.files}

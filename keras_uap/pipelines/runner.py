@@ -1,0 +1,225 @@
+"""A lean TFX-style runner: caching, lineage and atomic publication of stages.
+
+A stage is a plain function `fn(output_dir, **inputs, **params)` that writes
+only into `output_dir` and returns a small JSON-able summary. The runner:
+
+- computes a cache key from the stage's name and code version, its
+  parameters, and the content fingerprints of its input artifacts (never
+  from output paths);
+- reuses a previous result when its lineage records a success under the
+  same key and every file it listed still exists;
+- otherwise runs the function into a temporary sibling directory and
+  renames it into place, so an interrupted run never leaves a half-written
+  artifact;
+- writes `lineage.json` into the output and appends one line per run to
+  `lineage.jsonl` beside it.
+"""
+
+import dataclasses
+import hashlib
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+import uuid
+from typing import Callable
+
+import keras_uap
+
+__all__ = ["Stage", "StageResult", "run_stage", "fingerprint", "read_lineage", "LINEAGE_FILE"]
+
+LINEAGE_FILE = "lineage.json"
+_HISTORY_FILE = "lineage.jsonl"
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    """A pipeline stage: its name, code version, and the function doing its work.
+
+    Attributes:
+        name: short name, also the default output directory name.
+        fn: `fn(output_dir, **inputs, **params) -> dict` (a JSON-able summary).
+        version: bump when the stage's code changes what it writes.
+        inputs: names of the artifact paths the function may take (an input
+            left out is the function's default, e.g. "download instead").
+        params: names of the parameters the function takes (all required).
+        settings: names of keyword arguments that do not change the
+            artifacts (verbosity, a log directory): passed on, never hashed.
+    """
+
+    name: str
+    fn: Callable
+    version: str
+    inputs: tuple = ()
+    params: tuple = ()
+    settings: tuple = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class StageResult:
+    output_dir: str
+    summary: dict
+    cached: bool
+    duration_s: float
+
+
+_fingerprint_cache = {}
+
+
+def _file_digest(path):
+    stat = os.stat(path)
+    key = (os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
+    if key not in _fingerprint_cache:
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        _fingerprint_cache[key] = digest.hexdigest()
+    return _fingerprint_cache[key]
+
+
+def fingerprint(path):
+    """Content hash of a file, or of every file below a directory (by relative
+    path and content). Lineage files are left out, so that a directory's
+    fingerprint is that of its artifacts alone."""
+    path = str(path)
+    if os.path.isfile(path):
+        return _file_digest(path)
+    if not os.path.isdir(path):
+        raise FileNotFoundError(path)
+    digest = hashlib.sha256()
+    for root, dirs, files in os.walk(path):
+        dirs.sort()
+        for name in sorted(files):
+            if name in (LINEAGE_FILE, _HISTORY_FILE):
+                continue
+            full = os.path.join(root, name)
+            digest.update(os.path.relpath(full, path).encode())
+            digest.update(_file_digest(full).encode())
+    return digest.hexdigest()
+
+
+def _versions():
+    import numpy
+    import tensorflow as tf
+
+    import keras
+
+    return {
+        "keras_uap": keras_uap.__version__,
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "numpy": numpy.__version__,
+    }
+
+
+def _cache_key(stage, input_fingerprints, params):
+    record = {"stage": stage.name, "version": stage.version, "inputs": input_fingerprints, "params": params}
+    return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def read_lineage(output_dir):
+    """The lineage record of a published stage output, or None."""
+    try:
+        with open(os.path.join(output_dir, LINEAGE_FILE)) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def _is_reusable(lineage, key, output_dir):
+    if not lineage or lineage.get("status") != "succeeded" or lineage.get("cache_key") != key:
+        return False
+    return all(os.path.exists(os.path.join(output_dir, name)) for name in lineage.get("outputs", []))
+
+
+def _list_outputs(directory):
+    found = []
+    for root, _, files in os.walk(directory):
+        found.extend(os.path.relpath(os.path.join(root, name), directory) for name in files)
+    return sorted(found)
+
+
+def _publish(tmp_dir, output_dir):
+    """Replaces `output_dir` by `tmp_dir` with renames only."""
+    if os.path.exists(output_dir):
+        trash = f"{output_dir}.old-{uuid.uuid4().hex[:8]}"
+        os.rename(output_dir, trash)
+        os.rename(tmp_dir, output_dir)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.rename(tmp_dir, output_dir)
+
+
+def run_stage(stage, output_dir, inputs=None, params=None, settings=None, force=False, log=None):
+    """Runs `stage` into `output_dir` unless an identical run already succeeded.
+
+    Args:
+        stage: the `Stage`.
+        output_dir: where the stage's artifacts are published.
+        inputs: mapping of input name to artifact path (file or directory).
+        params: mapping of parameter name to a JSON-able value.
+        settings: mapping for the stage's `settings` (not part of the cache key).
+        force: run even when a cached result exists.
+        log: optional callable taking one line of progress text.
+
+    Returns:
+        `StageResult`.
+    """
+    inputs = dict(inputs or {})
+    params = dict(params or {})
+    settings = dict(settings or {})
+    wrong = (set(inputs) - set(stage.inputs)) | (set(stage.params) ^ set(params))
+    wrong |= set(settings) - set(stage.settings)
+    if wrong:
+        raise ValueError(f"stage {stage.name!r} got the wrong arguments: {sorted(wrong)}")
+    output_dir = os.path.abspath(output_dir)
+    label = f"{stage.name} ({os.path.basename(output_dir)})"
+    input_fingerprints = {name: fingerprint(path) for name, path in sorted(inputs.items())}
+    key = _cache_key(stage, input_fingerprints, params)
+    lineage = read_lineage(output_dir)
+    if not force and _is_reusable(lineage, key, output_dir):
+        if log:
+            log(f"{label}: up to date, reusing {output_dir}")
+        return StageResult(output_dir, lineage.get("summary", {}), True, 0.0)
+
+    parent = os.path.dirname(output_dir)
+    os.makedirs(parent, exist_ok=True)
+    tmp_dir = os.path.join(parent, f".tmp-{os.path.basename(output_dir)}-{uuid.uuid4().hex[:8]}")
+    os.makedirs(tmp_dir)
+    started = time.time()
+    if log:
+        log(f"{label}: running")
+    try:
+        summary = stage.fn(tmp_dir, **inputs, **params, **settings) or {}
+    except BaseException:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        raise
+    duration = time.time() - started
+    record = {
+        "stage": stage.name,
+        "stage_version": stage.version,
+        "cache_key": key,
+        "status": "succeeded",
+        "params": params,
+        "inputs": {name: {"path": os.path.abspath(path), "fingerprint": input_fingerprints[name]}
+                   for name, path in inputs.items()},
+        "outputs": _list_outputs(tmp_dir),
+        "summary": summary,
+        "versions": _versions(),
+        "argv": sys.argv,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        "duration_s": round(duration, 3),
+    }
+    with open(os.path.join(tmp_dir, LINEAGE_FILE), "w") as f:
+        json.dump(record, f, indent=2, sort_keys=True, default=str)
+    _publish(tmp_dir, output_dir)
+    with open(os.path.join(parent, _HISTORY_FILE), "a") as f:
+        f.write(json.dumps({k: record[k] for k in ("stage", "cache_key", "started", "duration_s")}
+                           | {"output_dir": output_dir}) + "\n")
+    if log:
+        log(f"{label}: done in {duration:.1f} s -> {output_dir}")
+    return StageResult(output_dir, summary, False, duration)

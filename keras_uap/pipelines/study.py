@@ -1,0 +1,100 @@
+"""The study as a chain of cached stages: data, then training of each model.
+
+`StudyConfig` holds everything a run depends on; the two profiles are the
+paper's (full data, 10 epochs) and a quick smoke run.
+"""
+
+import dataclasses
+import os
+
+from keras_uap.data.sources import resolve_data_dir
+from keras_uap.errors import UserError
+from keras_uap.models import MODELS
+from keras_uap.pipelines.data_stage import DATA_STAGE, TEST_SIZE, TRAIN_SIZE, VALIDATION_SIZE
+from keras_uap.pipelines.runner import run_stage
+from keras_uap.pipelines.train_stage import TRAIN_STAGE
+
+__all__ = ["StudyConfig", "quick_config", "prepare_data", "train", "run_all", "export_path"]
+
+
+@dataclasses.dataclass
+class StudyConfig:
+    run_dir: str = "runs/default"
+    export_dir: str = "saved_models"
+    dataset: str = "mnist"
+    data_dir: str | None = None
+    seed: int = 0
+    epochs: int = 10
+    batch_size: int = 64
+    learning_rate: float = 0.01
+    momentum: float = 0.5
+    train_size: int = TRAIN_SIZE
+    validation_size: int = VALIDATION_SIZE
+    test_size: int = TEST_SIZE
+    force: bool = False
+    verbose: int = 1
+
+    def validate(self):
+        if self.epochs < 1:
+            raise UserError(f"--epochs must be at least 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise UserError(f"--batch-size must be at least 1, got {self.batch_size}")
+        if min(self.train_size, self.validation_size, self.test_size) < 1:
+            raise UserError("split sizes must be positive")
+        if self.data_dir is not None and not os.path.isdir(self.data_dir):
+            raise UserError(f"{self.data_dir}: data directory not found")
+        return self
+
+
+def quick_config(**overrides):
+    """A smoke-run profile: small real subsets and one epoch, under its own
+    run and export directories so it never replaces a full export."""
+    base = dict(run_dir="runs/quick", epochs=1, train_size=5_000, validation_size=500, test_size=1_000)
+    base.update({k: v for k, v in overrides.items() if v is not None})
+    if "export_dir" not in overrides or overrides["export_dir"] is None:
+        base["export_dir"] = os.path.join(base["run_dir"], "saved_models")
+    return StudyConfig(**base)
+
+
+def export_path(cfg, model):
+    return os.path.join(cfg.export_dir, f"{cfg.dataset}-{model}")
+
+
+def prepare_data(cfg, log=None):
+    """Runs (or reuses) the data stage; returns its `StageResult`."""
+    source_dir = resolve_data_dir(cfg.dataset, cfg.data_dir)
+    return run_stage(
+        DATA_STAGE,
+        os.path.join(cfg.run_dir, "data"),
+        inputs={"source_dir": source_dir} if source_dir else {},
+        params={"dataset": cfg.dataset, "seed": cfg.seed, "train_size": cfg.train_size,
+                "validation_size": cfg.validation_size, "test_size": cfg.test_size},
+        force=cfg.force,
+        log=log,
+    )
+
+
+def train(cfg, model, log=None, data=None):
+    """Trains (or reuses) `model` and exports it to `<export_dir>/<dataset>-<model>`."""
+    if model not in MODELS:
+        raise UserError(f"unknown model {model!r}; choose one of: {', '.join(MODELS)}")
+    data = data or prepare_data(cfg, log)
+    return run_stage(
+        TRAIN_STAGE,
+        export_path(cfg, model),
+        inputs={"data": data.output_dir},
+        params={"model": model, "epochs": cfg.epochs, "batch_size": cfg.batch_size,
+                "learning_rate": cfg.learning_rate, "momentum": cfg.momentum, "seed": cfg.seed},
+        settings={"tensorboard_dir": os.path.join(cfg.run_dir, "tensorboard", f"train-{model}"),
+                  "verbose": cfg.verbose},
+        force=cfg.force,
+        log=log,
+    )
+
+
+def run_all(cfg, models=tuple(MODELS), log=None):
+    """Every stage of the study in order; returns {stage name: StageResult}."""
+    results = {"data": prepare_data(cfg, log)}
+    for model in models:
+        results[f"train-{model}"] = train(cfg, model, log, data=results["data"])
+    return results

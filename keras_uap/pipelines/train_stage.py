@@ -1,0 +1,66 @@
+"""Train stage: trains one model of Table 2 on the data artifact and exports it.
+
+Artifacts: `saved_model/` (TF SavedModel), `model.keras`, `metrics.json`
+(test and validation accuracy, per-epoch history).
+"""
+
+import json
+import os
+
+from keras_uap.models import build_model
+from keras_uap.pipelines.data_stage import load_split
+from keras_uap.pipelines.runner import Stage
+from keras_uap.training import evaluate_accuracy, export_model, set_determinism, train_model
+
+__all__ = ["TRAIN_STAGE", "load_exported_model"]
+
+
+def load_exported_model(export_dir):
+    """Loads the `.keras` file of an export made by the train stage."""
+    import keras
+
+    import keras_uap.layers  # noqa: F401  (registers the custom layers)
+    from keras_uap.errors import UserError
+
+    path = os.path.join(export_dir, "model.keras")
+    if not os.path.isfile(path):
+        raise UserError(f"{path}: no exported model; create it with `keras-uap train`")
+    return keras.saving.load_model(path)
+
+
+def _train_stage(output_dir, data, model, epochs, batch_size, learning_rate, momentum, seed,
+                 tensorboard_dir, verbose):
+    set_determinism(seed)
+    train = load_split(data, "train")
+    validation = load_split(data, "validation")
+    test = load_split(data, "test")
+    network = build_model(model)
+    history = train_model(
+        network, (train["x"], train["y"]), (validation["x"], validation["y"]),
+        epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, momentum=momentum,
+        seed=seed, tensorboard_dir=tensorboard_dir, verbose=verbose,
+    )
+    export_model(network, output_dir)
+    # Measure on the reloaded export, the same object every later stage sees.
+    reloaded = load_exported_model(output_dir)
+    metrics = {
+        "model": model,
+        "test_accuracy": evaluate_accuracy(reloaded.predict_on_batch, test["x"], test["y"]),
+        "validation_accuracy": history.get("val_accuracy", [None])[-1],
+        "history": history,
+        "train_size": int(len(train["y"])),
+        "test_size": int(len(test["y"])),
+    }
+    with open(os.path.join(output_dir, "metrics.json"), "w") as f:
+        json.dump(metrics, f, indent=2)
+    return {k: metrics[k] for k in ("model", "test_accuracy", "validation_accuracy")}
+
+
+TRAIN_STAGE = Stage(
+    name="train",
+    fn=_train_stage,
+    version="1",
+    inputs=("data",),
+    params=("model", "epochs", "batch_size", "learning_rate", "momentum", "seed"),
+    settings=("tensorboard_dir", "verbose"),
+)

@@ -1,0 +1,109 @@
+"""Training with fresh random rotations every epoch, and export.
+
+The optimiser settings default to the GCNN reference code's: SGD with
+learning rate 0.01 and momentum 0.5, batch 64, 10 epochs.
+"""
+
+import math
+import os
+
+import numpy as np
+import tensorflow as tf
+
+import keras
+from keras_uap.data.rotation import rotate_images
+from keras_uap.pipelines.data_stage import MAX_ANGLE
+
+__all__ = ["set_determinism", "rotated_training_dataset", "compile_for_training", "train_model",
+           "export_model", "evaluate_accuracy"]
+
+
+def set_determinism(seed):
+    """Seeds Python, NumPy, TensorFlow and Keras, and asks TF for deterministic
+    kernels, so the same seed gives the same numbers on CPU."""
+    keras.utils.set_random_seed(int(seed))
+    tf.config.experimental.enable_op_determinism()
+
+
+def rotated_training_dataset(images_uint8, labels, batch_size, epochs, seed):
+    """A tf.data pipeline over `epochs` epochs: each epoch a new permutation and
+    new angles uniform in [-180, 180], drawn from (seed, epoch) so that the
+    stream is reproducible.
+
+    Yields (x, y) with x (batch, 28, 28, 1) float32 in [0, 1].
+    """
+    n = len(images_uint8)
+    orders, angles = [], []
+    for epoch in range(epochs):
+        rng = np.random.default_rng([seed, 1000 + epoch])
+        orders.append(rng.permutation(n))
+        angles.append(rng.uniform(-MAX_ANGLE, MAX_ANGLE, size=n).astype(np.float32))
+    images = tf.constant(images_uint8[..., None])
+    labels = tf.constant(np.asarray(labels, dtype=np.int64))
+
+    def one_epoch(order, angle):
+        return tf.data.Dataset.from_tensor_slices((order, angle)).batch(batch_size)
+
+    def load(order, angle):
+        x = tf.cast(tf.gather(images, order), tf.float32) / 255.0
+        return tf.clip_by_value(rotate_images(x, angle), 0.0, 1.0), tf.gather(labels, order)
+
+    epochs_ds = tf.data.Dataset.from_tensor_slices((np.stack(orders), np.stack(angles)))
+    return (
+        epochs_ds.flat_map(one_epoch)
+        .map(load, num_parallel_calls=1, deterministic=True)
+        .prefetch(2)
+    )
+
+
+def compile_for_training(model, learning_rate=0.01, momentum=0.5):
+    model.compile(
+        optimizer=keras.optimizers.SGD(learning_rate=learning_rate, momentum=momentum),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    return model
+
+
+def train_model(model, train, validation, epochs=10, batch_size=64, learning_rate=0.01,
+                momentum=0.5, seed=0, tensorboard_dir=None, verbose=1):
+    """Trains `model` on rotated `train` (uint8 images, labels), validating on
+    the pre-rotated `validation` (x, y) after every epoch.
+
+    Returns:
+        the Keras `History.history` dict (per-epoch loss and accuracy).
+    """
+    images, labels = train
+    compile_for_training(model, learning_rate, momentum)
+    dataset = rotated_training_dataset(images, labels, batch_size, epochs, seed)
+    callbacks = []
+    if tensorboard_dir:
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=tensorboard_dir, write_graph=False,
+                                                     update_freq="epoch"))
+    history = model.fit(
+        dataset,
+        epochs=epochs,
+        steps_per_epoch=math.ceil(len(images) / batch_size),
+        validation_data=validation,
+        validation_batch_size=1000,
+        callbacks=callbacks,
+        shuffle=False,  # the dataset already draws a new order every epoch
+        verbose=verbose,
+    )
+    return {k: [float(v) for v in vals] for k, vals in history.history.items()}
+
+
+def export_model(model, output_dir):
+    """Writes `saved_model/` (TF SavedModel, serving signature float32
+    [N, 28, 28, 1] -> logits) and `model.keras` into `output_dir`."""
+    model.export(os.path.join(output_dir, "saved_model"), format="tf_saved_model", verbose=False)
+    model.save(os.path.join(output_dir, "model.keras"))
+
+
+def evaluate_accuracy(predict_logits, x, y, batch_size=1000):
+    """Fraction of `x` whose arg-max logit equals `y`."""
+    correct = 0
+    for start in range(0, len(x), batch_size):
+        logits = np.asarray(predict_logits(x[start:start + batch_size]))
+        correct += int((logits.argmax(axis=1) == y[start:start + batch_size]).sum())
+    return correct / len(x)

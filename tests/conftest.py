@@ -1,0 +1,29 @@
+"""Shared fixtures. Real-data tests read MNIST from KERAS_UAP_TEST_MNIST_DIR
+(default: ../shared/data/mnist beside the checkout). Under CI (CI set) a
+missing directory fails those tests instead of skipping them."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_MNIST_DIR = REPO.parent / "shared" / "data" / "mnist"
+
+
+@pytest.fixture(scope="session")
+def mnist_dir():
+    path = Path(os.environ.get("KERAS_UAP_TEST_MNIST_DIR", DEFAULT_MNIST_DIR))
+    if not (path / "t10k-images-idx3-ubyte.gz").exists() and not (path / "t10k-images-idx3-ubyte").exists():
+        message = f"real MNIST IDX files not found in {path} (set KERAS_UAP_TEST_MNIST_DIR)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def mnist_raw(mnist_dir):
+    from keras_uap.data import read_idx_dataset
+
+    return read_idx_dataset(mnist_dir)

@@ -1,0 +1,44 @@
+import pytest
+from idx_helpers import fake_dataset
+
+from keras_uap.cli import main
+
+
+def _run(capsys, *argv):
+    with pytest.raises(SystemExit) as info:
+        main(list(argv))
+    captured = capsys.readouterr()
+    return info.value.code, captured.out, captured.err
+
+
+def test_help_lists_commands(capsys):
+    code, out, _ = _run(capsys, "--help")
+    assert code == 0 and "run-all" in out and "train" in out
+
+
+@pytest.mark.parametrize("argv,expected", [
+    (["train", "--model", "resnet"], "'resnet' is not one of"),
+    (["train", "--model", "gcnn", "--epochs", "-1"], "--epochs"),
+    (["data", "--data-dir", "/no/such/dir"], "/no/such/dir: data directory not found"),
+    (["data", "--dataset", "cifar"], "'cifar' is not one of"),
+])
+def test_user_errors_are_one_line_with_exit_2(capsys, argv, expected):
+    code, _, err = _run(capsys, *argv)
+    assert code == 2
+    assert expected in err and err.strip().count("\n") == 0 and "Traceback" not in err
+
+
+def test_corrupt_data_dir_names_the_file(capsys, tmp_path):
+    fake_dataset(tmp_path)
+    images = tmp_path / "train-images-idx3-ubyte"
+    images.write_bytes(images.read_bytes()[:-1])
+    code, _, err = _run(capsys, "data", "--data-dir", str(tmp_path), "--run-dir", str(tmp_path / "run"))
+    assert code == 2 and "train-images-idx3-ubyte" in err and "truncated" in err
+    assert not (tmp_path / "run" / "data").exists()
+
+
+def test_data_command_on_real_mnist(capsys, tmp_path, mnist_dir):
+    code, out, _ = _run(capsys, "data", "--quick", "--data-dir", mnist_dir, "--run-dir", str(tmp_path))
+    assert code == 0 and "'test': 1000" in out
+    code, _, err = _run(capsys, "data", "--quick", "--data-dir", mnist_dir, "--run-dir", str(tmp_path))
+    assert code == 0 and "up to date" in err
