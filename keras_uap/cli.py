@@ -26,6 +26,14 @@ class ModelName(str, enum.Enum):
     gcnn = "gcnn"
 
 
+class AttackName(str, enum.Enum):
+    gradient = "gradient"
+    fgsm = "fgsm"
+    fgsm_clipped = "fgsm_clipped"
+    deepfool = "deepfool"
+    all = "all"
+
+
 class DatasetName(str, enum.Enum):
     mnist = "mnist"
     fashion_mnist = "fashion_mnist"
@@ -51,12 +59,34 @@ def _log(line):
     typer.echo(f"[keras-uap] {line}", err=True)
 
 
+def _progress_bar():
+    """A `progress(done, total)` callable drawing a rich progress bar on stderr;
+    each loop that reaches its total closes its bar."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    state = {}
+
+    def update(done, total):
+        if "bar" not in state:
+            state["bar"] = Progress("  ", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                                    console=Console(stderr=True))
+            state["task"] = state["bar"].add_task("", total=total)
+            state["bar"].start()
+        state["bar"].update(state["task"], completed=done)
+        if done >= total:
+            state.pop("bar").stop()
+
+    return update
+
+
 def _config(quick, run_dir, export_dir, dataset, data_dir, seed, epochs, force):
     from keras_uap.pipelines.study import StudyConfig, quick_config
 
     overrides = dict(run_dir=run_dir and str(run_dir), export_dir=export_dir and str(export_dir),
                      dataset=dataset.value, data_dir=data_dir and str(data_dir), seed=seed,
-                     epochs=epochs, force=force, verbose=1 if sys.stderr.isatty() else 2)
+                     epochs=epochs, force=force, verbose=1 if sys.stderr.isatty() else 2,
+                     progress=_progress_bar())
     if quick:
         return quick_config(**overrides).validate()
     return StudyConfig(**{k: v for k, v in overrides.items() if v is not None}).validate()
@@ -97,6 +127,30 @@ def train(
     cfg = _config(quick, run_dir, export_dir, dataset, data_dir, seed, epochs, force)
     result = train_model(cfg, model.value, _log)
     typer.echo(f"{result.output_dir}  test accuracy {result.summary['test_accuracy']:.4f}")
+
+
+@app.command()
+def directions(
+    model: Annotated[ModelName, typer.Option(help="Which exported model to attack.")],
+    attack: Annotated[AttackName, typer.Option(help="Which attack's directions to collect.")] = AttackName.all,
+    dataset: DatasetOpt = DatasetName.mnist,
+    data_dir: DataDirOpt = None,
+    seed: SeedOpt = 0,
+    run_dir: RunDirOpt = None,
+    export_dir: ExportDirOpt = None,
+    quick: QuickOpt = False,
+    force: ForceOpt = False,
+):
+    """Collect per-input attack directions (loss gradient, FGSM unclipped and clipped, DeepFool) of an
+    exported model on the rotated test set; saved as npz with labels, success and norms."""
+    from keras_uap.pipelines.study import ATTACKS, collect_directions
+
+    cfg = _config(quick, run_dir, export_dir, dataset, data_dir, seed, None, force)
+    for name in ATTACKS if attack is AttackName.all else (attack.value,):
+        result = collect_directions(cfg, model.value, name, _log)
+        summary = result.summary
+        typer.echo(f"{model.value}-{name}: n={summary['n']} success={summary['success_rate']:.3f} "
+                   f"median L2={summary['median_l2']:.3f}  {result.output_dir}")
 
 
 @app.command("run-all")

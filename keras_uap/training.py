@@ -11,10 +11,10 @@ import numpy as np
 import tensorflow as tf
 
 import keras
-from keras_uap.data.rotation import rotate_images
-from keras_uap.pipelines.data_stage import MAX_ANGLE
+from keras_uap.data.rotation import MAX_ANGLE, rotate_images
 
-__all__ = ["set_determinism", "rotated_training_dataset", "compile_for_training", "train_model",
+__all__ = ["set_determinism", "rotated_training_dataset", "BestValidationWeights", "compile_for_training",
+           "train_model",
            "export_model", "evaluate_accuracy"]
 
 
@@ -56,6 +56,29 @@ def rotated_training_dataset(images_uint8, labels, batch_size, epochs, seed):
     )
 
 
+class BestValidationWeights(keras.callbacks.Callback):
+    """Keeps the weights of the epoch with the highest validation accuracy and
+    restores them when training ends: the validation split exists to pick the
+    model, and the last epoch of plain SGD is a noisy choice."""
+
+    def __init__(self, monitor="val_accuracy"):
+        super().__init__()
+        self.monitor = monitor
+        self.best_epoch = None
+        self._best = -np.inf
+        self._weights = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is not None and value > self._best:
+            self._best, self.best_epoch = value, epoch
+            self._weights = self.model.get_weights()
+
+    def on_train_end(self, logs=None):
+        if self._weights is not None:
+            self.model.set_weights(self._weights)
+
+
 def compile_for_training(model, learning_rate=0.01, momentum=0.5):
     model.compile(
         optimizer=keras.optimizers.SGD(learning_rate=learning_rate, momentum=momentum),
@@ -70,13 +93,17 @@ def train_model(model, train, validation, epochs=10, batch_size=64, learning_rat
     """Trains `model` on rotated `train` (uint8 images, labels), validating on
     the pre-rotated `validation` (x, y) after every epoch.
 
+    The weights of the epoch with the best validation accuracy are kept.
+
     Returns:
-        the Keras `History.history` dict (per-epoch loss and accuracy).
+        the Keras `History.history` dict (per-epoch loss and accuracy), with
+        `best_epoch` (1-based) added.
     """
     images, labels = train
     compile_for_training(model, learning_rate, momentum)
     dataset = rotated_training_dataset(images, labels, batch_size, epochs, seed)
-    callbacks = []
+    best = BestValidationWeights()
+    callbacks = [best]
     if tensorboard_dir:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=tensorboard_dir, write_graph=False,
                                                      update_freq="epoch"))
@@ -90,7 +117,9 @@ def train_model(model, train, validation, epochs=10, batch_size=64, learning_rat
         shuffle=False,  # the dataset already draws a new order every epoch
         verbose=verbose,
     )
-    return {k: [float(v) for v in vals] for k, vals in history.history.items()}
+    record = {k: [float(v) for v in vals] for k, vals in history.history.items()}
+    record["best_epoch"] = None if best.best_epoch is None else best.best_epoch + 1
+    return record
 
 
 def export_model(model, output_dir):

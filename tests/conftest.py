@@ -27,3 +27,16 @@ def mnist_raw(mnist_dir):
     from keras_uap.data import read_idx_dataset
 
     return read_idx_dataset(mnist_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, mnist_dir):
+    """Data and both models trained for one epoch on 3,000 real images: shared
+    by every test that needs an export (tiny, far from the paper's accuracy)."""
+    from keras_uap.pipelines.study import quick_config, run_all
+
+    root = tmp_path_factory.mktemp("run")
+    cfg = quick_config(run_dir=str(root / "run"), export_dir=str(root / "export"), data_dir=mnist_dir,
+                       train_size=3000, validation_size=300, test_size=500, attack_limit=60,
+                       attack_batch_size=25, verbose=0)
+    return cfg, run_all(cfg, attacks=())

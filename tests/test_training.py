@@ -5,20 +5,11 @@ import json
 import os
 
 import numpy as np
-import pytest
 import tensorflow as tf
 
-from keras_uap.pipelines.study import quick_config, run_all, train
+from keras_uap.pipelines.study import train
 from keras_uap.pipelines.train_stage import load_exported_model
 from keras_uap.training import rotated_training_dataset
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory, mnist_dir):
-    root = tmp_path_factory.mktemp("run")
-    cfg = quick_config(run_dir=str(root / "run"), export_dir=str(root / "export"), data_dir=mnist_dir,
-                       train_size=3000, validation_size=300, test_size=500, verbose=0)
-    return cfg, run_all(cfg)
 
 
 def test_exports_both_models_with_savedmodel_and_keras_file(tiny_run):

@@ -7,7 +7,9 @@ kernel): bilinear interpolation, zero fill outside the image.
 import numpy as np
 from keras import ops
 
-__all__ = ["rotation_transforms", "rotate_images"]
+__all__ = ["MAX_ANGLE", "rotation_transforms", "rotate_images"]
+
+MAX_ANGLE = 180.0  # the study rotates uniformly in [-MAX_ANGLE, MAX_ANGLE] degrees
 
 
 def rotation_transforms(angles_deg, height, width):

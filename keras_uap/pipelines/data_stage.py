@@ -15,15 +15,14 @@ import os
 
 import numpy as np
 
-from keras_uap.data.rotation import rotate_images
+from keras_uap.data.rotation import MAX_ANGLE, rotate_images
 from keras_uap.data.sources import load_raw_dataset
 from keras_uap.errors import UserError
-from keras_uap.pipelines.runner import Stage
+from keras_uap.pipelines.runner import Stage, code_version
 
 __all__ = ["DATA_STAGE", "make_splits", "random_angles", "rotate_split", "load_split"]
 
 TRAIN_SIZE, VALIDATION_SIZE, TEST_SIZE = 55_000, 5_000, 10_000
-MAX_ANGLE = 180.0
 _ROTATE_BATCH = 2_000
 
 
@@ -87,7 +86,7 @@ def _data_stage(output_dir, dataset, seed, train_size, validation_size, test_siz
 DATA_STAGE = Stage(
     name="data",
     fn=_data_stage,
-    version="1",
+    version=code_version("1", "keras_uap.data.idx", "keras_uap.data.rotation", __name__),
     inputs=("source_dir",),
     params=("dataset", "seed", "train_size", "validation_size", "test_size"),
 )

@@ -17,6 +17,7 @@ only into `output_dir` and returns a small JSON-able summary. The runner:
 
 import dataclasses
 import hashlib
+import importlib
 import json
 import os
 import platform
@@ -28,7 +29,7 @@ from typing import Callable
 
 import keras_uap
 
-__all__ = ["Stage", "StageResult", "run_stage", "fingerprint", "read_lineage", "LINEAGE_FILE"]
+__all__ = ["Stage", "StageResult", "run_stage", "fingerprint", "read_lineage", "code_version", "LINEAGE_FILE"]
 
 LINEAGE_FILE = "lineage.json"
 _HISTORY_FILE = "lineage.jsonl"
@@ -66,6 +67,16 @@ class StageResult:
 
 
 _fingerprint_cache = {}
+
+
+def code_version(release, *module_names):
+    """A stage version that changes whenever the source of the named modules
+    does, so that editing a model or an attack invalidates its results."""
+    digest = hashlib.sha256()
+    for name in module_names:
+        with open(importlib.import_module(name).__file__, "rb") as f:
+            digest.update(f.read())
+    return f"{release}-{digest.hexdigest()[:12]}"
 
 
 def _file_digest(path):

@@ -11,10 +11,12 @@ from keras_uap.data.sources import resolve_data_dir
 from keras_uap.errors import UserError
 from keras_uap.models import MODELS
 from keras_uap.pipelines.data_stage import DATA_STAGE, TEST_SIZE, TRAIN_SIZE, VALIDATION_SIZE
+from keras_uap.pipelines.directions_stage import ATTACKS, DIRECTIONS_STAGE
 from keras_uap.pipelines.runner import run_stage
 from keras_uap.pipelines.train_stage import TRAIN_STAGE
 
-__all__ = ["StudyConfig", "quick_config", "prepare_data", "train", "run_all", "export_path"]
+__all__ = ["StudyConfig", "quick_config", "prepare_data", "train", "collect_directions", "run_all",
+           "export_path", "ATTACKS"]
 
 
 @dataclasses.dataclass
@@ -31,8 +33,16 @@ class StudyConfig:
     train_size: int = TRAIN_SIZE
     validation_size: int = VALIDATION_SIZE
     test_size: int = TEST_SIZE
+    attack_limit: int | None = None  # None: every test input
+    attack_batch_size: int = 500
+    fgsm_eps: float = 0.3
+    gradient_step: float = 2.0
+    deepfool_candidates: int = 10
+    deepfool_overshoot: float = 0.02
+    deepfool_max_iter: int = 50
     force: bool = False
     verbose: int = 1
+    progress: object = None  # callable(done_so_far, total) for long loops, or None
 
     def validate(self):
         if self.epochs < 1:
@@ -49,7 +59,8 @@ class StudyConfig:
 def quick_config(**overrides):
     """A smoke-run profile: small real subsets and one epoch, under its own
     run and export directories so it never replaces a full export."""
-    base = dict(run_dir="runs/quick", epochs=1, train_size=5_000, validation_size=500, test_size=1_000)
+    base = dict(run_dir="runs/quick", epochs=1, train_size=5_000, validation_size=500, test_size=1_000,
+                attack_limit=500)
     base.update({k: v for k, v in overrides.items() if v is not None})
     if "export_dir" not in overrides or overrides["export_dir"] is None:
         base["export_dir"] = os.path.join(base["run_dir"], "saved_models")
@@ -92,9 +103,37 @@ def train(cfg, model, log=None, data=None):
     )
 
 
-def run_all(cfg, models=tuple(MODELS), log=None):
+def collect_directions(cfg, model, attack, log=None, data=None):
+    """Collects (or reuses) the `attack` directions of the exported `model` on
+    the rotated test set. The export must exist (`keras-uap train`)."""
+    if attack not in ATTACKS:
+        raise UserError(f"unknown attack {attack!r}; choose one of: {', '.join(ATTACKS)}")
+    keras_file = os.path.join(export_path(cfg, model), "model.keras")
+    if not os.path.isfile(keras_file):
+        raise UserError(f"{keras_file}: no exported {model}; create it with "
+                        f"`keras-uap train --model {model}` (same --export-dir)")
+    data = data or prepare_data(cfg, log)
+    return run_stage(
+        DIRECTIONS_STAGE,
+        os.path.join(cfg.run_dir, "directions", f"{model}-{attack}"),
+        inputs={"model": keras_file, "test_data": os.path.join(data.output_dir, "test.npz")},
+        params={"attack": attack, "limit": cfg.attack_limit, "batch_size": cfg.attack_batch_size,
+                "fgsm_eps": cfg.fgsm_eps, "gradient_step": cfg.gradient_step,
+                "deepfool_candidates": cfg.deepfool_candidates,
+                "deepfool_overshoot": cfg.deepfool_overshoot, "deepfool_max_iter": cfg.deepfool_max_iter},
+        settings={"progress": cfg.progress},
+        force=cfg.force,
+        log=log,
+    )
+
+
+def run_all(cfg, models=tuple(MODELS), attacks=ATTACKS, log=None):
     """Every stage of the study in order; returns {stage name: StageResult}."""
     results = {"data": prepare_data(cfg, log)}
     for model in models:
         results[f"train-{model}"] = train(cfg, model, log, data=results["data"])
+    for model in models:
+        for attack in attacks:
+            results[f"directions-{model}-{attack}"] = collect_directions(cfg, model, attack, log,
+                                                                         data=results["data"])
     return results

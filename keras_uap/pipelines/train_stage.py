@@ -9,7 +9,7 @@ import os
 
 from keras_uap.models import build_model
 from keras_uap.pipelines.data_stage import load_split
-from keras_uap.pipelines.runner import Stage
+from keras_uap.pipelines.runner import Stage, code_version
 from keras_uap.training import evaluate_accuracy, export_model, set_determinism, train_model
 
 __all__ = ["TRAIN_STAGE", "load_exported_model"]
@@ -46,20 +46,22 @@ def _train_stage(output_dir, data, model, epochs, batch_size, learning_rate, mom
     metrics = {
         "model": model,
         "test_accuracy": evaluate_accuracy(reloaded.predict_on_batch, test["x"], test["y"]),
-        "validation_accuracy": history.get("val_accuracy", [None])[-1],
+        "validation_accuracy": max(history.get("val_accuracy", [None])),
+        "best_epoch": history["best_epoch"],
         "history": history,
         "train_size": int(len(train["y"])),
         "test_size": int(len(test["y"])),
     }
     with open(os.path.join(output_dir, "metrics.json"), "w") as f:
         json.dump(metrics, f, indent=2)
-    return {k: metrics[k] for k in ("model", "test_accuracy", "validation_accuracy")}
+    return {k: metrics[k] for k in ("model", "test_accuracy", "validation_accuracy", "best_epoch")}
 
 
 TRAIN_STAGE = Stage(
     name="train",
     fn=_train_stage,
-    version="1",
+    version=code_version("1", "keras_uap.models.table2", "keras_uap.layers.base_p4_conv",
+                         "keras_uap.layers.p4_ops", "keras_uap.training", __name__),
     inputs=("data",),
     params=("model", "epochs", "batch_size", "learning_rate", "momentum", "seed"),
     settings=("tensorboard_dir", "verbose"),

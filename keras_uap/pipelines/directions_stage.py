@@ -1,0 +1,112 @@
+"""Directions stage: per-input attack directions of one exported model.
+
+For each test input of the data artifact and one attack in `ATTACKS`, the
+stage stores (in `directions.npz`, no pickle):
+
+- `directions` (N, 784) float32: the raw direction (gradient, or `x_adv - x`);
+- `index` (N,): which test inputs, `label` (N,) true labels,
+  `clean_prediction` (N,), `success` (N,) bool: the attack changed the
+  model's prediction (for `gradient`: a step of L2 norm `gradient_step`
+  along the unit gradient did), `l2` and `linf` (N,) norms of the direction,
+  `iterations` (N,) DeepFool's iteration counts (0 for the other attacks).
+
+Work and memory scale with the batch: directions go batch by batch into a
+memory-mapped scratch file, which `np.savez` then copies in chunks.
+"""
+
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from keras_uap.attacks import deepfool, fgsm_direction, loss_gradient
+from keras_uap.pipelines.runner import Stage, code_version
+
+__all__ = ["ATTACKS", "DIRECTIONS_STAGE", "attack_batch", "load_directions"]
+
+ATTACKS = ("gradient", "fgsm", "fgsm_clipped", "deepfool")
+
+
+def _predict(model_fn, x):
+    return tf.argmax(model_fn(x), axis=1, output_type=tf.int32).numpy()
+
+
+def attack_batch(attack, model_fn, x, y, clean, params):
+    """Directions, success flags and iteration counts for one batch."""
+    iterations = np.zeros(len(x), np.int32)
+    if attack == "gradient":
+        direction = loss_gradient(model_fn, x, y).numpy()
+        flat = direction.reshape(len(x), -1)
+        unit = flat / np.maximum(np.linalg.norm(flat, axis=1, keepdims=True), 1e-12)
+        stepped = np.clip(x + params["gradient_step"] * unit.reshape(x.shape), 0.0, 1.0)
+        success = _predict(model_fn, tf.constant(stepped)) != clean
+    elif attack in ("fgsm", "fgsm_clipped"):
+        direction = fgsm_direction(model_fn, x, y, eps=params["fgsm_eps"],
+                                   clipped=attack == "fgsm_clipped").numpy()
+        success = _predict(model_fn, tf.constant(x + direction)) != clean
+    elif attack == "deepfool":
+        x_adv, success, iterations = deepfool(
+            model_fn, x, nb_candidate=params["deepfool_candidates"], overshoot=params["deepfool_overshoot"],
+            max_iter=params["deepfool_max_iter"], clip_min=0.0, clip_max=1.0, return_details=True,
+        )
+        direction = np.asarray(x_adv) - x
+        success, iterations = np.asarray(success), np.asarray(iterations, np.int32)
+    else:
+        raise ValueError(f"unknown attack {attack!r}; choose one of {ATTACKS}")
+    return direction.reshape(len(x), -1).astype(np.float32), np.asarray(success, bool), iterations
+
+
+def _directions_stage(output_dir, model, test_data, attack, limit, batch_size, fgsm_eps, gradient_step,
+                      deepfool_candidates, deepfool_overshoot, deepfool_max_iter, progress=None):
+    from keras_uap.pipelines.train_stage import load_exported_model
+
+    network = load_exported_model(os.path.dirname(model))
+    model_fn = tf.function(lambda t: network(t, training=False), reduce_retracing=True)
+    with np.load(test_data, allow_pickle=False) as f:
+        x_all, y_all = f["x"], f["y"]
+    n = len(x_all) if limit is None else min(int(limit), len(x_all))
+    params = dict(fgsm_eps=fgsm_eps, gradient_step=gradient_step, deepfool_candidates=deepfool_candidates,
+                  deepfool_overshoot=deepfool_overshoot, deepfool_max_iter=deepfool_max_iter)
+    scratch = os.path.join(output_dir, "directions.scratch.npy")
+    directions = np.lib.format.open_memmap(scratch, mode="w+", dtype=np.float32, shape=(n, x_all[0].size))
+    meta = {k: np.zeros(n, dtype) for k, dtype in
+            [("clean_prediction", np.int64), ("success", bool), ("iterations", np.int32)]}
+    for start in range(0, n, batch_size):
+        stop = min(start + batch_size, n)
+        x, y = x_all[start:stop], y_all[start:stop]
+        clean = _predict(model_fn, tf.constant(x))
+        d, success, iterations = attack_batch(attack, model_fn, x, y, clean, params)
+        directions[start:stop] = d
+        meta["clean_prediction"][start:stop] = clean
+        meta["success"][start:stop] = success
+        meta["iterations"][start:stop] = iterations
+        if progress:
+            progress(stop, n)
+    directions.flush()
+    l2 = np.concatenate([np.linalg.norm(directions[i:i + batch_size], axis=1) for i in range(0, n, batch_size)])
+    linf = np.concatenate([np.abs(directions[i:i + batch_size]).max(axis=1) for i in range(0, n, batch_size)])
+    np.savez(os.path.join(output_dir, "directions.npz"), directions=directions, index=np.arange(n),
+             label=y_all[:n], l2=l2.astype(np.float32), linf=linf.astype(np.float32), **meta)
+    del directions
+    os.remove(scratch)
+    accuracy = float(np.mean(meta["clean_prediction"] == y_all[:n]))
+    return {"attack": attack, "n": n, "clean_accuracy": accuracy, "success_rate": float(meta["success"].mean()),
+            "median_l2": float(np.median(l2)), "mean_iterations": float(meta["iterations"].mean())}
+
+
+DIRECTIONS_STAGE = Stage(
+    name="directions",
+    fn=_directions_stage,
+    version=code_version("1", "keras_uap.attacks.deepfool", "keras_uap.attacks.fgsm",
+                         "keras_uap.attacks.loss_gradient", __name__),
+    inputs=("model", "test_data"),
+    params=("attack", "limit", "batch_size", "fgsm_eps", "gradient_step", "deepfool_candidates",
+            "deepfool_overshoot", "deepfool_max_iter"),
+    settings=("progress",),
+)
+
+
+def load_directions(stage_dir):
+    """The arrays of a directions artifact, as a dict."""
+    with np.load(os.path.join(stage_dir, "directions.npz"), allow_pickle=False) as f:
+        return {k: f[k] for k in f.files}
