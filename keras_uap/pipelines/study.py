@@ -11,7 +11,9 @@ from keras_uap.data.sources import resolve_data_dir
 from keras_uap.errors import UserError
 from keras_uap.models import MODELS
 from keras_uap.pipelines.data_stage import DATA_STAGE, TEST_SIZE, TRAIN_SIZE, VALIDATION_SIZE
+from keras_uap.pipelines.analysis_stage import ANALYSIS_STAGE
 from keras_uap.pipelines.directions_stage import ATTACKS, DIRECTIONS_STAGE
+from keras_uap.pipelines.universal_stage import DEFAULT_EPS_GRID, UNIVERSAL_STAGE
 from keras_uap.pipelines.runner import run_stage
 from keras_uap.pipelines.train_stage import TRAIN_STAGE
 
@@ -40,6 +42,14 @@ class StudyConfig:
     deepfool_candidates: int = 10
     deepfool_overshoot: float = 0.02
     deepfool_max_iter: int = 50
+    sample_size: int = 500  # the paper's small sample for Figures 2-4
+    invariant_angle: float = 2.0
+    universal_sample_sizes: tuple = (100, 500, 10_000)
+    universal_seeds: tuple = (0, 1, 2)
+    random_seeds: tuple = (0, 1, 2)
+    eps_grid: tuple = DEFAULT_EPS_GRID
+    saturation: float = 0.99
+    probe_norm: float = 2.0
     force: bool = False
     verbose: int = 1
     progress: object = None  # callable(done_so_far, total) for long loops, or None
@@ -60,7 +70,7 @@ def quick_config(**overrides):
     """A smoke-run profile: small real subsets and one epoch, under its own
     run and export directories so it never replaces a full export."""
     base = dict(run_dir="runs/quick", epochs=1, train_size=5_000, validation_size=500, test_size=1_000,
-                attack_limit=500)
+                attack_limit=1_000, universal_seeds=(0, 1), random_seeds=(0, 1))
     base.update({k: v for k, v in overrides.items() if v is not None})
     if "export_dir" not in overrides or overrides["export_dir"] is None:
         base["export_dir"] = os.path.join(base["run_dir"], "saved_models")
@@ -127,13 +137,51 @@ def collect_directions(cfg, model, attack, log=None, data=None):
     )
 
 
+def _directions_inputs(directions):
+    return {f"directions_{attack}": os.path.join(result.output_dir, "directions.npz")
+            for attack, result in directions.items()}
+
+
+def analyse(cfg, model, directions, data, log=None):
+    """Spectra, invariant directions and theory checks of one model, from its
+    directions results ({attack: StageResult})."""
+    return run_stage(
+        ANALYSIS_STAGE,
+        os.path.join(cfg.run_dir, "analysis", model),
+        inputs={"test_data": os.path.join(data.output_dir, "test.npz"), **_directions_inputs(directions)},
+        params={"model": model, "sample_size": cfg.sample_size, "seed": cfg.seed,
+                "invariant_angle": cfg.invariant_angle},
+        force=cfg.force,
+        log=log,
+    )
+
+
+def evaluate_universal(cfg, model, directions, data, log=None):
+    """Universal-attack curves of one model from its directions results."""
+    return run_stage(
+        UNIVERSAL_STAGE,
+        os.path.join(cfg.run_dir, "universal", model),
+        inputs={"model_file": os.path.join(export_path(cfg, model), "model.keras"),
+                "test_data": os.path.join(data.output_dir, "test.npz"), **_directions_inputs(directions)},
+        params={"model": model, "sample_sizes": list(cfg.universal_sample_sizes),
+                "seeds": list(cfg.universal_seeds), "random_seeds": list(cfg.random_seeds),
+                "eps_grid": list(cfg.eps_grid), "saturation": cfg.saturation, "probe_norm": cfg.probe_norm},
+        settings={"progress": cfg.progress},
+        force=cfg.force,
+        log=log,
+    )
+
+
 def run_all(cfg, models=tuple(MODELS), attacks=ATTACKS, log=None):
     """Every stage of the study in order; returns {stage name: StageResult}."""
     results = {"data": prepare_data(cfg, log)}
     for model in models:
         results[f"train-{model}"] = train(cfg, model, log, data=results["data"])
     for model in models:
-        for attack in attacks:
-            results[f"directions-{model}-{attack}"] = collect_directions(cfg, model, attack, log,
-                                                                         data=results["data"])
+        directions = {attack: collect_directions(cfg, model, attack, log, data=results["data"])
+                      for attack in attacks}
+        results.update({f"directions-{model}-{a}": r for a, r in directions.items()})
+        if directions:
+            results[f"analysis-{model}"] = analyse(cfg, model, directions, results["data"], log)
+            results[f"universal-{model}"] = evaluate_universal(cfg, model, directions, results["data"], log)
     return results

@@ -1,0 +1,111 @@
+"""Analysis stage: spectra, invariant directions, subspace comparison and the
+Section 5 theory checks for one model.
+
+Inputs: the directions artifacts of every attack (`directions_<attack>`) and
+the rotated test set. Artifacts: `analysis.json` (see the README's
+metrics section) and `top_vectors.npz` (arrays `<attack>`, `invariant`,
+`<attack>_sample`, `invariant_sample`, each (10, 28, 28): top right singular
+vectors).
+"""
+
+import json
+import os
+
+import numpy as np
+
+from keras_uap.analysis import (
+    avg_abs_dot,
+    invariant_directions,
+    principal_angles_deg,
+    sample_vector_distances,
+    singular_spectrum,
+    spectrum_fractions,
+    theorem1_rows,
+)
+from keras_uap.pipelines.directions_stage import ATTACKS, load_directions
+from keras_uap.pipelines.runner import Stage, code_version
+
+__all__ = ["ANALYSIS_STAGE", "analyse_model"]
+
+_TOP = 10
+
+
+def _spectrum(directions, sample):
+    s, vectors = singular_spectrum(directions, top=_TOP)
+    s_sample, vectors_sample = singular_spectrum(directions[sample], top=_TOP)
+    summary = {"singular_values": s.tolist(), "singular_values_sample": s_sample.tolist(),
+               "fractions": spectrum_fractions(s)}
+    return summary, vectors, vectors_sample
+
+
+def analyse_model(attack_directions, x_test, sample_size=500, seed=0, invariant_angle=2.0):
+    """Runs every analysis of the paper's Sections 3 and 5 on one model.
+
+    Args:
+        attack_directions: {attack: (N, d) raw directions} on the first N test inputs.
+        x_test: the rotated test images, (>= N, 28, 28, 1).
+        sample_size: the small random sample (the paper's 500).
+        seed: seed of that sample.
+        invariant_angle: degrees of the small rotation.
+
+    Returns:
+        (analysis dict, {name: (10, d) top singular vectors}).
+    """
+    n = len(next(iter(attack_directions.values())))
+    sample = np.sort(np.random.default_rng([seed, 500]).choice(n, min(sample_size, n), replace=False))
+    invariant = invariant_directions(x_test[:n], invariant_angle)
+    inv_summary, inv_vectors, inv_vectors_sample = _spectrum(invariant, sample)
+    result = {"n": n, "sample_size": len(sample), "invariant_angle_deg": invariant_angle,
+              "spectrum": {}, "invariant": inv_summary, "comparison": {}, "theory": {}}
+    vectors = {"invariant": inv_vectors, "invariant_sample": inv_vectors_sample}
+    for attack, directions in attack_directions.items():
+        summary, top, top_sample = _spectrum(directions, sample)
+        result["spectrum"][attack] = summary
+        vectors[attack], vectors[f"{attack}_sample"] = top, top_sample
+        result["comparison"][attack] = {
+            "avg_abs_dot_top5": avg_abs_dot(top, inv_vectors, 5),
+            "avg_abs_dot_top10": avg_abs_dot(top, inv_vectors, 10),
+            "avg_abs_dot_top5_sample": avg_abs_dot(top_sample, inv_vectors_sample, 5),
+            "avg_abs_dot_top10_sample": avg_abs_dot(top_sample, inv_vectors_sample, 10),
+            "principal_angles_deg": principal_angles_deg(top, inv_vectors, 5),
+            "principal_angles_deg_sample": principal_angles_deg(top_sample, inv_vectors_sample, 5),
+        }
+        s = np.asarray(summary["singular_values"])
+        eigenvalues = np.square(s) / n  # eigenvalues of M = E[a a^T / |a|^2]
+        result["theory"][attack] = {
+            "top_eigenvalue": float(eigenvalues[0]),
+            "second_eigenvalue": float(eigenvalues[1]),
+            "eigengap": float(eigenvalues[0] - eigenvalues[1]),
+            "theorem1": theorem1_rows(directions, top[0], float(eigenvalues[0])),
+            "theorem2": sample_vector_distances(directions, top[0],
+                                                sizes=tuple(m for m in (100, 500, 1000, 5000) if m < n)),
+        }
+    return result, vectors
+
+
+def _analysis_stage(output_dir, test_data, model, sample_size, seed, invariant_angle, **directions_dirs):
+    attack_directions = {}
+    for attack in ATTACKS:
+        path = directions_dirs.get(f"directions_{attack}")
+        if path:
+            attack_directions[attack] = load_directions(os.path.dirname(path))["directions"]
+    with np.load(test_data, allow_pickle=False) as f:
+        x_test = f["x"]
+    result, vectors = analyse_model(attack_directions, x_test, sample_size, seed, invariant_angle)
+    result["model"] = model
+    with open(os.path.join(output_dir, "analysis.json"), "w") as f:
+        json.dump(result, f)
+    np.savez(os.path.join(output_dir, "top_vectors.npz"),
+             **{k: v.reshape(len(v), 28, 28).astype(np.float32) for k, v in vectors.items()})
+    return {"model": model, "n": result["n"],
+            "top5_fraction": {a: result["spectrum"][a]["fractions"]["5"] for a in attack_directions}}
+
+
+ANALYSIS_STAGE = Stage(
+    name="analysis",
+    fn=_analysis_stage,
+    version=code_version("1", "keras_uap.analysis.spectrum", "keras_uap.analysis.subspaces",
+                         "keras_uap.analysis.invariant", "keras_uap.analysis.theory", __name__),
+    inputs=("test_data",) + tuple(f"directions_{a}" for a in ATTACKS),
+    params=("model", "sample_size", "seed", "invariant_angle"),
+)
