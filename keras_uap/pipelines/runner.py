@@ -16,6 +16,7 @@ only into `output_dir` and returns a small JSON-able summary. The runner:
 """
 
 import dataclasses
+import fnmatch
 import hashlib
 import importlib
 import json
@@ -29,9 +30,12 @@ from typing import Callable
 
 import keras_uap
 
-__all__ = ["Stage", "StageResult", "run_stage", "fingerprint", "read_lineage", "code_version", "LINEAGE_FILE"]
+__all__ = ["Stage", "StageResult", "run_stage", "fingerprint", "read_lineage", "code_version", "publish_file",
+           "publish_directory",
+           "LINEAGE_FILE"]
 
 LINEAGE_FILE = "lineage.json"
+_SCRATCH_PREFIXES = (".tmp-", ".old-")
 _HISTORY_FILE = "lineage.jsonl"
 
 
@@ -44,7 +48,8 @@ class Stage:
         fn: `fn(output_dir, **inputs, **params) -> dict` (a JSON-able summary).
         version: bump when the stage's code changes what it writes.
         inputs: names of the artifact paths the function may take (an input
-            left out is the function's default, e.g. "download instead").
+            left out is the function's default, e.g. "download instead"); a
+            name ending in "*" admits every input with that prefix.
         params: names of the parameters the function takes (all required).
         settings: names of keyword arguments that do not change the
             artifacts (verbosity, a log directory): passed on, never hashed.
@@ -102,7 +107,7 @@ def fingerprint(path):
         raise FileNotFoundError(path)
     digest = hashlib.sha256()
     for root, dirs, files in os.walk(path):
-        dirs.sort()
+        dirs[:] = sorted(d for d in dirs if not d.startswith(_SCRATCH_PREFIXES))
         for name in sorted(files):
             if name in (LINEAGE_FILE, _HISTORY_FILE):
                 continue
@@ -154,10 +159,24 @@ def _list_outputs(directory):
     return sorted(found)
 
 
-def _publish(tmp_dir, output_dir):
-    """Replaces `output_dir` by `tmp_dir` with renames only."""
+def _remove_stale_scratch(parent, name):
+    """Drops what a killed run left behind: its temporary or replaced directory."""
+    for entry in os.listdir(parent):
+        if entry.startswith(f".tmp-{name}-") or entry.startswith(f"{name}.old-"):
+            shutil.rmtree(os.path.join(parent, entry), ignore_errors=True)
+
+
+def publish_file(src, dst):
+    """Copies file `src` to `dst` atomically (a copy beside `dst`, then a rename)."""
+    tmp = os.path.join(os.path.dirname(os.path.abspath(dst)), f".tmp-{os.path.basename(dst)}-{uuid.uuid4().hex[:8]}")
+    shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
+
+
+def publish_directory(tmp_dir, output_dir):
+    """Replaces `output_dir` by the finished directory `tmp_dir` with renames only."""
     if os.path.exists(output_dir):
-        trash = f"{output_dir}.old-{uuid.uuid4().hex[:8]}"
+        trash = os.path.join(os.path.dirname(output_dir), f"{os.path.basename(output_dir)}.old-{uuid.uuid4().hex[:8]}")
         os.rename(output_dir, trash)
         os.rename(tmp_dir, output_dir)
         shutil.rmtree(trash, ignore_errors=True)
@@ -183,7 +202,8 @@ def run_stage(stage, output_dir, inputs=None, params=None, settings=None, force=
     inputs = dict(inputs or {})
     params = dict(params or {})
     settings = dict(settings or {})
-    wrong = (set(inputs) - set(stage.inputs)) | (set(stage.params) ^ set(params))
+    wrong = {name for name in inputs if not any(fnmatch.fnmatchcase(name, p) for p in stage.inputs)}
+    wrong |= set(stage.params) ^ set(params)
     wrong |= set(settings) - set(stage.settings)
     if wrong:
         raise ValueError(f"stage {stage.name!r} got the wrong arguments: {sorted(wrong)}")
@@ -199,6 +219,7 @@ def run_stage(stage, output_dir, inputs=None, params=None, settings=None, force=
 
     parent = os.path.dirname(output_dir)
     os.makedirs(parent, exist_ok=True)
+    _remove_stale_scratch(parent, os.path.basename(output_dir))
     tmp_dir = os.path.join(parent, f".tmp-{os.path.basename(output_dir)}-{uuid.uuid4().hex[:8]}")
     os.makedirs(tmp_dir)
     started = time.time()
@@ -227,7 +248,7 @@ def run_stage(stage, output_dir, inputs=None, params=None, settings=None, force=
     }
     with open(os.path.join(tmp_dir, LINEAGE_FILE), "w") as f:
         json.dump(record, f, indent=2, sort_keys=True, default=str)
-    _publish(tmp_dir, output_dir)
+    publish_directory(tmp_dir, output_dir)
     with open(os.path.join(parent, _HISTORY_FILE), "a") as f:
         f.write(json.dumps({k: record[k] for k in ("stage", "cache_key", "started", "duration_s")}
                            | {"output_dir": output_dir}) + "\n")

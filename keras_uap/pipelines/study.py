@@ -6,6 +6,8 @@ paper's (full data, 10 epochs) and a quick smoke run.
 
 import dataclasses
 import os
+import shutil
+import tempfile
 
 from keras_uap.data.sources import resolve_data_dir
 from keras_uap.errors import UserError
@@ -14,7 +16,8 @@ from keras_uap.pipelines.data_stage import DATA_STAGE, TEST_SIZE, TRAIN_SIZE, VA
 from keras_uap.pipelines.analysis_stage import ANALYSIS_STAGE
 from keras_uap.pipelines.directions_stage import ATTACKS, DIRECTIONS_STAGE
 from keras_uap.pipelines.universal_stage import DEFAULT_EPS_GRID, UNIVERSAL_STAGE
-from keras_uap.pipelines.runner import run_stage
+from keras_uap.pipelines.report_stage import REPORT_STAGE
+from keras_uap.pipelines.runner import publish_directory, publish_file, read_lineage, run_stage
 from keras_uap.pipelines.train_stage import TRAIN_STAGE
 
 __all__ = ["StudyConfig", "quick_config", "prepare_data", "train", "collect_directions", "run_all",
@@ -172,6 +175,43 @@ def evaluate_universal(cfg, model, directions, data, log=None):
     )
 
 
+def recorded_timings(results):
+    """Seconds each stage took when it actually ran (cached stages included)."""
+    timings = {}
+    for name, result in results.items():
+        lineage = read_lineage(result.output_dir) or {}
+        timings[name] = float(lineage.get("duration_s", result.duration_s))
+    return timings
+
+
+def report(cfg, models, results, log=None):
+    """Builds the report from the analysis and universal results of `models`,
+    then publishes `<run-dir>/metrics.json` and `<run-dir>/perturbations/`."""
+    inputs = {"test_data": os.path.join(results["data"].output_dir, "test.npz")}
+    for model in models:
+        inputs[f"analysis_{model}"] = os.path.join(results[f"analysis-{model}"].output_dir, "analysis.json")
+        inputs[f"top_vectors_{model}"] = os.path.join(results[f"analysis-{model}"].output_dir, "top_vectors.npz")
+        inputs[f"universal_{model}"] = os.path.join(results[f"universal-{model}"].output_dir, "universal.json")
+        inputs[f"train_metrics_{model}"] = os.path.join(results[f"train-{model}"].output_dir, "metrics.json")
+    result = run_stage(
+        REPORT_STAGE,
+        os.path.join(cfg.run_dir, "report"),
+        inputs=inputs,
+        params={"models": list(models)},
+        settings={"timings": recorded_timings(results), "tensorboard_dir": os.path.join(cfg.run_dir, "tensorboard")},
+        force=cfg.force,
+        log=log,
+    )
+    publish_file(os.path.join(result.output_dir, "metrics.json"), os.path.join(cfg.run_dir, "metrics.json"))
+    staging = tempfile.mkdtemp(prefix=".tmp-perturbations-", dir=cfg.run_dir)
+    for model in models:
+        folder = os.path.join(results[f"universal-{model}"].output_dir, "perturbations")
+        for name in sorted(os.listdir(folder)):
+            shutil.copyfile(os.path.join(folder, name), os.path.join(staging, name))
+    publish_directory(staging, os.path.join(cfg.run_dir, "perturbations"))
+    return result
+
+
 def run_all(cfg, models=tuple(MODELS), attacks=ATTACKS, log=None):
     """Every stage of the study in order; returns {stage name: StageResult}."""
     results = {"data": prepare_data(cfg, log)}
@@ -184,4 +224,6 @@ def run_all(cfg, models=tuple(MODELS), attacks=ATTACKS, log=None):
         if directions:
             results[f"analysis-{model}"] = analyse(cfg, model, directions, results["data"], log)
             results[f"universal-{model}"] = evaluate_universal(cfg, model, directions, results["data"], log)
+    if attacks:
+        results["report"] = report(cfg, models, results, log)
     return results

@@ -1,0 +1,55 @@
+"""Report stage: every figure and table of the paper, `metrics.json` and
+TensorBoard summaries, from the analysis and universal artifacts of each model.
+
+Inputs are named per model: `analysis_<model>` (analysis.json),
+`top_vectors_<model>`, `universal_<model>` (universal.json),
+`train_metrics_<model>` (the export's metrics.json), plus `test_data`.
+"""
+
+import json
+import os
+
+import numpy as np
+
+from keras_uap.pipelines.runner import Stage, code_version
+from keras_uap.report import build_report
+
+__all__ = ["REPORT_STAGE"]
+
+
+def _load_json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def _report_stage(output_dir, test_data, models, timings=None, tensorboard_dir=None, **inputs):
+    analysis, top_vectors, universal, models_info = {}, {}, {}, {}
+    for model in models:
+        analysis[model] = _load_json(inputs[f"analysis_{model}"])
+        with np.load(inputs[f"top_vectors_{model}"], allow_pickle=False) as f:
+            top_vectors[model] = {k: f[k] for k in f.files}
+        universal[model] = _load_json(inputs[f"universal_{model}"])
+        train_metrics = _load_json(inputs[f"train_metrics_{model}"])
+        models_info[model] = {
+            "test_accuracy": train_metrics["test_accuracy"],
+            "export_path": os.path.join(os.path.dirname(inputs[f"train_metrics_{model}"]), "model.keras"),
+            "history": train_metrics["history"],
+        }
+    with np.load(test_data, allow_pickle=False) as f:
+        n_test = int(len(f["y"]))
+    metrics = build_report(output_dir, analysis, top_vectors, universal, models_info,
+                           {"test_path": test_data, "n_test": n_test}, timings or {},
+                           tensorboard_dir or os.path.join(output_dir, "tensorboard"))
+    agreed = [c for c in metrics.get("reading", []) if c.get("in_paper") and c.get("agrees") is not None]
+    return {"claims_checked": len(agreed), "claims_agreeing": sum(bool(c["agrees"]) for c in agreed)}
+
+
+REPORT_STAGE = Stage(
+    name="report",
+    fn=_report_stage,
+    version=code_version("1", "keras_uap.report.build", "keras_uap.report.figures", "keras_uap.report.tables",
+                         "keras_uap.report.tensorboard", __name__),
+    inputs=("test_data", "analysis_*", "top_vectors_*", "universal_*", "train_metrics_*"),
+    params=("models",),
+    settings=("timings", "tensorboard_dir"),
+)

@@ -1,0 +1,287 @@
+"""Figures of the report, one function per kind of figure in the paper.
+
+Each function draws one figure, writes it as a PNG and returns the path. They
+use `matplotlib.figure.Figure` directly rather than pyplot: no global backend
+switch and no figure registry, so they are safe to call from a library (the
+Agg canvas is used implicitly by `savefig`). Undefined values (None) are drawn
+as gaps, never as zeros.
+"""
+
+import os
+
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator, NullFormatter
+
+from keras_uap.report.tables import (ATTACK_ORDER, PAPER_AVG_DOT_MAX, PAPER_ERROR_RATE_TARGET, PAPER_TOP5_FRACTION_MIN,
+                                     display_name)
+
+__all__ = ["spectrum_fraction_bars", "singular_value_spectra", "invariant_dot_bars", "universal_curves",
+           "singular_vector_grid", "theory_panels", "training_curves", "fgsm_clipping_curves", "draw_all"]
+
+DPI = 110
+_M_COLOURS = ("tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown")
+
+
+def _floats(values):
+    """A float array with None as NaN (matplotlib leaves NaN points out)."""
+    return np.array([np.nan if v is None else v for v in (values or [])], dtype=float)
+
+
+def _save(fig, path):
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=DPI, bbox_inches="tight")
+    return path
+
+
+def _panels(n, width=4.0, height=3.2, rows=1, **kwargs):
+    fig = Figure(figsize=(width * max(n, 1), height * rows))
+    axes = fig.subplots(rows, max(n, 1), squeeze=False, **kwargs)
+    return fig, axes
+
+
+def spectrum_fraction_bars(path, fractions, k=5, threshold=PAPER_TOP5_FRACTION_MIN, attack="gradient"):
+    """Figure 1: fraction of the total squared spectrum in the top-k singular values, per model.
+
+    Args:
+        path: PNG to write.
+        fractions: model -> fraction (None if not measured).
+        k: how many top singular values the fractions cover (for the labels).
+        threshold: the paper's claimed lower bound, drawn as a dashed line.
+        attack: which directions the fractions come from (for the title).
+    """
+    fig, axes = _panels(1, width=1.2 * len(fractions) + 2.5)
+    ax = axes[0, 0]
+    values = _floats(list(fractions.values()))
+    bars = ax.bar([display_name(m) for m in fractions], np.nan_to_num(values), color="tab:blue")
+    ax.bar_label(bars, labels=["n/a" if np.isnan(v) else f"{v:.3f}" for v in values])
+    ax.axhline(threshold, ls="--", color="k", lw=1, label=f"paper: > {threshold:.2f}")
+    ax.set_ylim(0, 1.2 * max(np.nanmax(values, initial=0.0), threshold))  # room for the labels and legend
+    ax.set_ylabel(f"top-{k} fraction of Σσ²")
+    ax.set_title(f"Top-{k} spectrum fraction, {display_name(attack)} directions")
+    ax.legend(loc="upper left", fontsize=8)
+    return _save(fig, path)
+
+
+def singular_value_spectra(path, title, spectra, sample_label="sample", all_label="all"):
+    """Figures 2a/3a: singular values of the attack directions, all inputs vs a sample.
+
+    Each spectrum is divided by its root total squared value (so squares sum to
+    1, the eigenvalues of Theorem 1's matrix M): a 500-row and a 10,000-row
+    matrix of unit rows are otherwise offset by sqrt(20) and could not be compared.
+
+    Args:
+        path: PNG to write.
+        title: figure title.
+        spectra: attack -> (singular values of all inputs, singular values of the sample).
+        sample_label, all_label: legend wording for the two matrices.
+    """
+    fig, axes = _panels(1, width=6.0, height=4.0)
+    ax = axes[0, 0]
+    for i, (attack, (full, sample)) in enumerate(spectra.items()):
+        colour = f"C{i}"
+        for values, style, label in ((full, "-", all_label), (sample, "--", sample_label)):
+            s = _floats(values)
+            total = np.sqrt(np.nansum(s ** 2))
+            if s.size and total > 0:
+                s = s / total
+                s[s <= 0] = np.nan  # zeros (rank deficiency) cannot sit on a log axis
+                ax.plot(np.arange(1, s.size + 1), s, style, color=colour, lw=1.2,
+                        label=f"{display_name(attack)} ({label})")
+    ax.set_yscale("log")
+    ax.set_xscale("log")
+    ax.set_xlabel("index of singular value")
+    ax.set_ylabel("σᵢ / sqrt(Σσ²)")
+    ax.set_title(title)
+    ax.legend(fontsize=7, ncol=2)
+    return _save(fig, path)
+
+
+def invariant_dot_bars(path, title, comparison, threshold=PAPER_AVG_DOT_MAX):
+    """Figures 2b/3b: average |dot product| of top-5/top-10 adversarial vs invariant
+    singular vectors, for the sample and for all inputs, grouped per attack."""
+    series = (("avg_abs_dot_top5_sample", "top 5, sample"), ("avg_abs_dot_top5", "top 5, all"),
+              ("avg_abs_dot_top10_sample", "top 10, sample"), ("avg_abs_dot_top10", "top 10, all"))
+    attacks = list(comparison)
+    fig, axes = _panels(1, width=1.6 * len(attacks) + 2.5, height=3.6)
+    ax = axes[0, 0]
+    x = np.arange(len(attacks))
+    width = 0.8 / len(series)
+    for j, (key, label) in enumerate(series):
+        values = _floats([comparison[a].get(key) for a in attacks])
+        ax.bar(x + (j - 1.5) * width, np.nan_to_num(values), width, label=label, color=f"C{j}")
+    ax.axhline(threshold, ls="--", color="k", lw=1, label=f"paper: < {threshold}")
+    ax.set_xticks(x, [display_name(a) for a in attacks])
+    ax.set_ylabel("average |⟨u_adv, u_inv⟩|")
+    ax.set_title(title)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return _save(fig, path)
+
+
+def universal_curves(path, title, curves, random=None, clean_error_rate=None, target=PAPER_ERROR_RATE_TARGET):
+    """Figures 5/6: error rate vs L2 norm of the universal perturbation, one panel per attack.
+
+    Args:
+        path: PNG to write.
+        title: figure title.
+        curves: attack -> m (string) -> {"eps", "error_rate", "fooling_rate"}.
+        random: the random-direction baseline curve, or None.
+        clean_error_rate: error rate without perturbation (dotted line), or None.
+        target: the paper's 80% level (dotted line).
+    """
+    fig, axes = _panels(len(curves), sharey=True)
+    for ax, (attack, by_m) in zip(axes[0], curves.items()):
+        for i, (m, c) in enumerate(sorted(by_m.items(), key=lambda kv: int(kv[0]))):
+            colour = _M_COLOURS[i % len(_M_COLOURS)]
+            ax.plot(_floats(c["eps"]), _floats(c["error_rate"]), "-", color=colour, label=f"m={m}")
+            ax.plot(_floats(c["eps"]), _floats(c["fooling_rate"]), ":", color=colour, lw=1)
+        if random:
+            ax.plot(_floats(random["eps"]), _floats(random["error_rate"]), "-", color="0.4", label="random")
+        if clean_error_rate is not None:
+            ax.axhline(clean_error_rate, color="0.6", ls="-.", lw=0.8, label="clean")
+        ax.axhline(target, color="k", ls="--", lw=0.8)
+        ax.set_title(display_name(attack))
+        ax.set_xlabel("‖δ‖₂")
+        ax.set_ylim(0, 1.02)
+    axes[0, 0].set_ylabel("error rate (solid), prediction changed (dotted)")
+    axes[0, 0].legend(fontsize=7, loc="lower right")
+    fig.suptitle(title, y=1.04)  # above the panel titles (bbox_inches="tight" keeps it in the PNG)
+    return _save(fig, path)
+
+
+def singular_vector_grid(path, title, vectors, k=5):
+    """Figures 7-13: the top-k singular vectors as images, on a diverging colormap centred at 0.
+
+    One shared symmetric colour scale (every vector has unit norm, so the
+    scales are comparable); the sign of a singular vector is arbitrary.
+    """
+    images = np.asarray(vectors, dtype=float)[:k]
+    limit = float(np.max(np.abs(images))) or 1.0
+    fig, axes = _panels(len(images), width=1.9, height=2.2)
+    for i, (ax, image) in enumerate(zip(axes[0], images)):
+        shown = ax.imshow(image.reshape(28, 28), cmap="RdBu_r", vmin=-limit, vmax=limit)
+        ax.set_title(f"v{i + 1}", fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.colorbar(shown, ax=list(axes[0]), shrink=0.8)
+    fig.suptitle(title, fontsize=10, y=1.0)
+    return _save(fig, path)
+
+
+def theory_panels(path, title, theory):
+    """Theorems 1 and 2 per attack: top row, measured Pr(|⟨a,v⟩| ≥ δ) and the bound vs δ;
+    bottom row, mean ± std of ‖v − ṽ‖ vs the sample size m."""
+    fig, axes = _panels(len(theory), rows=2)
+    for col, (attack, t) in enumerate(theory.items()):
+        top, bottom = axes[0, col], axes[1, col]
+        rows1 = np.array([[np.nan if v is None else v for v in r] for r in t["theorem1"]], float).reshape(-1, 3)
+        top.plot(rows1[:, 0], rows1[:, 1], "o-", ms=3, label="measured")
+        top.plot(rows1[:, 0], rows1[:, 2], "s--", ms=3, label="Theorem 1 bound")
+        top.set_title(f"{display_name(attack)} (λ₁={t['top_eigenvalue'] or float('nan'):.3f})")
+        top.set_xlabel("δ")
+        top.set_ylim(-0.02, 1.02)
+        rows2 = np.array([[np.nan if v is None else v for v in r] for r in t["theorem2"]], float).reshape(-1, 3)
+        bottom.errorbar(rows2[:, 0], rows2[:, 1], yerr=rows2[:, 2], fmt="o-", ms=3, capsize=2)
+        if len(rows2):
+            bottom.set_xscale("log")
+            # Label the measured sizes only: log-axis minor labels (3x10^2, ...) overlap.
+            bottom.set_xticks(rows2[:, 0], [f"{m:g}" for m in rows2[:, 0]])
+            bottom.xaxis.set_minor_formatter(NullFormatter())
+        bottom.set_xlabel("sample size m")
+    axes[0, 0].set_ylabel("Pr(|⟨a/‖a‖, v⟩| ≥ δ)")
+    axes[0, 0].legend(fontsize=7)
+    axes[1, 0].set_ylabel("‖v − ṽ‖₂")
+    fig.suptitle(title, y=1.0)
+    return _save(fig, path)
+
+
+def training_curves(path, histories):
+    """Training loss and accuracy per epoch, train (solid) and validation (dashed), per model."""
+    fig, axes = _panels(2)
+    for i, (model, history) in enumerate(histories.items()):
+        for ax, key in zip(axes[0], ("loss", "accuracy")):
+            for prefix, style in (("", "-"), ("val_", "--")):
+                values = _floats(history.get(prefix + key))
+                if values.size:
+                    ax.plot(np.arange(1, values.size + 1), values, style, color=f"C{i}",
+                            label=f"{display_name(model)} {'validation' if prefix else 'train'}")
+    for ax, key in zip(axes[0], ("loss", "accuracy")):
+        ax.set_xlabel("epoch")
+        ax.set_title(key)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes[0, 1].legend(fontsize=7)
+    return _save(fig, path)
+
+
+def fgsm_clipping_curves(path, curves, reference_eps):
+    """Error rate vs ‖δ‖₂ of the FGSM and clipped-FGSM universal directions, one panel per model.
+
+    Args:
+        path: PNG to write.
+        curves: model -> attack -> (m, curve dict with "eps" and "error_rate").
+        reference_eps: the norm at which the report compares them (vertical line).
+    """
+    fig, axes = _panels(len(curves), sharey=True)
+    for ax, (model, by_attack) in zip(axes[0], curves.items()):
+        for attack, (m, c) in by_attack.items():
+            ax.plot(_floats(c["eps"]), _floats(c["error_rate"]), label=f"{display_name(attack)}, m={m}")
+        ax.axvline(reference_eps, color="k", ls="--", lw=0.8, label=f"‖δ‖₂ = {reference_eps:g}")
+        ax.set_title(display_name(model))
+        ax.set_xlabel("‖δ‖₂")
+        ax.set_ylim(0, 1.02)
+        ax.legend(fontsize=7)
+    axes[0, 0].set_ylabel("error rate")
+    return _save(fig, path)
+
+
+def draw_all(figures_dir, metrics, top_vectors, models_info):
+    """Draws every figure the metrics allow and returns {figure key: PNG path}.
+
+    Keys: "fig1", "spectrum/<model>", "invariant_dot/<model>", "universal/<model>",
+    "theory/<model>", "vectors/<model>/<attack or invariant>", "fgsm_clipping", "training".
+    A figure whose inputs are absent (e.g. no universal curves for a model) is left out.
+    """
+    def out(name):
+        return os.path.join(figures_dir, name + ".png")
+
+    paths = {}
+    gradient = {m: s["gradient"]["top5_fraction"] for m, s in metrics["spectrum"].items() if "gradient" in s}
+    if gradient:
+        paths["fig1"] = spectrum_fraction_bars(out("fig1_top5_fraction_gradient"), gradient)
+    for model, attacks in metrics["spectrum"].items():
+        spectra = {a: (s["singular_values"], s["singular_values_sample"]) for a, s in attacks.items()}
+        paths[f"spectrum/{model}"] = singular_value_spectra(
+            out(f"{model}_singular_values"), f"{display_name(model)}: singular values of attack directions", spectra)
+    for model, comparison in metrics["invariant"].items():
+        paths[f"invariant_dot/{model}"] = invariant_dot_bars(
+            out(f"{model}_invariant_dot"), f"{display_name(model)}: adversarial vs invariant singular vectors",
+            comparison)
+    for model, entries in metrics["universal"].items():
+        curves = {a: by_m for a, by_m in entries.items() if a != "random"}
+        if curves:
+            title = f"{display_name(model)}: universal perturbation along the top singular vector"
+            paths[f"universal/{model}"] = universal_curves(out(f"{model}_universal"), title, curves,
+                                                           entries.get("random"),
+                                                           metrics["models"][model].get("clean_error_rate"))
+    for model, theory in metrics["theory"].items():
+        paths[f"theory/{model}"] = theory_panels(out(f"{model}_theory"), f"{display_name(model)}: Theorems 1 and 2",
+                                                 theory)
+    for model, arrays in top_vectors.items():
+        # `top_vectors.npz` also holds `<name>_sample` arrays (from the sample); the paper shows all inputs'.
+        names = [k for k in arrays if k == "invariant" or k in metrics["spectrum"].get(model, {})]
+        names.sort(key=lambda k: (k != "invariant", ATTACK_ORDER.index(k) if k in ATTACK_ORDER else 9, k))
+        for name in names:
+            label = "invariant (small-rotation difference)" if name == "invariant" else display_name(name)
+            title = f"{display_name(model)}: top 5 singular vectors, {label} directions"
+            paths[f"vectors/{model}/{name}"] = singular_vector_grid(out(f"{model}_top_vectors_{name}"), title,
+                                                                    arrays[name])
+    clipping = metrics["fgsm_clipping"]["models"]
+    if clipping:
+        curves = {model: {a: (e["m"], metrics["universal"][model][a][e["m"]]) for a, e in entry.items()}
+                  for model, entry in clipping.items()}
+        paths["fgsm_clipping"] = fgsm_clipping_curves(out("fgsm_vs_fgsm_clipped"), curves,
+                                                      metrics["fgsm_clipping"]["reference_eps"])
+    histories = {m: i["history"] for m, i in models_info.items() if i.get("history")}
+    if histories:
+        paths["training"] = training_curves(out("training_curves"), histories)
+    return paths

@@ -1,0 +1,221 @@
+"""The report on synthetic but well-formed stage artifacts: metrics keys, figures,
+computed reading, TensorBoard events."""
+
+import copy
+import glob
+import json
+import math
+import os
+import re
+
+import numpy as np
+import pytest
+
+from keras_uap.report import build_metrics, build_report, evaluate_claims, missing_metric_keys, reading_markdown
+from keras_uap.report.tables import all_tables, report_markdown
+
+MODELS = ("stdcnn", "gcnn")
+ATTACKS = ("gradient", "fgsm", "fgsm_clipped", "deepfool")
+EPS = [0.0, 2.0, 4.0, 8.0, 12.0, 16.0]
+MS = ("100", "500", "10000")
+
+
+def _spectrum(decay, size=784, rows=10000):
+    """Descending singular values of a matrix of `rows` unit rows (squares sum to rows)."""
+    s = np.exp(-decay * np.arange(size))
+    return s * math.sqrt(rows / np.sum(s ** 2))
+
+
+def _spectrum_entry(decay):
+    s = _spectrum(decay)
+    return {"singular_values": s.tolist(), "singular_values_sample": _spectrum(decay, 500, 500).tolist(),
+            "fractions": {str(k): float(np.sum(s[:k] ** 2) / np.sum(s ** 2)) for k in (1, 5, 10)}}
+
+
+def _curve(midpoint, seeds=()):
+    error = [0.02 + 0.97 / (1 + math.exp(-(e - midpoint))) for e in EPS]
+    fooling = [max(0.0, r - 0.02) for r in error]
+    reached = lambda level: next((e for e, r in zip(EPS, error) if r >= level), None)  # noqa: E731
+    curve = {"eps": EPS, "error_rate": error, "fooling_rate": fooling, "eps50": reached(0.5), "eps80": reached(0.8),
+             "fooling_eps50": reached(0.52), "fooling_eps80": reached(0.82)}
+    curve["per_seed"] = [{"seed": s, "error_rate": error, "fooling_rate": fooling, "eps50": curve["eps50"],
+                          "eps80": curve["eps80"]} for s in seeds]
+    return curve
+
+
+def make_artifacts(tmp_path, models=MODELS, attacks=ATTACKS):
+    """Synthetic analysis/top_vectors/universal/models_info/data_info/timings in the stages' contract."""
+    rng = np.random.default_rng(0)
+    analysis, top_vectors, universal, models_info = {}, {}, {}, {}
+    for i, model in enumerate(models):
+        theory = {}
+        for attack in attacks:
+            lam = 0.2 + 0.05 * i
+            deltas = [0.1, 0.2, 0.3, 0.4]
+            theory[attack] = {
+                "top_eigenvalue": lam, "second_eigenvalue": 0.05, "eigengap": lam - 0.05,
+                "theorem1": [[d, (lam - d * d) / (1 - d * d) + 0.1, (lam - d * d) / (1 - d * d)] for d in deltas],
+                "theorem2": [[100, 0.4, 0.1], [500, 0.2, 0.05], [1000, 0.1, 0.02]]}
+        analysis[model] = {
+            "model": model, "n": 10000, "sample_size": 500,
+            "spectrum": {a: _spectrum_entry(0.03 + 0.01 * i) for a in attacks},
+            "invariant": _spectrum_entry(0.02),
+            "comparison": {a: {"avg_abs_dot_top5": 0.03, "avg_abs_dot_top10": 0.04,
+                               "avg_abs_dot_top5_sample": 0.035, "avg_abs_dot_top10_sample": 0.045,
+                               "principal_angles_deg": [89.5, 88.0, 86.0, 84.0, 80.0],
+                               "principal_angles_deg_sample": [89.0, 87.0, 85.0, 82.0, 77.0]} for a in attacks},
+            "theory": theory}
+        # The analysis stage also stores each set's vectors from the sample as `<name>_sample`.
+        names = [n + suffix for n in attacks + ("invariant",) for suffix in ("", "_sample")]
+        vectors = {n: rng.normal(size=(10, 28, 28)).astype(np.float32) for n in names}
+        if "fgsm_clipped" in vectors:
+            vectors["fgsm_clipped"][0] = 1 / 28 + 0.001 * vectors["fgsm_clipped"][0]  # nearly constant
+        top_vectors[model] = vectors
+        random = _curve(20.0, seeds=(0, 1))
+        curves = {a: {m: _curve(3.0 + 0.5 * j, seeds=(0, 1) if m != "10000" else ()) for j, m in enumerate(MS)}
+                  for a in attacks}
+        curves[attacks[0]]["100"]["ratio_eps80_to_random"] = float("nan")  # must come out as null
+        universal[model] = {"model": model, "n_test": 10000, "clean_error_rate": 0.02, "curves": curves,
+                            "random": random}
+        models_info[model] = {"test_accuracy": 0.97 - 0.01 * i, "export_path": str(tmp_path / f"mnist-{model}"),
+                              "history": {"loss": [1.0, 0.5, 0.3], "accuracy": [0.7, 0.85, 0.9],
+                                          "val_loss": [0.8, 0.4, 0.35], "val_accuracy": [0.75, 0.88, 0.9]}}
+    data_info = {"test_path": str(tmp_path / "run" / "data" / "test.npz"), "n_test": 10000}
+    timings = {"data": 1.5, "train-stdcnn": 100.0, "analysis": 20.0}
+    return analysis, top_vectors, universal, models_info, data_info, timings
+
+
+def _build(root, artifacts):
+    return build_report(str(root / "report"), *artifacts, tensorboard_dir=str(root / "tb"))
+
+
+def _event_tags(directory):
+    import tensorflow as tf
+
+    tags = {}
+    for path in glob.glob(os.path.join(directory, "**", "events.out.tfevents.*"), recursive=True):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for value in event.summary.value:
+                tags.setdefault(value.tag, []).append((event.step, tf.make_ndarray(value.tensor)))
+    return tags
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    root = tmp_path_factory.mktemp("report")
+    artifacts = make_artifacts(root)
+    return root, artifacts, _build(root, artifacts)
+
+
+def test_metrics_have_every_required_key_and_are_plain_json(built):
+    root, _, metrics = built
+    assert missing_metric_keys(metrics, MODELS, ATTACKS, ms=MS, stages=("data", "analysis")) == []
+    text = open(root / "report" / "metrics.json").read()
+
+    def no_constants(name):
+        raise AssertionError(f"non-JSON constant {name} in metrics.json")
+
+    assert json.loads(text, parse_constant=no_constants) == metrics
+    assert metrics["universal"]["gcnn"]["gradient"]["100"]["ratio_eps80_to_random"] is None
+    assert metrics["universal"]["gcnn"]["random"]["eps80"] is None
+    assert len(metrics["spectrum"]["stdcnn"]["gradient"]["singular_values"]) == 784
+    assert metrics["fgsm_clipping"]["models"]["gcnn"]["fgsm_clipped"]["error_rate_at_reference"] > 0.9
+
+
+def test_missing_metric_keys_names_absent_and_malformed_keys(built):
+    _, _, metrics = built
+    broken = copy.deepcopy(metrics)
+    del broken["spectrum"]["gcnn"]["fgsm"]["top5_fraction"]
+    broken["invariant"]["stdcnn"]["deepfool"]["principal_angles_deg"] = [90.0]
+    del broken["universal"]["gcnn"]["deepfool"]["500"]
+    assert missing_metric_keys(broken, MODELS, ATTACKS) == [
+        "invariant.stdcnn.deepfool.principal_angles_deg (expected 5 numbers)",
+        "spectrum.gcnn.fgsm.top5_fraction"]
+    assert "universal.gcnn.deepfool.500.eps" in missing_metric_keys(broken, MODELS, ATTACKS, ms=MS)
+    assert "models.roteqnet.test_accuracy" in missing_metric_keys(metrics, MODELS + ("roteqnet",), ATTACKS)
+
+
+def test_report_references_existing_figures_and_paper_numbers(built):
+    root, _, _ = built
+    report = (root / "report" / "report.md").read_text()
+    images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", report)
+    # Fig 1, and per model: spectrum, dots, universal, theory, 5 vector grids; then clipping and training.
+    # (The FGSM grids are shown again in the clipping section.)
+    assert len(set(images)) == 1 + len(MODELS) * (4 + len(ATTACKS) + 1) + 2
+    assert len(images) == len(set(images)) + 2 * len(MODELS)
+    for image in set(images):
+        path = root / "report" / image
+        assert image.endswith(".png") and path.stat().st_size > 1000, image
+    assert sorted(os.listdir(root / "report" / "figures")) == sorted(os.path.basename(i) for i in set(images))
+    for number in ("89.82", "78.85", "68.78", "0.07", "80%", "89.50"):  # paper's Table 1 beside ours
+        assert number in report
+    assert "## Reading" in report and "FGSM vs clipped FGSM" in report
+
+
+def _verdicts(metrics):
+    return {(c["claim"], c["model"], c["attack"]): c["agrees"] for c in metrics["reading"]}
+
+
+def test_reading_is_computed_from_the_numbers(built):
+    root, artifacts, metrics = built
+    report = (root / "report" / "report.md").read_text()
+    assert reading_markdown(metrics["reading"]) in report  # the report shows the computed reading
+    verdicts = _verdicts(metrics)
+    flips = [("gradient_top5_fraction", "stdcnn", None), ("invariant_dot_top5", "gcnn", "fgsm"),
+             ("universal_m100", "gcnn", "deepfool"), ("fgsm_clipped_constant", "gcnn", None)]
+    assert all(verdicts[key] is True for key in flips)
+    assert re.search(r"StdCNN 0\.\d{3} \(agrees\)", report)
+
+    # Move one input number of each claim across its threshold; rebuilding the
+    # metrics and the reading (not the figures, to keep the test fast) flips it.
+    analysis, top_vectors, universal = (copy.deepcopy(a) for a in artifacts[:3])
+    analysis["stdcnn"]["spectrum"]["gradient"]["fractions"]["5"] = 0.05
+    analysis["gcnn"]["comparison"]["fgsm"]["avg_abs_dot_top5"] = 0.2
+    universal["gcnn"]["curves"]["deepfool"]["100"]["eps80"] = None
+    top_vectors["gcnn"]["fgsm_clipped"][0] = top_vectors["gcnn"]["fgsm"][0]
+    flipped = build_metrics(analysis, top_vectors, universal, *artifacts[3:])
+    flipped["reading"] = evaluate_claims(flipped)
+    assert all(_verdicts(flipped)[key] is False for key in flips)
+    assert {k: v for k, v in _verdicts(flipped).items() if k not in flips} == \
+        {k: v for k, v in verdicts.items() if k not in flips}
+    text = reading_markdown(flipped["reading"])
+    assert "StdCNN 0.050 (disagrees)" in text and "GCNN FGSM 0.200 (disagrees)" in text
+    assert text != reading_markdown(metrics["reading"])
+
+
+def test_tensorboard_events_hold_spectra_curves_images_and_tables(built):
+    root, _, _ = built
+    tags = _event_tags(str(root / "tb"))
+    for model in MODELS:
+        assert len(tags[f"spectrum/{model}/invariant"]) == 784
+        for attack in ATTACKS:
+            assert [step for step, _ in tags[f"spectrum/{model}/{attack}"]] == list(range(784))
+            assert f"spectrum_sample/{model}/{attack}" in tags
+            eps = tags[f"universal/{model}/{attack}/m100/eps"]
+            assert [float(v) for _, v in eps] == pytest.approx(EPS)
+            assert len(tags[f"universal/{model}/{attack}/m10000/error_rate"]) == len(EPS)
+            _, image = tags[f"top_vectors/{model}/{attack}"][0]
+            assert image.shape == (2 + 5,)  # width, height, then five encoded PNGs
+        assert f"universal/{model}/random/fooling_rate" in tags
+        assert f"top_vectors/{model}/invariant" in tags
+    table1 = tags["tables/table1_principal_angles"][0][1].item().decode()
+    assert "89.82" in table1 and "GCNN (this run)" in table1
+    assert "agrees" in tags["reading"][0][1].item().decode()
+
+
+def test_metrics_and_text_are_generic_over_models_and_attacks(tmp_path):
+    # A third model (RotEqNet has numbers in the paper's Table 1) and two attacks;
+    # the text only, as the figures' code paths are the same as above.
+    models, attacks = ("stdcnn", "gcnn", "roteqnet"), ("gradient", "deepfool")
+    artifacts = make_artifacts(tmp_path, models=models, attacks=attacks)
+    metrics = build_metrics(*artifacts)
+    metrics["reading"] = evaluate_claims(metrics)
+    assert missing_metric_keys(metrics, models, attacks) == []
+    assert list(metrics["spectrum"]["roteqnet"]) == list(attacks) and metrics["fgsm_clipping"]["models"] == {}
+    assert {c["claim"] for c in metrics["reading"]} >= {"gradient_top5_fraction", "universal_m100", "theorem1"}
+    assert not any(c["claim"] == "fgsm_clipped_constant" for c in metrics["reading"])
+    tables = all_tables(metrics)
+    assert "RotEqNet (paper)" in tables["table1_principal_angles"] and "89.76" in tables["table1_principal_angles"]
+    text = report_markdown(metrics, tables, reading_markdown(metrics["reading"]), {}, str(tmp_path))
+    assert "RotEqNet 0." in text and "not measured" not in text
+
