@@ -37,6 +37,6 @@ def tiny_run(tmp_path_factory, mnist_dir):
 
     root = tmp_path_factory.mktemp("run")
     cfg = quick_config(run_dir=str(root / "run"), export_dir=str(root / "export"), data_dir=mnist_dir,
-                       train_size=3000, validation_size=300, test_size=500, attack_limit=60,
-                       attack_batch_size=25, verbose=0)
+                       train_size=3000, validation_size=300, test_size=500, attack_limit=200,
+                       attack_batch_size=100, verbose=0)
     return cfg, run_all(cfg, attacks=())

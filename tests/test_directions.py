@@ -20,11 +20,11 @@ def test_every_attack_stores_its_arrays(collected):
     cfg, results, found = collected
     test = np.load(f"{results['data'].output_dir}/test.npz")
     model = load_exported_model(results["train-gcnn"].output_dir)
-    clean = model.predict_on_batch(test["x"][:60]).argmax(1)
+    clean = model.predict_on_batch(test["x"][:200]).argmax(1)
     for attack, result in found.items():
         d = load_directions(result.output_dir)
-        assert d["directions"].shape == (60, 784) and d["directions"].dtype == np.float32
-        np.testing.assert_array_equal(d["label"], test["y"][:60])
+        assert d["directions"].shape == (200, 784) and d["directions"].dtype == np.float32
+        np.testing.assert_array_equal(d["label"], test["y"][:200])
         np.testing.assert_array_equal(d["clean_prediction"], clean)
         np.testing.assert_allclose(d["l2"], np.linalg.norm(d["directions"], axis=1), rtol=1e-5)
         np.testing.assert_allclose(d["linf"], np.abs(d["directions"]).max(axis=1), rtol=1e-6)
@@ -37,7 +37,7 @@ def test_fgsm_variants_and_deepfool_success(collected):
     fgsm = load_directions(found["fgsm"].output_dir)["directions"]
     np.testing.assert_allclose(np.abs(fgsm[fgsm != 0]), cfg.fgsm_eps, rtol=1e-6)
     clipped = load_directions(found["fgsm_clipped"].output_dir)["directions"]
-    x = np.load(f"{results['data'].output_dir}/test.npz")["x"][:60].reshape(60, -1)
+    x = np.load(f"{results['data'].output_dir}/test.npz")["x"][:200].reshape(200, -1)
     assert (x + clipped).min() >= 0 and (x + clipped).max() <= 1 + 1e-6
     deepfool = load_directions(found["deepfool"].output_dir)
     model = load_exported_model(results["train-gcnn"].output_dir)

@@ -73,7 +73,7 @@ def quick_config(**overrides):
     """A smoke-run profile: small real subsets and one epoch, under its own
     run and export directories so it never replaces a full export."""
     base = dict(run_dir="runs/quick", epochs=1, train_size=5_000, validation_size=500, test_size=1_000,
-                attack_limit=1_000, universal_seeds=(0, 1), random_seeds=(0, 1))
+                attack_limit=500, universal_seeds=(0, 1), random_seeds=(0, 1))
     base.update({k: v for k, v in overrides.items() if v is not None})
     if "export_dir" not in overrides or overrides["export_dir"] is None:
         base["export_dir"] = os.path.join(base["run_dir"], "saved_models")

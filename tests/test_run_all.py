@@ -1,0 +1,81 @@
+"""`run_all` end to end on a small real-MNIST subset (the tiny profile of the
+shared fixture: 3,000 training images, one epoch, 500 test inputs, 200
+attacked), checking `metrics.json` as a user would read it."""
+
+import dataclasses
+import json
+import os
+
+import numpy as np
+import pytest
+
+from keras_uap.pipelines.directions_stage import ATTACKS
+from keras_uap.pipelines.study import run_all
+from keras_uap.report import missing_metric_keys
+
+MODELS = ("stdcnn", "gcnn")
+
+
+@pytest.fixture(scope="module")
+def study(tiny_run):
+    cfg, _ = tiny_run
+    results = run_all(cfg)
+    with open(os.path.join(cfg.run_dir, "metrics.json")) as f:
+        return cfg, results, json.load(f)
+
+
+def test_every_metric_key_is_present(study):
+    cfg, results, metrics = study
+    # The report cannot time itself: every other stage must be there.
+    stages = [name for name in results if name != "report"]
+    assert missing_metric_keys(metrics, MODELS, ATTACKS, ms=["100", "200"], stages=stages) == []
+    assert os.path.isfile(os.path.join(cfg.run_dir, "report", "report.md"))
+    assert metrics["models"]["gcnn"]["export_path"].endswith("mnist-gcnn/model.keras")
+
+
+def test_spectra_and_angles_are_well_formed(study):
+    _, _, metrics = study
+    for model in MODELS:
+        for attack in ATTACKS:
+            spectrum = metrics["spectrum"][model][attack]
+            fractions = [spectrum["top1_fraction"], spectrum["top5_fraction"], spectrum["top10_fraction"]]
+            assert all(0 <= f <= 1 for f in fractions) and fractions == sorted(fractions)
+            angles = metrics["invariant"][model][attack]["principal_angles_deg"]
+            assert len(angles) == 5 and all(0 <= a <= 90 for a in angles)
+
+
+def test_svd_direction_fools_more_than_random_at_equal_norm(study):
+    _, _, metrics = study
+    for model in MODELS:
+        random = metrics["universal"][model]["random"]
+        curve = metrics["universal"][model]["gradient"]["200"]
+        shared = min(len(curve["eps"]), len(random["eps"]))
+        assert curve["eps"][:shared] == random["eps"][:shared]
+        ours, theirs = np.array(curve["error_rate"][:shared]), np.array(random["error_rate"][:shared])
+        assert ours[-1] > theirs[-1] and ours.mean() > theirs.mean()
+
+
+def test_perturbations_are_published_as_unit_vectors(study):
+    cfg, _, _ = study
+    path = os.path.join(cfg.run_dir, "perturbations", "gcnn-deepfool-m200.npy")
+    v = np.load(path)
+    assert v.shape == (28, 28, 1) and v.dtype == np.float32
+    assert np.linalg.norm(v) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_rerun_is_all_cached_and_forced_stages_reproduce(study, tmp_path):
+    cfg, results, _ = study
+    again = run_all(cfg)
+    assert all(r.cached for r in again.values())
+    forced = dataclasses.replace(cfg, force=True)
+    from keras_uap.pipelines.study import collect_directions, evaluate_universal
+
+    directions = {a: collect_directions(forced, "stdcnn", a, data=results["data"]) for a in ATTACKS}
+    universal = evaluate_universal(forced, "stdcnn", directions, results["data"])
+    assert not universal.cached
+    with open(os.path.join(cfg.run_dir, "metrics.json")) as f:
+        before = json.load(f)["universal"]["stdcnn"]
+    with open(os.path.join(universal.output_dir, "universal.json")) as f:
+        after = json.load(f)
+    assert after["curves"]["deepfool"]["200"]["error_rate"] == before["deepfool"]["200"]["error_rate"]
+    assert after["random"]["error_rate"] == before["random"]["error_rate"]
