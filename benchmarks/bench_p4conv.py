@@ -9,9 +9,6 @@
 
 import argparse
 import os
-import platform
-import re
-import subprocess
 import sys
 import time
 
@@ -27,6 +24,10 @@ from keras_uap.data.sources import resolve_data_dir  # noqa: E402
 from keras_uap.layers import P4ConvP4, P4ConvZ2  # noqa: E402
 from keras_uap.models.table2 import build_gcnn, build_stdcnn  # noqa: E402
 
+# Machine description and RESULTS.md section replacement, shared with the other benchmarks.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _results import loadavg, machine_info, update_results_file  # noqa: E402
+
 SECTION_HEADING = "## P4 layers and training throughput"
 RATIO_BAR = 1.10
 BATCH = 64
@@ -40,52 +41,6 @@ P4_SHAPES = [
 ]
 # The lifting layer, reported for information only (not part of the bar).
 Z2_SHAPE = ("P4ConvZ2 (info)", (28, 28, 1), 10)
-
-
-# --------------------------------------------------------------------------- machine
-
-
-def machine_info():
-    info = {}
-    info["date"] = subprocess.run(["date", "-u"], capture_output=True, text=True, check=False).stdout.strip()
-    cpu = "unknown"
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        cpu = platform.processor() or "unknown"
-    info["cpu"] = cpu
-    info["logical_cpus"] = os.cpu_count()
-    try:
-        info["usable_cpus"] = len(os.sched_getaffinity(0))
-    except AttributeError:
-        info["usable_cpus"] = os.cpu_count()
-    ram = "unknown"
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemTotal"):
-                    ram = f"{int(line.split()[1]) / 1024 ** 2:.1f} GiB"
-                    break
-    except OSError:
-        pass
-    info["ram"] = ram
-    info["python"] = platform.python_version()
-    info["tf"] = tf.__version__
-    info["keras"] = keras.__version__
-    info["backend"] = keras.backend.backend()
-    info["numpy"] = np.__version__
-    return info
-
-
-def loadavg():
-    try:
-        return "/".join(f"{v:.2f}" for v in os.getloadavg())
-    except OSError:
-        return "n/a"
 
 
 # --------------------------------------------------------------------------- helpers
@@ -454,33 +409,6 @@ def render_section(info, rows, total, models, equiv_err, settings):
     return "\n".join(lines), verdict
 
 
-def update_results_file(path, section):
-    """Replaces this script's section of `path` (from its heading to the next `## `
-    heading), or appends it; every other section is kept as it is."""
-    if os.path.exists(path):
-        with open(path) as f:
-            text = f.read()
-    else:
-        text = "# Benchmark results\n\n"
-    lines = text.splitlines(keepends=True)
-    start = next((i for i, line in enumerate(lines) if line.rstrip() == SECTION_HEADING), None)
-    section = section.rstrip("\n") + "\n"
-    if start is None:
-        if text and not text.endswith("\n"):
-            text += "\n"
-        if text and not text.endswith("\n\n"):
-            text += "\n"
-        text += section
-    else:
-        end = next((i for i in range(start + 1, len(lines)) if re.match(r"## ", lines[i])), len(lines))
-        after = "".join(lines[end:])
-        text = "".join(lines[:start]) + section + ("\n" + after if after else "")
-    tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 # --------------------------------------------------------------------------- main
 
 
@@ -536,7 +464,7 @@ def main(argv=None):
     print(f"bar ratio <= {RATIO_BAR}: {verdict}; "
           f"{settings['elapsed']:.0f} s", flush=True)
     if args.output:
-        update_results_file(args.output, section)
+        update_results_file(args.output, section, SECTION_HEADING)
         print(f"wrote section '{SECTION_HEADING}' to {args.output}")
     else:
         print(section)

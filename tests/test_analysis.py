@@ -97,9 +97,9 @@ def test_error_curves_of_a_threshold_classifier():
     v = np.full((1, d), 1 / np.sqrt(d), np.float32)
     eps, errors, foolings = error_curves(predict, x, y, y, v, [0.5, 0.7, 1.1, 2.0, 3.0])
     # Shifted images cross at eps*4 + 1.6 > 4 (eps > 0.6), zeros at eps*4 > 4 (eps > 1).
-    np.testing.assert_allclose(errors[:, 0], [0.0, 0.5, 1.0])
+    np.testing.assert_allclose(errors[:, 0], [0.0, 0.0, 0.5, 1.0])
     np.testing.assert_allclose(foolings, errors)
-    assert list(eps) == [0.5, 0.7, 1.1]  # stopped once saturated
+    assert list(eps) == [0.0, 0.5, 0.7, 1.1]  # the clean point, then stopped once saturated
 
 
 def test_choose_sign_raises_the_loss():

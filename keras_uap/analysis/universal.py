@@ -60,7 +60,7 @@ def _saturated(errors, saturation, plateau_tol, plateau_floor):
     """True when every curve has reached `saturation`, or has flattened out
     (risen by less than `plateau_tol` over the last step) above `plateau_floor`."""
     last = np.asarray(errors[-1])
-    if len(errors) < 2:
+    if len(errors) < 3:  # the clean point and one measured norm
         return bool(np.all(last >= saturation))
     rise = last - np.asarray(errors[-2])
     done = (last >= saturation) | ((last >= plateau_floor) & (rise < plateau_tol))
@@ -83,10 +83,14 @@ def error_curves(predict_fn, x, y, clean, vectors, eps_grid, saturation=0.99, ba
         eps_grid: increasing L2 norms.
 
     Returns:
-        (eps, error_rate (len(eps), k), fooling_rate (len(eps), k)).
+        (eps, error_rate (len(eps), k), fooling_rate (len(eps), k)), the
+        grid starting with norm 0 (the clean rates).
     """
     shape = x.shape[1:]
-    eps_done, errors, foolings = [], [], []
+    # Norm 0 is the clean model: no pass needed to know it.
+    eps_done = [0.0]
+    errors = [[float(np.mean(clean != y))] * len(vectors)]
+    foolings = [[0.0] * len(vectors)]
     for eps in eps_grid:
         row = [_rates(predict_fn, x, y, clean, float(eps) * v.reshape(shape), batch_size) for v in vectors]
         eps_done.append(float(eps))
