@@ -143,11 +143,13 @@ def directions(
 ):
     """Collect per-input attack directions (loss gradient, FGSM unclipped and clipped, DeepFool) of an
     exported model on the rotated test set; saved as npz with labels, success and norms."""
-    from keras_uap.pipelines.study import ATTACKS, collect_directions
+    from keras_uap.pipelines.study import ATTACKS, collect_directions, prepare_data
 
     cfg = _config(quick, run_dir, export_dir, dataset, data_dir, seed, None, force)
+    data_result = None
     for name in ATTACKS if attack is AttackName.all else (attack.value,):
-        result = collect_directions(cfg, model.value, name, _log)
+        data_result = data_result or prepare_data(cfg, _log)
+        result = collect_directions(cfg, model.value, name, _log, data=data_result)
         summary = result.summary
         typer.echo(f"{model.value}-{name}: n={summary['n']} success={summary['success_rate']:.3f} "
                    f"median L2={summary['median_l2']:.3f}  {result.output_dir}")

@@ -42,3 +42,9 @@ def test_data_command_on_real_mnist(capsys, tmp_path, mnist_dir):
     assert code == 0 and "'test': 1000" in out
     code, _, err = _run(capsys, "data", "--quick", "--data-dir", mnist_dir, "--run-dir", str(tmp_path))
     assert code == 0 and "up to date" in err
+
+
+def test_directions_without_an_export_names_the_command_that_makes_it(capsys, tmp_path, mnist_dir):
+    code, _, err = _run(capsys, "directions", "--model", "gcnn", "--quick", "--data-dir", mnist_dir,
+                        "--run-dir", str(tmp_path), "--export-dir", str(tmp_path / "none"))
+    assert code == 2 and "keras-uap train --model gcnn" in err and "Traceback" not in err

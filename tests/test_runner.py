@@ -86,3 +86,13 @@ def test_lineage_records_what_went_in(tmp_path, source):
 def test_wrong_arguments_are_refused(tmp_path, source):
     with pytest.raises(ValueError, match="wrong arguments"):
         run_stage(STAGE, tmp_path / "out", {"source": source}, {"factor": 2, "extra": 1})
+
+
+def test_leftovers_of_a_killed_run_are_cleaned_and_the_stage_reruns(tmp_path, source):
+    # kill -9 mid-stage leaves a temporary sibling and no published output.
+    stale = tmp_path / ".tmp-out-deadbeef"
+    stale.mkdir()
+    (stale / "out.txt").write_text("half")
+    result = run_stage(STAGE, tmp_path / "out", {"source": source}, {"factor": 2})
+    assert not result.cached and not stale.exists()
+    assert (tmp_path / "out" / "out.txt").read_text() == "42"
