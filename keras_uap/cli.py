@@ -166,14 +166,16 @@ def run_all(
     quick: QuickOpt = False,
     force: ForceOpt = False,
 ):
-    """Run the whole study: data, then train and export StdCNN and GCNN (cached stages are reused)."""
+    """Run the whole study: data; train and export StdCNN and GCNN; attack directions; spectra and
+    invariant directions; universal-attack curves; report, metrics.json and TensorBoard. Stages whose
+    inputs and parameters are unchanged are reused; an interrupted run resumes where it stopped."""
     from keras_uap.pipelines.study import run_all as run_study
 
     cfg = _config(quick, run_dir, export_dir, dataset, data_dir, seed, epochs, force)
     results = run_study(cfg, log=_log)
     for name, result in results.items():
         state = "cached" if result.cached else f"{result.duration_s:.1f} s"
-        typer.echo(f"{name:14s} {state:>10s}  {result.output_dir}")
+        typer.echo(f"{name:32s} {state:>10s}  {result.output_dir}")
 
 
 def main(argv=None):

@@ -1,0 +1,392 @@
+"""Tests of the RotEqNet vector-field layers (RotConv, VectorMaxPool,
+VectorBatchNorm, Vector2Magnitude).
+
+Vector-field layout: (N, H, W, 2F), channel 2f the x-component (columns,
+positive to the right), 2f + 1 the y-component (rows, positive UP). A rotation
+by k * 90 degrees acts as `rotate_vector_field` (np.rot90 of the positions,
+(x, y) -> (-y, x) per quarter turn).
+
+Equivariance tolerances, all for rotations by 90, 180 and 270 degrees of
+21 x 21 Gaussian-smoothed noise images (sigma 1.5), measured over 8 seeds
+before fixing seed 0 here:
+- n_angles = 4 or 8 (90 degrees is a sampled angle): max abs error of the
+  output field / max |output| <= 6.4e-7 (float rounding; scalar, vector and
+  stacked layers); asserted < 1e-5.
+- n_angles = 17 (90 degrees is 4.25 steps of 21.2 degrees, so the winning
+  orientation of the rotated image lands a quarter / half / three-quarter
+  step from the rotated winner):
+  * random he_normal 7x7 filters: relative L2 error of the magnitude maps
+    0.12 mean, 0.19 max (tolerance 0.25); 80% on average (67% at worst) of
+    the strong vectors (magnitude > 10% of the max) point within one step
+    (21.2 degrees) of the rotated reference (tolerance >= 60%); the rest are orientation-pooling
+    jumps between two peaks of a multi-lobed filter response (up to 180 degrees);
+  * smooth single-lobed filters (Gaussian derivatives, sigma 1-2 px):
+    relative L2 error of the whole field 0.22 mean, 0.24 max (tolerance 0.3),
+    of the magnitudes 0.05 mean, 0.07 max (tolerance 0.1), >= 90% of the
+    strong vectors within one step (tolerance >= 85%);
+  * a scalar -> vector stack of such smooth layers (second layer a Gaussian
+    times a fixed vector): field 0.25 mean, 0.35 max (tolerance 0.4);
+    magnitudes 0.10 mean, 0.21 max (tolerance 0.25); >= 82% of the strong
+    vectors within one step (tolerance >= 75%);
+  * (not asserted) two random 5x5 layers, scalar -> vector: field 0.80 mean,
+    1.30 max; magnitudes 0.30 mean, 0.47 max; 65% within one step.
+  For comparison a WRONG action (vectors not rotated) gives relative L2
+  errors >= 1.37, so these tolerances do detect a wrong rotation of the vectors.
+"""
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+import keras
+from keras_uap.layers import (
+    RotConv,
+    Vector2Magnitude,
+    VectorBatchNorm,
+    VectorMaxPool,
+    check_equivariance,
+    rotate_planar,
+    rotate_vector_field,
+)
+from keras_uap.layers.vector_ops import disk_mask
+
+EXACT_RTOL = 1e-5  # n_angles a multiple of 4, rotations by multiples of 90 degrees
+STEP_17 = 360.0 / 17
+
+
+def _rng_input(shape, seed=0):
+    return np.random.default_rng(seed).standard_normal(shape).astype("float32")
+
+
+def _smooth_input(shape, seed=0, sigma=1.5):
+    noise = np.random.default_rng(seed).standard_normal(shape)
+    return np.stack([ndimage.gaussian_filter(img, (sigma, sigma, 0)) for img in noise]).astype("float32")
+
+
+def _gaussian_derivative(k, sigma):
+    """A k x k edge detector along +x (x right, y up): single-lobed in orientation."""
+    centre = (k - 1) / 2
+    rows, cols = np.mgrid[0:k, 0:k]
+    x, y = cols - centre, centre - rows
+    g = x * np.exp(-(x**2 + y**2) / (2 * sigma**2))
+    return (g / np.abs(g).sum()).astype("float32")
+
+
+def _gaussian(k, sigma):
+    centre = (k - 1) / 2
+    rows, cols = np.mgrid[0:k, 0:k]
+    g = np.exp(-((cols - centre) ** 2 + (rows - centre) ** 2) / (2 * sigma**2))
+    return (g / g.sum()).astype("float32")
+
+
+def _pairs(field):
+    field = np.asarray(field)
+    return field.reshape(field.shape[:-1] + (field.shape[-1] // 2, 2))
+
+
+def _rotation_errors(fn, x, input_kind):
+    """Per rotation k = 1, 2, 3: (relative L2 error of the field, of its
+    magnitudes, fraction of strong vectors within one 17-angle step, relative
+    L2 error against the wrong action that does not rotate the vectors)."""
+    act_in = rotate_planar if input_kind == "planar" else rotate_vector_field
+    reference = np.asarray(fn(x))
+    results = []
+    for k in (1, 2, 3):
+        out = np.asarray(fn(np.ascontiguousarray(act_in(x, k))))
+        expected = rotate_vector_field(reference, k)
+        o, e = _pairs(out), _pairs(expected)
+        mo, me = np.linalg.norm(o, axis=-1), np.linalg.norm(e, axis=-1)
+        strong = me > 0.1 * me.max()
+        angle = np.degrees(np.abs(np.angle((o[..., 0] + 1j * o[..., 1]) * np.conj(e[..., 0] + 1j * e[..., 1]))))
+        results.append((
+            np.linalg.norm(out - expected) / np.linalg.norm(expected),
+            np.linalg.norm(mo - me) / np.linalg.norm(me),
+            np.mean(angle[strong] <= STEP_17 + 0.1),
+            np.linalg.norm(out - rotate_planar(reference, k)) / np.linalg.norm(expected),
+        ))
+    return np.array(results)
+
+
+def _relative_exact_error(fn, x, input_kind, output_kind):
+    errors = check_equivariance(fn, x, input_kind, output_kind)
+    return max(errors.values()) / float(np.abs(np.asarray(fn(x))).max())
+
+
+# ---------------------------------------------------------------- RotConv
+
+
+def test_filter_bank_is_the_rot90_of_the_disk_masked_filter():
+    layer = RotConv(3, 5, n_angles=4)
+    layer.build((None, 9, 9, 2))
+    kernel = layer.kernel.numpy() * disk_mask(5)[:, :, None, None]
+    bank = layer.rotated_filter_bank().numpy().reshape(5, 5, 2, 3, 4)
+    for a in range(4):
+        np.testing.assert_allclose(bank[..., a], np.rot90(kernel, a, axes=(0, 1)), atol=1e-7)
+    # 17 angles: orientation 0 is the masked filter itself (channel f * 17 + a),
+    # and the corners outside the inscribed disk are zero at every orientation.
+    layer17 = RotConv(3, 5, n_angles=17)
+    layer17.build((None, 9, 9, 2))
+    bank17 = layer17.rotated_filter_bank().numpy()
+    assert bank17.shape == (5, 5, 2, 3 * 17)
+    masked17 = layer17.kernel.numpy() * disk_mask(5)[:, :, None, None]
+    np.testing.assert_allclose(bank17.reshape(5, 5, 2, 3, 17)[..., 0], masked17, atol=1e-7)
+    assert np.all(bank17[disk_mask(5) == 0] == 0)
+
+
+def test_vector_filter_bank_rotates_the_components_too():
+    layer = RotConv(2, 5, n_angles=4, mode="vector")
+    layer.build((None, 9, 9, 6))
+    kernel = (layer.kernel.numpy() * disk_mask(5)[:, :, None, None]).reshape(5, 5, 3, 2, 2)
+    bank = layer.rotated_filter_bank().numpy().reshape(5, 5, 3, 2, 2, 4)
+    u, v = kernel[:, :, :, 0], kernel[:, :, :, 1]
+    for a, (cos, sin) in enumerate([(1, 0), (0, 1), (-1, 0), (0, -1)]):
+        ru, rv = np.rot90(u, a, axes=(0, 1)), np.rot90(v, a, axes=(0, 1))
+        np.testing.assert_allclose(bank[:, :, :, 0, :, a], cos * ru - sin * rv, atol=1e-7)
+        np.testing.assert_allclose(bank[:, :, :, 1, :, a], sin * ru + cos * rv, atol=1e-7)
+
+
+def test_output_matches_an_explicit_loop_reference():
+    x = _rng_input((2, 8, 8, 2))
+    layer = RotConv(3, 3, n_angles=4, padding="valid", bias_initializer="random_normal")
+    out = _pairs(layer(x))
+    kernel = layer.kernel.numpy() * disk_mask(3)[:, :, None, None]
+    responses = np.zeros((2, 6, 6, 3, 4))
+    for a in range(4):
+        rotated = np.rot90(kernel, a, axes=(0, 1))
+        for i in range(3):
+            for j in range(3):
+                responses[..., a] += np.einsum("nhwc,cf->nhwf", x[:, i:i + 6, j:j + 6], rotated[i, j])
+    winner = responses.argmax(-1)
+    magnitude = np.maximum(responses.max(-1) + layer.bias.numpy(), 0)
+    angle = winner * np.pi / 2
+    np.testing.assert_allclose(out[..., 0], magnitude * np.round(np.cos(angle)), atol=1e-5)
+    np.testing.assert_allclose(out[..., 1], magnitude * np.round(np.sin(angle)), atol=1e-5)
+
+
+@pytest.mark.parametrize("n_angles", [4, 8])
+@pytest.mark.parametrize("padding", ["same", "valid"])
+def test_exact_equivariance_when_90_degrees_is_a_sampled_angle(n_angles, padding):
+    keras.utils.set_random_seed(0)
+    x = _rng_input((2, 15, 15, 2))
+    scalar = RotConv(4, 5, n_angles=n_angles, padding=padding, bias_initializer="random_normal")
+    assert _relative_exact_error(scalar, x, "planar", "vector") < EXACT_RTOL
+    magnitudes = keras.Sequential([scalar, Vector2Magnitude()])
+    assert _relative_exact_error(magnitudes, x, "planar", "planar") < EXACT_RTOL
+    vector = RotConv(3, 5, n_angles=n_angles, mode="vector", padding=padding)
+    assert _relative_exact_error(vector, _rng_input((2, 15, 15, 8)), "vector", "vector") < EXACT_RTOL
+    stack = keras.Sequential([scalar, vector])
+    assert _relative_exact_error(stack, x, "planar", "vector") < EXACT_RTOL
+
+
+def test_the_equivariance_check_detects_unrotated_vectors():
+    # Rotating positions but not the vectors (the planar action) must fail badly.
+    layer = RotConv(4, 5, n_angles=4)
+    x = _rng_input((1, 11, 11, 1))
+    errors = check_equivariance(layer, x, "planar", "planar")
+    assert max(errors.values()) > 0.5 * float(np.abs(np.asarray(layer(x))).max())
+
+
+def test_17_angles_random_filters_within_the_discretisation_tolerance():
+    keras.utils.set_random_seed(0)
+    x = _smooth_input((2, 21, 21, 1))
+    errors = _rotation_errors(RotConv(4, 7, n_angles=17), x, "planar")
+    field, magnitude, within_step, wrong = errors.T
+    assert magnitude.max() < 0.25, errors
+    assert within_step.min() >= 0.6, errors
+    assert wrong.min() > 1.2, errors
+
+
+def test_17_angles_smooth_filters_within_the_discretisation_tolerance():
+    x = _smooth_input((2, 21, 21, 1))
+    layer = RotConv(3, 7, n_angles=17, use_bias=False)
+    layer.build(x.shape)
+    layer.kernel.assign(np.stack([_gaussian_derivative(7, s) for s in (1.0, 1.5, 2.0)], -1)[:, :, None, :])
+    errors = _rotation_errors(layer, x, "planar")
+    field, magnitude, within_step, wrong = errors.T
+    assert field.max() < 0.3, errors
+    assert magnitude.max() < 0.1, errors
+    assert within_step.min() >= 0.85, errors
+    assert wrong.min() > 1.2, errors
+
+
+def test_17_angles_vector_mode_within_the_discretisation_tolerance():
+    # Smooth scalar layer, then a vector layer whose filter is a Gaussian times
+    # a fixed vector per (input, output) map, so its orientation response is
+    # a single cosine lobe. Tolerances from 8 seeds (module docstring).
+    keras.utils.set_random_seed(0)
+    x = _smooth_input((2, 21, 21, 1))
+    first = RotConv(3, 7, n_angles=17, use_bias=False)
+    first.build(x.shape)
+    first.kernel.assign(np.stack([_gaussian_derivative(7, s) for s in (1.0, 1.5, 2.0)], -1)[:, :, None, :])
+    second = RotConv(2, 5, n_angles=17, mode="vector", use_bias=False)
+    second.build((None, 21, 21, 6))
+    mixing = np.random.default_rng(0).standard_normal((1, 1, 6, 2)).astype("float32")
+    second.kernel.assign(_gaussian(5, 1.0)[:, :, None, None] * mixing)
+    errors = _rotation_errors(keras.Sequential([first, second]), x, "planar")
+    field, magnitude, within_step, wrong = errors.T
+    assert field.max() < 0.4, errors
+    assert magnitude.max() < 0.25, errors
+    assert within_step.min() >= 0.75, errors
+    assert wrong.min() > 1.2, errors
+
+
+# ---------------------------------------------------------------- VectorMaxPool
+
+
+def _reference_vector_max_pool(field, pool, stride):
+    pairs = _pairs(field)
+    n, h, w, f, _ = pairs.shape
+    oh, ow = (h - pool) // stride + 1, (w - pool) // stride + 1
+    out = np.zeros((n, oh, ow, f, 2), "float32")
+    for i in range(oh):
+        for j in range(ow):
+            window = pairs[:, i * stride:i * stride + pool, j * stride:j * stride + pool].reshape(n, -1, f, 2)
+            best = np.argmax((window**2).sum(-1), axis=1)  # (n, f)
+            out[:, i, j] = np.take_along_axis(window, best[:, None, :, None], axis=1)[:, 0]
+    return out.reshape(n, oh, ow, 2 * f)
+
+
+@pytest.mark.parametrize("pool,stride", [(2, 2), (3, 1), (3, 2)])
+def test_vector_max_pool_matches_reference_and_is_equivariant(pool, stride):
+    field = _rng_input((2, 9, 9, 6))
+    layer = VectorMaxPool(pool, strides=stride)
+    np.testing.assert_array_equal(np.asarray(layer(field)), _reference_vector_max_pool(field, pool, stride))
+    even = _rng_input((2, 10, 10, 6)) if pool == 2 else field  # windows tile the square symmetrically
+    assert max(check_equivariance(layer, even, "vector", "vector").values()) == 0.0
+
+
+def test_vector_max_pool_same_padding_keeps_the_border_vectors():
+    field = _rng_input((1, 5, 5, 4))
+    out = np.asarray(VectorMaxPool(2, padding="same")(field))
+    assert out.shape == (1, 3, 3, 4)
+    # The last row/column windows only hold real vectors (zero padding never wins).
+    np.testing.assert_array_equal(out[:, 2, 2], field[:, 4, 4])
+
+
+# ---------------------------------------------------------------- VectorBatchNorm
+
+
+@pytest.mark.parametrize("centered", [False, True])
+def test_vector_batch_norm_scales_magnitudes_and_keeps_directions(centered):
+    field = 3.0 * _rng_input((4, 6, 6, 8)) + 1.0
+    layer = VectorBatchNorm(momentum=0.5, centered=centered)
+    out = np.asarray(layer(field, training=True))
+    p_in, p_out = _pairs(field), _pairs(out)
+    scale = np.linalg.norm(p_out, axis=-1) / np.linalg.norm(p_in, axis=-1)
+    # One positive scale per map: directions kept.
+    np.testing.assert_allclose(scale, np.broadcast_to(scale[:1, :1, :1], scale.shape), rtol=1e-5)
+    magnitude = np.linalg.norm(p_out, axis=-1)
+    statistic = magnitude.std(axis=(0, 1, 2)) if centered else np.sqrt((magnitude**2).mean(axis=(0, 1, 2)))
+    np.testing.assert_allclose(statistic, 1.0, rtol=1e-3)
+    # Running variance: 0.5 * 1 + 0.5 * batch variance; inference uses it.
+    m_in = np.linalg.norm(p_in, axis=-1)
+    batch = m_in.var(axis=(0, 1, 2)) if centered else (m_in**2).mean(axis=(0, 1, 2))
+    np.testing.assert_allclose(layer.moving_variance.numpy(), 0.5 + 0.5 * batch, rtol=1e-5)
+    inferred = _pairs(layer(field, training=False))
+    np.testing.assert_allclose(inferred, p_in / np.sqrt(0.5 + 0.5 * batch + 1e-5)[:, None], rtol=1e-5)
+
+
+def test_vector_batch_norm_is_equivariant():
+    field = _rng_input((2, 8, 8, 6))
+    for training in (True, False):
+        layer = VectorBatchNorm(centered=True)
+        fn = lambda v, layer=layer: layer(v, training=training)  # noqa: E731
+        assert max(check_equivariance(fn, field, "vector", "vector").values()) < 1e-5
+
+
+# ---------------------------------------------------------------- Vector2Magnitude
+
+
+def test_vector_to_magnitude_is_invariant_with_finite_gradients():
+    import tensorflow as tf
+
+    field = _rng_input((2, 7, 7, 6))
+    field[0, 0, 0, :2] = 0.0  # a zero vector: the plain sqrt gradient would be NaN
+    layer = Vector2Magnitude()
+    out = np.asarray(layer(field))
+    np.testing.assert_allclose(out, np.linalg.norm(_pairs(field), axis=-1), rtol=1e-6)
+    assert max(check_equivariance(layer, field, "vector", "planar").values()) < 1e-6
+    x = tf.constant(field)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        total = tf.reduce_sum(layer(x))
+    grad = tape.gradient(total, x).numpy()
+    assert np.all(np.isfinite(grad)) and np.all(grad[0, 0, 0, :2] == 0)
+
+
+# ---------------------------------------------------------------- shapes, config, errors, saving
+
+
+@pytest.mark.parametrize("layer,shape,expected", [
+    (RotConv(6, 9), (2, 28, 28, 1), (2, 28, 28, 12)),
+    (RotConv(4, 5, n_angles=8, padding="valid", strides=2), (2, 15, 15, 3), (2, 6, 6, 8)),
+    (RotConv(4, (5, 5), mode="vector", use_bias=False), (2, 9, 9, 12), (2, 9, 9, 8)),
+    (VectorMaxPool(2), (2, 9, 9, 12), (2, 4, 4, 12)),
+    (VectorMaxPool((3, 3), strides=1, padding="same"), (2, 9, 9, 12), (2, 9, 9, 12)),
+    (VectorBatchNorm(centered=True, scale=False), (2, 4, 4, 12), (2, 4, 4, 12)),
+    (Vector2Magnitude(), (2, 4, 4, 12), (2, 4, 4, 6)),
+])
+def test_shapes_and_config_round_trip(layer, shape, expected):
+    out = layer(np.zeros(shape, "float32"))
+    assert tuple(out.shape) == expected
+    assert tuple(layer.compute_output_shape(shape)) == expected
+    clone = type(layer).from_config(layer.get_config())
+    assert clone.get_config() == layer.get_config()
+
+
+def test_errors_are_pinned():
+    with pytest.raises(ValueError, match="`filters` must be a positive int. Received: filters=-3"):
+        RotConv(-3, 3)
+    with pytest.raises(ValueError, match=r"square \(k, k\) tuple.*Received: kernel_size=\(3, 5\)"):
+        RotConv(4, (3, 5))
+    with pytest.raises(ValueError, match="`n_angles` must be a positive int. Received: n_angles=0"):
+        RotConv(4, 3, n_angles=0)
+    with pytest.raises(ValueError, match="Received: mode=tensor"):
+        RotConv(4, 3, mode="tensor")
+    with pytest.raises(ValueError, match="Received: padding=causal"):
+        RotConv(4, 3, padding="causal")
+    with pytest.raises(ValueError, match=r"channel axis is even.*Received: input_shape=\(1, 8, 8, 3\)"):
+        RotConv(4, 3, mode="vector")(np.zeros((1, 8, 8, 3), "float32"))
+    with pytest.raises(ValueError, match="`pool_size` must be a positive int or pair. Received: pool_size=\\(0, 0\\)"):
+        VectorMaxPool(0)
+    with pytest.raises(ValueError, match="Received: padding=full"):
+        VectorMaxPool(2, padding="full")
+    with pytest.raises(ValueError, match="VectorMaxPool expects a vector field"):
+        VectorMaxPool(2)(np.zeros((1, 4, 4, 5), "float32"))
+    with pytest.raises(ValueError, match=r"`momentum` must be in \[0, 1\). Received: momentum=1.5"):
+        VectorBatchNorm(momentum=1.5)
+    with pytest.raises(ValueError, match="`epsilon` must be positive. Received: epsilon=0.0"):
+        VectorBatchNorm(epsilon=0)
+    with pytest.raises(ValueError, match="VectorBatchNorm expects a vector field"):
+        VectorBatchNorm()(np.zeros((1, 4, 4, 3), "float32"))
+    with pytest.raises(ValueError, match="Vector2Magnitude expects a vector field"):
+        Vector2Magnitude()(np.zeros((1, 4, 4, 3), "float32"))
+
+
+def _roteqnet_like_model():
+    inputs = keras.Input((12, 12, 1))
+    h = RotConv(4, 5, n_angles=8)(inputs)
+    h = VectorBatchNorm(momentum=0.5)(h)
+    h = VectorMaxPool(2)(h)
+    h = RotConv(4, 3, n_angles=8, mode="vector")(h)
+    h = Vector2Magnitude()(h)
+    h = keras.layers.GlobalMaxPooling2D()(h)
+    return keras.Model(inputs, keras.layers.Dense(3)(h))
+
+
+def test_training_lowers_the_loss_and_keras_file_round_trip(tmp_path):
+    keras.utils.set_random_seed(0)
+    model = _roteqnet_like_model()
+    model.compile(optimizer=keras.optimizers.Adam(0.01),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x = _smooth_input((12, 12, 12, 1), sigma=1.0)
+    y = np.arange(12) % 3
+    # Training-mode losses (batch statistics in VectorBatchNorm), each before its step.
+    losses = [float(model.train_on_batch(x, y)) for _ in range(6)]
+    assert np.all(np.isfinite(losses)) and losses[-1] < 0.8 * losses[0], losses
+    assert not np.allclose(model.layers[2].moving_variance.numpy(), 1.0)  # updated in training
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras")
+    np.testing.assert_array_equal(np.asarray(loaded(x)), np.asarray(model(x)))
+    assert [type(layer).__name__ for layer in loaded.layers[1:6]] == [
+        "RotConv", "VectorBatchNorm", "VectorMaxPool", "RotConv", "Vector2Magnitude"]
