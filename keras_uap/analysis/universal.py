@@ -68,7 +68,7 @@ def _saturated(errors, saturation, plateau_tol, plateau_floor):
 
 
 def error_curves(predict_fn, x, y, clean, vectors, eps_grid, saturation=0.99, batch_size=5000,
-                 plateau_tol=0.005, plateau_floor=0.5):
+                 plateau_tol=0.01, plateau_floor=0.5):
     """Error and fooling rates of every vector at every norm of `eps_grid`.
 
     The grid is walked upwards for all vectors together and stops early once

@@ -54,12 +54,13 @@ def _summarise(eps, errors, foolings, random=None):
     if random is not None:
         for key in ("eps50", "eps80"):
             ours, base = summary[key], random[key]
-            summary[f"ratio_{key}_to_random"] = None if ours is None or base is None else ours / base
+            # A model already wrong on half the clean inputs has eps50 = 0: no ratio.
+            summary[f"ratio_{key}_to_random"] = None if ours is None or not base else ours / base
     return summary
 
 
 def _universal_stage(output_dir, model_file, test_data, model, sample_sizes, seeds, random_seeds, eps_grid, saturation,
-                     probe_norm, progress=None, **directions_files):
+                     probe_norm, full_set_only, progress=None, **directions_files):
     from keras_uap.pipelines.train_stage import load_exported_model
 
     network = load_exported_model(os.path.dirname(model_file))
@@ -84,7 +85,8 @@ def _universal_stage(output_dir, model_file, test_data, model, sample_sizes, see
         directions, index = found["directions"], found["index"]
         n = len(directions)
         curves[attack] = {}
-        for m in sorted({min(int(m), n) for m in sample_sizes}):
+        sizes = [n] if attack in full_set_only else sample_sizes
+        for m in sorted({min(int(m), n) for m in sizes}):
             run_seeds = [seeds[0]] if m == n else list(seeds)
             vectors = []
             for seed in run_seeds:
@@ -113,6 +115,7 @@ UNIVERSAL_STAGE = Stage(
     fn=_universal_stage,
     version=code_version("1", "keras_uap.analysis.universal", "keras_uap.analysis.spectrum", __name__),
     inputs=("model_file", "test_data") + tuple(f"directions_{a}" for a in ATTACKS),
-    params=("model", "sample_sizes", "seeds", "random_seeds", "eps_grid", "saturation", "probe_norm"),
+    params=("model", "sample_sizes", "seeds", "random_seeds", "eps_grid", "saturation", "probe_norm",
+            "full_set_only"),
     settings=("progress",),
 )
