@@ -1,0 +1,52 @@
+"""Usage: python benchmarks/stage_times.py RUN_DIR --profile default|quick [--output benchmarks/RESULTS.md]
+
+Writes the time each stage of a `keras-uap run-all` took (from the lineage
+records its runner wrote, so a resumed run counts each stage once, as it ran)
+into a section of RESULTS.md.
+"""
+
+import argparse
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _results import loadavg, machine_info, machine_lines, update_results_file  # noqa: E402
+
+
+def stage_times(run_dir):
+    """Stage label -> seconds, in the order the stages last ran."""
+    times = {}
+    metrics = os.path.join(run_dir, "metrics.json")
+    with open(metrics) as f:
+        times.update(json.load(f).get("timings_s", {}))
+    with open(os.path.join(run_dir, "report", "lineage.json")) as f:
+        times["report"] = json.load(f)["duration_s"]
+    return times
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir")
+    parser.add_argument("--profile", required=True)
+    parser.add_argument("--output", default="benchmarks/RESULTS.md")
+    parser.add_argument("--budget-min", type=float, default=None, help="target for the total, in minutes")
+    args = parser.parse_args()
+    times = stage_times(args.run_dir)
+    total = sum(times.values())
+    load = loadavg()
+    lines = [f"## run-all stage times ({args.profile} profile)", "",
+             f"- Date: {machine_info()['date']}; run directory `{args.run_dir}`.",
+             *machine_lines(machine_info(), load, load), "",
+             "| stage | seconds |", "| --- | ---: |"]
+    lines += [f"| {name} | {seconds:.1f} |" for name, seconds in times.items()]
+    lines += [f"| **total** | **{total:.1f}** ({total / 60:.1f} min) |", ""]
+    if args.budget_min:
+        verdict = "within" if total / 60 <= args.budget_min else "OVER"
+        lines.append(f"Target: {args.budget_min:g} min; this run is {verdict} it.")
+    update_results_file(args.output, "\n".join(lines) + "\n")
+    print(f"{args.profile}: {total:.1f} s over {len(times)} stages")
+
+
+if __name__ == "__main__":
+    main()
