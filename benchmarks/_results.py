@@ -5,7 +5,7 @@ import platform
 import re
 import subprocess
 
-__all__ = ["machine_info", "loadavg", "machine_lines", "update_results_file"]
+__all__ = ["machine_info", "loadavg", "machine_lines", "update_results_file", "publish_section"]
 
 
 def machine_info(extra_versions=None):
@@ -104,3 +104,12 @@ def update_results_file(path, section, heading=None):
     with open(tmp, "w") as f:
         f.write(text)
     os.replace(tmp, path)
+
+
+def publish_section(output, section, heading):
+    """Writes `section` into the results file `output`, or prints it when no file is given."""
+    if output:
+        update_results_file(output, section, heading)
+        print(f"wrote section '{heading}' to {output}")
+    else:
+        print(section)

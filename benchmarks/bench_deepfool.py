@@ -22,7 +22,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import tensorflow as tf  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _results import loadavg, machine_info, machine_lines, update_results_file  # noqa: E402
+from _results import loadavg, machine_info, machine_lines, publish_section  # noqa: E402
 
 SECTION_HEADING = "## DeepFool against foolbox"
 SPEEDUP_BAR = 3.0
@@ -254,11 +254,7 @@ def main(argv=None):
           f"{verdict}; success ours {results['ours_success']}/{len(x)}, foolbox {results['fb_success']}/{len(x)} "
           f"({'equal' if equal else 'NOT equal'}); relative L2 difference median {results['rel_median']:.2e}, "
           f"{results['rel_within']:.1%} within {WITHIN:.0%}; {settings['elapsed']:.0f} s", flush=True)
-    if args.output:
-        update_results_file(args.output, section, SECTION_HEADING)
-        print(f"wrote section '{SECTION_HEADING}' to {args.output}")
-    else:
-        print(section)
+    publish_section(args.output, section, SECTION_HEADING)
     return 0
 
 

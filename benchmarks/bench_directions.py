@@ -23,7 +23,7 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _results import loadavg, machine_info, machine_lines, update_results_file  # noqa: E402
+from _results import loadavg, machine_info, machine_lines, publish_section  # noqa: E402
 
 SECTION_HEADING = "## Direction collection"
 MODELS = ("stdcnn", "gcnn")
@@ -232,11 +232,7 @@ def driver(args, parser):
     settings["load_end"] = loadavg()
     settings["elapsed"] = time.perf_counter() - t_start
     section = render_section(info, settings, rows)
-    if args.output:
-        update_results_file(args.output, section, SECTION_HEADING)
-        print(f"wrote section '{SECTION_HEADING}' to {args.output}")
-    else:
-        print(section)
+    publish_section(args.output, section, SECTION_HEADING)
     return 0
 
 

@@ -26,7 +26,7 @@ from keras_uap.models.table2 import build_gcnn, build_stdcnn  # noqa: E402
 
 # Machine description and RESULTS.md section replacement, shared with the other benchmarks.
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _results import loadavg, machine_info, update_results_file  # noqa: E402
+from _results import loadavg, machine_info, publish_section  # noqa: E402
 
 SECTION_HEADING = "## P4 layers and training throughput"
 RATIO_BAR = 1.10
@@ -463,11 +463,7 @@ def main(argv=None):
     section, verdict = render_section(info, rows, total, models, equiv_err, settings)
     print(f"bar ratio <= {RATIO_BAR}: {verdict}; "
           f"{settings['elapsed']:.0f} s", flush=True)
-    if args.output:
-        update_results_file(args.output, section, SECTION_HEADING)
-        print(f"wrote section '{SECTION_HEADING}' to {args.output}")
-    else:
-        print(section)
+    publish_section(args.output, section, SECTION_HEADING)
     return 0 if equiv_err <= 1e-5 else 1
 
 
