@@ -1,7 +1,8 @@
 """Training with fresh random rotations every epoch, and export.
 
 The optimiser settings default to the GCNN reference code's: SGD with
-learning rate 0.01 and momentum 0.5, batch 64, 10 epochs.
+learning rate 0.01 and momentum 0.5, batch 64, 10 epochs. RotEqNet's
+authors trained with Adam, which `optimizer="adam"` selects.
 """
 
 import math
@@ -14,7 +15,7 @@ import keras
 from keras_uap.data.rotation import MAX_ANGLE, rotate_images
 
 __all__ = ["set_determinism", "rotated_training_dataset", "BestValidationWeights", "compile_for_training",
-           "train_model",
+           "make_optimizer", "OPTIMIZERS", "train_model",
            "export_model", "evaluate_accuracy"]
 
 
@@ -79,9 +80,21 @@ class BestValidationWeights(keras.callbacks.Callback):
             self.model.set_weights(self._weights)
 
 
-def compile_for_training(model, learning_rate=0.01, momentum=0.5):
+OPTIMIZERS = ("sgd", "adam")
+
+
+def make_optimizer(optimizer="sgd", learning_rate=0.01, momentum=0.5):
+    """SGD with momentum, or Adam (`momentum` unused)."""
+    if optimizer == "sgd":
+        return keras.optimizers.SGD(learning_rate=learning_rate, momentum=momentum)
+    if optimizer == "adam":
+        return keras.optimizers.Adam(learning_rate=learning_rate)
+    raise ValueError(f"unknown optimizer {optimizer!r}; choose one of {OPTIMIZERS}")
+
+
+def compile_for_training(model, learning_rate=0.01, momentum=0.5, optimizer="sgd"):
     model.compile(
-        optimizer=keras.optimizers.SGD(learning_rate=learning_rate, momentum=momentum),
+        optimizer=make_optimizer(optimizer, learning_rate, momentum),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
     )
@@ -89,7 +102,7 @@ def compile_for_training(model, learning_rate=0.01, momentum=0.5):
 
 
 def train_model(model, train, validation, epochs=10, batch_size=64, learning_rate=0.01,
-                momentum=0.5, seed=0, tensorboard_dir=None, verbose=1):
+                momentum=0.5, seed=0, tensorboard_dir=None, verbose=1, optimizer="sgd"):
     """Trains `model` on rotated `train` (uint8 images, labels), validating on
     the pre-rotated `validation` (x, y) after every epoch.
 
@@ -100,7 +113,7 @@ def train_model(model, train, validation, epochs=10, batch_size=64, learning_rat
         `best_epoch` (1-based) added.
     """
     images, labels = train
-    compile_for_training(model, learning_rate, momentum)
+    compile_for_training(model, learning_rate, momentum, optimizer)
     dataset = rotated_training_dataset(images, labels, batch_size, epochs, seed)
     best = BestValidationWeights()
     callbacks = [best]

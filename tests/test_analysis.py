@@ -126,3 +126,20 @@ def test_invariant_directions():
     disk_change = np.linalg.norm(invariant_directions(disk, 2.0))
     bar_change = np.linalg.norm(invariant_directions(bar, 2.0))
     assert disk_change < 0.1 * bar_change
+
+
+def test_an_attack_on_a_subset_is_compared_with_the_invariant_directions_of_its_inputs():
+    from keras_uap.pipelines.analysis_stage import analyse_model
+
+    rng = np.random.default_rng(0)
+    x = rng.random((300, 28, 28, 1)).astype(np.float32)
+    full = rng.standard_normal((300, 784)).astype(np.float32)
+    index = np.sort(rng.choice(300, 120, replace=False))
+    both, _ = analyse_model({"gradient": full, "deepfool": full[index]}, x, sample_size=50,
+                            attack_indices={"gradient": np.arange(300), "deepfool": index})
+    alone, _ = analyse_model({"deepfool": full[index]}, x[index], sample_size=50)
+    assert both["n"] == 300 and both["spectrum"]["deepfool"]["n"] == 120
+    for key in ("avg_abs_dot_top5", "avg_abs_dot_top5_sample", "principal_angles_deg"):
+        np.testing.assert_allclose(both["comparison"]["deepfool"][key], alone["comparison"]["deepfool"][key],
+                                   rtol=1e-5)
+    assert both["theory"]["deepfool"]["top_eigenvalue"] == pytest.approx(alone["theory"]["deepfool"]["top_eigenvalue"])

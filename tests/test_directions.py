@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from keras_uap.errors import UserError
-from keras_uap.pipelines.directions_stage import ATTACKS, load_directions
+from keras_uap.pipelines.directions_stage import ATTACKS, attacked_indices, load_directions
 from keras_uap.pipelines.study import collect_directions
 from keras_uap.pipelines.train_stage import load_exported_model
 
@@ -59,3 +59,22 @@ def test_missing_export_names_the_command_that_creates_it(tiny_run, tmp_path):
     elsewhere = dataclasses.replace(cfg, export_dir=str(tmp_path))
     with pytest.raises(UserError, match="keras-uap train --model gcnn"):
         collect_directions(elsewhere, "gcnn", "deepfool")
+
+
+def test_a_deepfool_subset_is_a_seeded_random_sample_of_the_attacked_inputs(tiny_run, tmp_path):
+    cfg, results = tiny_run
+    index = attacked_indices(500, limit=200, subset=50, seed=0)
+    assert len(index) == 50 and np.all(np.diff(index) > 0) and index.max() < 200
+    assert index.max() > 100  # not a prefix: MNIST's test file is ordered by writer group
+    np.testing.assert_array_equal(index, attacked_indices(500, limit=200, subset=50, seed=0))
+    assert not np.array_equal(index, attacked_indices(500, limit=200, subset=50, seed=1))
+    np.testing.assert_array_equal(attacked_indices(500, limit=200, subset=300), np.arange(200))
+
+    sub = dataclasses.replace(cfg, run_dir=str(tmp_path), deepfool_subset=50, model_settings={})
+    found = load_directions(collect_directions(sub, "stdcnn", "deepfool", data=results["data"]).output_dir)
+    np.testing.assert_array_equal(found["index"], index)
+    test = np.load(f"{results['data'].output_dir}/test.npz")
+    np.testing.assert_array_equal(found["label"], test["y"][index])
+    # The other attacks ignore the DeepFool subset.
+    gradient = load_directions(collect_directions(sub, "stdcnn", "gradient", data=results["data"]).output_dir)
+    np.testing.assert_array_equal(gradient["index"], np.arange(200))

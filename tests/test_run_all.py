@@ -13,7 +13,7 @@ from keras_uap.pipelines.directions_stage import ATTACKS
 from keras_uap.pipelines.study import run_all
 from keras_uap.report import missing_metric_keys
 
-MODELS = ("stdcnn", "gcnn")
+MODELS = ("stdcnn", "gcnn", "roteqnet")
 
 
 @pytest.fixture(scope="module")

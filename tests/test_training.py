@@ -12,10 +12,10 @@ from keras_uap.pipelines.train_stage import load_exported_model
 from keras_uap.training import rotated_training_dataset
 
 
-def test_exports_both_models_with_savedmodel_and_keras_file(tiny_run):
+def test_exports_every_model_with_savedmodel_and_keras_file(tiny_run):
     cfg, results = tiny_run
     x = np.load(os.path.join(results["data"].output_dir, "test.npz"))["x"][:8]
-    for model in ("stdcnn", "gcnn"):
+    for model in ("stdcnn", "gcnn", "roteqnet"):
         export = results[f"train-{model}"].output_dir
         assert export == os.path.abspath(os.path.join(cfg.export_dir, f"mnist-{model}"))
         served = tf.saved_model.load(os.path.join(export, "saved_model")).signatures["serving_default"]
@@ -31,10 +31,24 @@ def test_exports_both_models_with_savedmodel_and_keras_file(tiny_run):
         assert len(metrics["history"]["loss"]) == 1
 
 
-def test_gcnn_learns_something_in_one_short_epoch(tiny_run):
+def test_equivariant_models_learn_something_in_one_short_epoch(tiny_run):
     _, results = tiny_run
     # 3,000 rotated images, one epoch: far from converged, but well above chance (0.1).
     assert results["train-gcnn"].summary["test_accuracy"] > 0.2
+    assert results["train-roteqnet"].summary["test_accuracy"] > 0.2
+
+
+def test_roteqnet_trains_with_its_own_settings_unless_the_user_chose(tiny_run):
+    cfg, results = tiny_run
+    with open(os.path.join(results["train-roteqnet"].output_dir, "lineage.json")) as f:
+        params = json.load(f)["params"]
+    assert params["optimizer"] == "adam" and params["learning_rate"] == 1e-3
+    assert cfg.for_model("stdcnn").optimizer == "sgd"
+    import dataclasses
+
+    chosen = dataclasses.replace(cfg, epochs=2, user_set=("epochs",), model_settings={"roteqnet": {"epochs": 3}})
+    assert chosen.for_model("roteqnet").epochs == 2
+    assert dataclasses.replace(chosen, user_set=()).for_model("roteqnet").epochs == 3
 
 
 def test_tensorboard_logs_are_written(tiny_run):

@@ -8,10 +8,9 @@ features), as GrouPy's reference MNIST network does.
 import keras
 from keras import layers
 
-from keras_uap.errors import UserError
 from keras_uap.layers import GroupSpatialMaxPooling2D, P4ConvP4, P4ConvZ2
 
-__all__ = ["MODELS", "INPUT_SHAPE", "NUM_CLASSES", "build_stdcnn", "build_gcnn", "build_model"]
+__all__ = ["INPUT_SHAPE", "NUM_CLASSES", "build_stdcnn", "build_gcnn"]
 
 INPUT_SHAPE = (28, 28, 1)
 NUM_CLASSES = 10
@@ -53,13 +52,3 @@ def build_gcnn(input_shape=INPUT_SHAPE, num_classes=NUM_CLASSES, name="gcnn"):
         ],
         name=name,
     )
-
-
-MODELS = {"stdcnn": build_stdcnn, "gcnn": build_gcnn}
-
-
-def build_model(name, **kwargs):
-    """Builds the model called `name` (one of `MODELS`)."""
-    if name not in MODELS:
-        raise UserError(f"unknown model {name!r}; choose one of: {', '.join(MODELS)}")
-    return MODELS[name](**kwargs)

@@ -38,60 +38,80 @@ def _spectrum(directions, sample):
     return summary, vectors, vectors_sample
 
 
-def analyse_model(attack_directions, x_test, sample_size=500, seed=0, invariant_angle=2.0):
+def _sample(n, sample_size, seed):
+    return np.sort(np.random.default_rng([seed, 500]).choice(n, min(sample_size, n), replace=False))
+
+
+def analyse_model(attack_directions, x_test, sample_size=500, seed=0, invariant_angle=2.0, attack_indices=None):
     """Runs every analysis of the paper's Sections 3 and 5 on one model.
 
     Args:
-        attack_directions: {attack: (N, d) raw directions} on the first N test inputs.
-        x_test: the rotated test images, (>= N, 28, 28, 1).
-        sample_size: the small random sample (the paper's 500).
+        attack_directions: {attack: (N_a, d) raw directions}.
+        x_test: the rotated test images.
+        sample_size: the small random sample (the paper's 500), drawn per attack
+            from its own rows.
         seed: seed of that sample.
         invariant_angle: degrees of the small rotation.
+        attack_indices: {attack: (N_a,) test indices of the rows}; by default
+            the first N_a test inputs. An attack run on a subset is compared
+            with the invariant directions of the same inputs.
 
     Returns:
         (analysis dict, {name: (10, d) top singular vectors}).
     """
-    n = len(next(iter(attack_directions.values())))
-    sample = np.sort(np.random.default_rng([seed, 500]).choice(n, min(sample_size, n), replace=False))
-    invariant = invariant_directions(x_test[:n], invariant_angle)
+    attack_indices = attack_indices or {}
+    indices = {a: np.asarray(attack_indices.get(a, np.arange(len(d)))) for a, d in attack_directions.items()}
+    covered = np.unique(np.concatenate(list(indices.values())))
+    invariant = invariant_directions(x_test[covered], invariant_angle)
+    n = len(covered)
+    sample = _sample(n, sample_size, seed)
     inv_summary, inv_vectors, inv_vectors_sample = _spectrum(invariant, sample)
     result = {"n": n, "sample_size": len(sample), "invariant_angle_deg": invariant_angle,
               "spectrum": {}, "invariant": inv_summary, "comparison": {}, "theory": {}}
     vectors = {"invariant": inv_vectors, "invariant_sample": inv_vectors_sample}
     for attack, directions in attack_directions.items():
-        summary, top, top_sample = _spectrum(directions, sample)
+        n_attack = len(directions)
+        attack_sample = _sample(n_attack, sample_size, seed)
+        if n_attack == n:
+            inv_top, inv_top_sample = inv_vectors, inv_vectors_sample
+        else:  # the invariant directions of the attacked inputs only
+            rows = invariant[np.searchsorted(covered, indices[attack])]
+            _, inv_top, inv_top_sample = _spectrum(rows, attack_sample)
+        summary, top, top_sample = _spectrum(directions, attack_sample)
+        summary["n"], summary["sample_size"] = n_attack, len(attack_sample)
         result["spectrum"][attack] = summary
         vectors[attack], vectors[f"{attack}_sample"] = top, top_sample
         result["comparison"][attack] = {
-            "avg_abs_dot_top5": avg_abs_dot(top, inv_vectors, 5),
-            "avg_abs_dot_top10": avg_abs_dot(top, inv_vectors, 10),
-            "avg_abs_dot_top5_sample": avg_abs_dot(top_sample, inv_vectors_sample, 5),
-            "avg_abs_dot_top10_sample": avg_abs_dot(top_sample, inv_vectors_sample, 10),
-            "principal_angles_deg": principal_angles_deg(top, inv_vectors, 5),
-            "principal_angles_deg_sample": principal_angles_deg(top_sample, inv_vectors_sample, 5),
+            "avg_abs_dot_top5": avg_abs_dot(top, inv_top, 5),
+            "avg_abs_dot_top10": avg_abs_dot(top, inv_top, 10),
+            "avg_abs_dot_top5_sample": avg_abs_dot(top_sample, inv_top_sample, 5),
+            "avg_abs_dot_top10_sample": avg_abs_dot(top_sample, inv_top_sample, 10),
+            "principal_angles_deg": principal_angles_deg(top, inv_top, 5),
+            "principal_angles_deg_sample": principal_angles_deg(top_sample, inv_top_sample, 5),
         }
         s = np.asarray(summary["singular_values"])
-        eigenvalues = np.square(s) / n  # eigenvalues of M = E[a a^T / |a|^2]
+        eigenvalues = np.square(s) / n_attack  # eigenvalues of M = E[a a^T / |a|^2]
         result["theory"][attack] = {
             "top_eigenvalue": float(eigenvalues[0]),
             "second_eigenvalue": float(eigenvalues[1]),
             "eigengap": float(eigenvalues[0] - eigenvalues[1]),
             "theorem1": theorem1_rows(directions, top[0], float(eigenvalues[0])),
             "theorem2": sample_vector_distances(directions, top[0],
-                                                sizes=tuple(m for m in (100, 500, 1000, 5000) if m < n)),
+                                                sizes=tuple(m for m in (100, 500, 1000, 5000) if m < n_attack)),
         }
     return result, vectors
 
 
 def _analysis_stage(output_dir, test_data, model, sample_size, seed, invariant_angle, **directions_dirs):
-    attack_directions = {}
+    attack_directions, attack_indices = {}, {}
     for attack in ATTACKS:
         path = directions_dirs.get(f"directions_{attack}")
         if path:
-            attack_directions[attack] = load_directions(os.path.dirname(path))["directions"]
+            found = load_directions(os.path.dirname(path))
+            attack_directions[attack], attack_indices[attack] = found["directions"], found["index"]
     with np.load(test_data, allow_pickle=False) as f:
         x_test = f["x"]
-    result, vectors = analyse_model(attack_directions, x_test, sample_size, seed, invariant_angle)
+    result, vectors = analyse_model(attack_directions, x_test, sample_size, seed, invariant_angle, attack_indices)
     result["model"] = model
     with open(os.path.join(output_dir, "analysis.json"), "w") as f:
         json.dump(result, f)

@@ -4,7 +4,8 @@ For each test input of the data artifact and one attack in `ATTACKS`, the
 stage stores (in `directions.npz`, no pickle):
 
 - `directions` (N, 784) float32: the raw direction (gradient, or `x_adv - x`);
-- `index` (N,): which test inputs, `label` (N,) true labels,
+- `index` (N,): which test inputs (the first `limit`, or a seeded random
+  `subset` of them, sorted), `label` (N,) true labels,
   `clean_prediction` (N,), `success` (N,) bool: the attack changed the
   model's prediction (for `gradient`: a step of L2 norm `gradient_step`
   along the unit gradient did), `l2` and `linf` (N,) norms of the direction,
@@ -22,7 +23,7 @@ import tensorflow as tf
 from keras_uap.attacks import deepfool, fgsm_direction, loss_gradient
 from keras_uap.pipelines.runner import Stage, code_version
 
-__all__ = ["ATTACKS", "DIRECTIONS_STAGE", "attack_batch", "load_directions"]
+__all__ = ["ATTACKS", "DIRECTIONS_STAGE", "attack_batch", "attacked_indices", "load_directions"]
 
 ATTACKS = ("gradient", "fgsm", "fgsm_clipped", "deepfool")
 
@@ -56,15 +57,27 @@ def attack_batch(attack, model_fn, x, y, clean, params):
     return direction.reshape(len(x), -1).astype(np.float32), np.asarray(success, bool), iterations
 
 
-def _directions_stage(output_dir, model, test_data, attack, limit, batch_size, fgsm_eps, gradient_step,
-                      deepfool_candidates, deepfool_overshoot, deepfool_max_iter, progress=None):
+def attacked_indices(n_test, limit=None, subset=None, seed=0):
+    """Which test inputs an attack runs on: the first `limit` (all when None),
+    then, when `subset` is smaller, a random `subset` of those drawn from
+    `seed` (sorted). MNIST's test file is ordered by writer group, so a prefix
+    would not be a fair sample."""
+    n = n_test if limit is None else min(int(limit), n_test)
+    if subset is None or int(subset) >= n:
+        return np.arange(n)
+    return np.sort(np.random.default_rng([seed, 4099]).choice(n, int(subset), replace=False))
+
+
+def _directions_stage(output_dir, model, test_data, attack, limit, subset, seed, batch_size, fgsm_eps,
+                      gradient_step, deepfool_candidates, deepfool_overshoot, deepfool_max_iter, progress=None):
     from keras_uap.pipelines.train_stage import load_exported_model
 
     network = load_exported_model(os.path.dirname(model))
     model_fn = tf.function(lambda t: network(t, training=False), reduce_retracing=True)
     with np.load(test_data, allow_pickle=False) as f:
         x_all, y_all = f["x"], f["y"]
-    n = len(x_all) if limit is None else min(int(limit), len(x_all))
+    index = attacked_indices(len(x_all), limit, subset, seed)
+    n = len(index)
     params = dict(fgsm_eps=fgsm_eps, gradient_step=gradient_step, deepfool_candidates=deepfool_candidates,
                   deepfool_overshoot=deepfool_overshoot, deepfool_max_iter=deepfool_max_iter)
     scratch = os.path.join(output_dir, "directions.scratch.npy")
@@ -73,7 +86,7 @@ def _directions_stage(output_dir, model, test_data, attack, limit, batch_size, f
             [("clean_prediction", np.int64), ("success", bool), ("iterations", np.int32)]}
     for start in range(0, n, batch_size):
         stop = min(start + batch_size, n)
-        x, y = x_all[start:stop], y_all[start:stop]
+        x, y = x_all[index[start:stop]], y_all[index[start:stop]]
         clean = _predict(model_fn, tf.constant(x))
         d, success, iterations = attack_batch(attack, model_fn, x, y, clean, params)
         directions[start:stop] = d
@@ -85,12 +98,12 @@ def _directions_stage(output_dir, model, test_data, attack, limit, batch_size, f
     directions.flush()
     l2 = np.concatenate([np.linalg.norm(directions[i:i + batch_size], axis=1) for i in range(0, n, batch_size)])
     linf = np.concatenate([np.abs(directions[i:i + batch_size]).max(axis=1) for i in range(0, n, batch_size)])
-    np.savez(os.path.join(output_dir, "directions.npz"), directions=directions, index=np.arange(n),
-             label=y_all[:n], l2=l2.astype(np.float32), linf=linf.astype(np.float32), **meta)
+    np.savez(os.path.join(output_dir, "directions.npz"), directions=directions, index=index,
+             label=y_all[index], l2=l2.astype(np.float32), linf=linf.astype(np.float32), **meta)
     del directions
     os.remove(scratch)
-    accuracy = float(np.mean(meta["clean_prediction"] == y_all[:n]))
-    return {"attack": attack, "n": n, "clean_accuracy": accuracy, "success_rate": float(meta["success"].mean()),
+    accuracy = float(np.mean(meta["clean_prediction"] == y_all[index]))
+    return {"attack": attack, "n": n, "n_test": int(len(x_all)), "clean_accuracy": accuracy, "success_rate": float(meta["success"].mean()),
             "median_l2": float(np.median(l2)), "mean_iterations": float(meta["iterations"].mean())}
 
 
@@ -100,7 +113,7 @@ DIRECTIONS_STAGE = Stage(
     version=code_version("1", "keras_uap.attacks.deepfool", "keras_uap.attacks.fgsm",
                          "keras_uap.attacks.loss_gradient", __name__),
     inputs=("model", "test_data"),
-    params=("attack", "limit", "batch_size", "fgsm_eps", "gradient_step", "deepfool_candidates",
+    params=("attack", "limit", "subset", "seed", "batch_size", "fgsm_eps", "gradient_step", "deepfool_candidates",
             "deepfool_overshoot", "deepfool_max_iter"),
     settings=("progress",),
 )

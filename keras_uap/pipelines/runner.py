@@ -46,7 +46,9 @@ class Stage:
     Attributes:
         name: short name, also the default output directory name.
         fn: `fn(output_dir, **inputs, **params) -> dict` (a JSON-able summary).
-        version: bump when the stage's code changes what it writes.
+        version: bump when the stage's code changes what it writes; either a
+            string or a function of the parameters returning one (a stage
+            whose code depends on a parameter, e.g. which model it trains).
         inputs: names of the artifact paths the function may take (an input
             left out is the function's default, e.g. "download instead"); a
             name ending in "*" admits every input with that prefix.
@@ -57,7 +59,7 @@ class Stage:
 
     name: str
     fn: Callable
-    version: str
+    version: str | Callable
     inputs: tuple = ()
     params: tuple = ()
     settings: tuple = ()
@@ -132,8 +134,13 @@ def _versions():
     }
 
 
+def stage_version(stage, params):
+    """The stage's version string for these parameters."""
+    return stage.version(params) if callable(stage.version) else stage.version
+
+
 def _cache_key(stage, input_fingerprints, params):
-    record = {"stage": stage.name, "version": stage.version, "inputs": input_fingerprints, "params": params}
+    record = {"stage": stage.name, "version": stage_version(stage, params), "inputs": input_fingerprints, "params": params}
     return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -233,7 +240,7 @@ def run_stage(stage, output_dir, inputs=None, params=None, settings=None, force=
     duration = time.time() - started
     record = {
         "stage": stage.name,
-        "stage_version": stage.version,
+        "stage_version": stage_version(stage, params),
         "cache_key": key,
         "status": "succeeded",
         "params": params,

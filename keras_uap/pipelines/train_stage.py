@@ -7,7 +7,7 @@ Artifacts: `saved_model/` (TF SavedModel), `model.keras`, `metrics.json`
 import json
 import os
 
-from keras_uap.models import build_model
+from keras_uap.models import MODEL_SOURCES, build_model
 from keras_uap.pipelines.data_stage import load_split
 from keras_uap.pipelines.runner import Stage, code_version
 from keras_uap.training import evaluate_accuracy, export_model, set_determinism, train_model
@@ -28,7 +28,7 @@ def load_exported_model(export_dir):
     return keras.saving.load_model(path)
 
 
-def _train_stage(output_dir, data, model, epochs, batch_size, learning_rate, momentum, seed,
+def _train_stage(output_dir, data, model, epochs, batch_size, optimizer, learning_rate, momentum, seed,
                  tensorboard_dir, verbose):
     set_determinism(seed)
     train = load_split(data, "train")
@@ -37,7 +37,7 @@ def _train_stage(output_dir, data, model, epochs, batch_size, learning_rate, mom
     network = build_model(model)
     history = train_model(
         network, (train["x"], train["y"]), (validation["x"], validation["y"]),
-        epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, momentum=momentum,
+        epochs=epochs, batch_size=batch_size, optimizer=optimizer, learning_rate=learning_rate, momentum=momentum,
         seed=seed, tensorboard_dir=tensorboard_dir, verbose=verbose,
     )
     export_model(network, output_dir)
@@ -57,12 +57,17 @@ def _train_stage(output_dir, data, model, epochs, batch_size, learning_rate, mom
     return {k: metrics[k] for k in ("model", "test_accuracy", "validation_accuracy", "best_epoch")}
 
 
+def _train_version(params):
+    # Only the trained model's own source counts: adding a model must not
+    # retrain the others.
+    return code_version("2", *MODEL_SOURCES.get(params["model"], ()), "keras_uap.training", __name__)
+
+
 TRAIN_STAGE = Stage(
     name="train",
     fn=_train_stage,
-    version=code_version("1", "keras_uap.models.table2", "keras_uap.layers.base_p4_conv",
-                         "keras_uap.layers.p4_ops", "keras_uap.training", __name__),
+    version=_train_version,
     inputs=("data",),
-    params=("model", "epochs", "batch_size", "learning_rate", "momentum", "seed"),
+    params=("model", "epochs", "batch_size", "optimizer", "learning_rate", "momentum", "seed"),
     settings=("tensorboard_dir", "verbose"),
 )

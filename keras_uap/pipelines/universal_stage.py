@@ -4,8 +4,10 @@ directions used as a single perturbation of every test input.
 For m in `sample_sizes` (the full set included) and each attack, m directions
 are drawn (several seeds when m is smaller than the full set), the top right
 singular vector's sign is chosen on the sample alone, and error and fooling
-rates are measured on all test inputs over a grid of L2 norms. Random unit
-directions give the baseline.
+rates are measured on all test inputs (or a seeded random `eval_subset` of
+them, for models whose forward pass is too slow for hundreds of passes over
+the full set) over a grid of L2 norms. Random unit directions give the
+baseline.
 
 Artifacts: `universal.json` (curves and eps50/eps80 per attack and m, and the
 random baseline) and `perturbations/<model>-<attack>-m<m>.npy` (28, 28, 1)
@@ -25,7 +27,7 @@ from keras_uap.analysis import (
     random_unit_vectors,
     top_singular_vector,
 )
-from keras_uap.pipelines.directions_stage import ATTACKS, load_directions
+from keras_uap.pipelines.directions_stage import ATTACKS, attacked_indices, load_directions
 from keras_uap.pipelines.runner import Stage, code_version
 
 __all__ = ["UNIVERSAL_STAGE", "DEFAULT_EPS_GRID"]
@@ -59,32 +61,53 @@ def _summarise(eps, errors, foolings, random=None):
     return summary
 
 
+def compiled_predict_fn(network, probe):
+    """An arg-max prediction function, XLA-compiled when the model allows it.
+
+    XLA makes the GCNN's forward pass about 1.6x faster on this CPU, and the
+    curves are hundreds of passes over the test set; RotEqNet's filter
+    rotation (ImageProjectiveTransformV3) has no XLA kernel, so it runs as a
+    plain graph.
+    """
+    def predict(t):
+        return tf.argmax(network(t, training=False), axis=1, output_type=tf.int32)
+
+    compiled = tf.function(predict, jit_compile=True)
+    try:
+        compiled(tf.constant(probe))
+        return compiled
+    except (tf.errors.OpError, ValueError):
+        return tf.function(predict)
+
+
 def _universal_stage(output_dir, model_file, test_data, model, sample_sizes, seeds, random_seeds, eps_grid, saturation,
-                     probe_norm, full_set_only, progress=None, **directions_files):
+                     probe_norm, full_set_only, eval_subset, seed, batch_size=5000, progress=None,
+                     **directions_files):
     from keras_uap.pipelines.train_stage import load_exported_model
 
     network = load_exported_model(os.path.dirname(model_file))
     logits_fn = tf.function(lambda t: network(t, training=False), reduce_retracing=True)
-    # XLA makes the forward pass about 1.6x faster on this CPU, and the curves
-    # are hundreds of passes over the test set.
-    predict_fn = tf.function(lambda t: tf.argmax(network(t, training=False), axis=1, output_type=tf.int32),
-                             jit_compile=True)
     with np.load(test_data, allow_pickle=False) as f:
         x, y = f["x"], f["y"].astype(np.int32)
-    clean = np.concatenate([predict_fn(tf.constant(x[i:i + 5000])).numpy() for i in range(0, len(x), 5000)])
+    evaluated = attacked_indices(len(x), None, eval_subset, seed)
+    x_eval, y_eval = x[evaluated], y[evaluated]
+    predict_fn = compiled_predict_fn(network, x_eval[:8])
+    clean = np.concatenate([predict_fn(tf.constant(x_eval[i:i + batch_size])).numpy()
+                            for i in range(0, len(x_eval), batch_size)])
     os.makedirs(os.path.join(output_dir, "perturbations"))
     d = int(np.prod(x.shape[1:]))
-    r_eps, r_err, r_fool = error_curves(predict_fn, x, y, clean, random_unit_vectors(d, random_seeds), eps_grid,
-                                        saturation)
+    r_eps, r_err, r_fool = error_curves(predict_fn, x_eval, y_eval, clean, random_unit_vectors(d, random_seeds),
+                                        eps_grid, saturation, batch_size=batch_size)
     random = _summarise(r_eps, r_err, r_fool)
     random["seeds"] = list(random_seeds)
-    curves = {}
+    curves, n_directions = {}, {}
     attacks = [a for a in ATTACKS if f"directions_{a}" in directions_files]
     for step, attack in enumerate(attacks):
         found = load_directions(os.path.dirname(directions_files[f"directions_{attack}"]))
         directions, index = found["directions"], found["index"]
         n = len(directions)
         curves[attack] = {}
+        n_directions[attack] = n
         sizes = [n] if attack in full_set_only else sample_sizes
         for m in sorted({min(int(m), n) for m in sizes}):
             run_seeds = [seeds[0]] if m == n else list(seeds)
@@ -94,7 +117,8 @@ def _universal_stage(output_dir, model_file, test_data, model, sample_sizes, see
                     np.random.default_rng([seed, m]).choice(n, m, replace=False))
                 v = top_singular_vector(directions[pick])
                 vectors.append(choose_sign(v, logits_fn, x[index[pick]], y[index[pick]], probe_norm))
-            eps, errors, foolings = error_curves(predict_fn, x, y, clean, np.stack(vectors), eps_grid, saturation)
+            eps, errors, foolings = error_curves(predict_fn, x_eval, y_eval, clean, np.stack(vectors), eps_grid,
+                                                 saturation, batch_size=batch_size)
             summary = _summarise(eps, errors, foolings, random)
             summary["seeds"] = run_seeds
             summary["sample_size"] = m
@@ -103,7 +127,8 @@ def _universal_stage(output_dir, model_file, test_data, model, sample_sizes, see
                     vectors[0].reshape(x.shape[1:]).astype(np.float32))
         if progress:
             progress(step + 1, len(attacks))
-    result = {"model": model, "n_test": int(len(x)), "clean_error_rate": float(np.mean(clean != y)),
+    result = {"model": model, "n_test": int(len(x)), "n_eval": int(len(x_eval)), "n_directions": n_directions,
+              "clean_error_rate": float(np.mean(clean != y_eval)),
               "eps_grid": list(eps_grid), "saturation": saturation, "curves": curves, "random": random}
     with open(os.path.join(output_dir, "universal.json"), "w") as f:
         json.dump(result, f)
@@ -116,6 +141,6 @@ UNIVERSAL_STAGE = Stage(
     version=code_version("1", "keras_uap.analysis.universal", "keras_uap.analysis.spectrum", __name__),
     inputs=("model_file", "test_data") + tuple(f"directions_{a}" for a in ATTACKS),
     params=("model", "sample_sizes", "seeds", "random_seeds", "eps_grid", "saturation", "probe_norm",
-            "full_set_only"),
-    settings=("progress",),
+            "full_set_only", "eval_subset", "seed"),
+    settings=("batch_size", "progress"),
 )

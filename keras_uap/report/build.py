@@ -119,6 +119,9 @@ def build_metrics(analysis, top_vectors, universal, models_info, data_info, timi
         metrics["models"][model] = {
             "test_accuracy": info.get("test_accuracy"), "export_path": info.get("export_path"),
             "clean_error_rate": u.get("clean_error_rate"), "n_test": u.get("n_test"),
+            "universal_n_eval": u.get("n_eval", u.get("n_test")),
+            "directions_n": {k: a["spectrum"][k].get("n", a.get("n"))
+                             for k in _ordered(a.get("spectrum", {}), ATTACK_ORDER)},
             "analysis_n": a.get("n"), "analysis_sample_size": a.get("sample_size"),
             "invariant_angle_deg": a.get("invariant_angle_deg"),
             **_history_summary(info.get("history"))}

@@ -318,6 +318,26 @@ def _clipping_lines(metrics):
     return lines + [""] if lines else []
 
 
+def _subset_lines(metrics):
+    """Says which models were attacked or evaluated on fewer inputs than the rest."""
+    lines = []
+    for model, info in metrics["models"].items():
+        n_test, parts = info.get("n_test"), []
+        for attack, n in (info.get("directions_n") or {}).items():
+            if n_test and n is not None and n < info.get("analysis_n", n_test):
+                parts.append(f"{display_name(attack)} directions were collected on a seeded random subset of "
+                             f"{fmt(n)} test inputs (its m = all is m = {fmt(n)}; its comparison with the invariant "
+                             f"directions uses those of the same inputs)")
+        n_eval = info.get("universal_n_eval")
+        if n_test and n_eval is not None and n_eval < n_test:
+            parts.append(f"its universal-attack curves are error rates on a seeded random subset of {fmt(n_eval)} "
+                         f"of the {fmt(n_test)} test inputs")
+        if parts:
+            lines += [f"**{display_name(model)}:** " + "; ".join(parts) + " (to keep the run within its time "
+                      "budget; see `DEFAULT_MODEL_SETTINGS` in `keras_uap/pipelines/study.py`).", ""]
+    return lines
+
+
 def report_markdown(metrics, markdown_tables, reading, figure_paths, output_dir):
     """The whole `report.md`: intro, models, reading, then one section per part of the paper."""
     data = metrics["data"]
@@ -326,7 +346,7 @@ def report_markdown(metrics, markdown_tables, reading, figure_paths, output_dir)
                       f"{fmt(i.get('invariant_angle_deg'), 1)}° rotations" for m, i in metrics["models"].items())
     lines = [_INTRO, "", "## Models and data", "", markdown_tables["models"], "",
              f"Rotated test set: `{data['test_path']}` ({fmt(data['n_test'])} inputs). Analysis (\"all\" and "
-             f"\"sample\" below; the paper's are 10,000 and 500): {sizes}.", "",
+             f"\"sample\" below; the paper's are 10,000 and 500): {sizes}.", ""] + _subset_lines(metrics) + [
              "## Reading", "", "Each claim (in bold, with the paper's threshold) checked against this run's numbers.",
              "", reading, ""]
     for title, claim, table_names, prefixes in _SECTIONS:

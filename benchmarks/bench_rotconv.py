@@ -1,0 +1,164 @@
+"""Usage: python benchmarks/bench_rotconv.py [--output benchmarks/RESULTS.md] [--budget SECONDS]"""
+
+# RotConv (filter-bank rotation + one convolution + orientation pooling) against
+# a plain Conv2D with the same expanded filter bank (filters * n_angles output
+# channels, 9x9): the physical bound, since the convolution itself is the
+# same. Forward and forward + backward, batch 64, at the three shapes of
+# RotEqNet's MNIST network; plus RotEqNet's training and inference throughput
+# beside the GCNN's. Timing method as in bench_p4conv.py: interleaved rounds,
+# medians of paired ratios, wall-clock and process CPU time.
+
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import tensorflow as tf  # noqa: E402
+
+import keras  # noqa: E402
+from keras_uap.layers import RotConv  # noqa: E402
+from keras_uap.models import build_gcnn, build_roteqnet  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _results import loadavg, machine_info, machine_lines, publish_section  # noqa: E402
+from bench_p4conv import bootstrap_median_ci, fwd_bwd_step, interleaved, rounds_for  # noqa: E402
+
+SECTION_HEADING = "## RotConv and RotEqNet throughput"
+RATIO_BAR = 1.25
+BATCH = 64
+N_ANGLES = 17
+
+# (name, input (H, W, C), filters, mode, padding) of RotEqNet's three RotConv layers, 9x9.
+SHAPES = [
+    ("RotConv #1 (scalar)", (28, 28, 1), 6, "scalar", "same"),
+    ("RotConv #2 (vector)", (14, 14, 12), 16, "vector", "same"),
+    ("RotConv #3 (vector)", (9, 9, 32), 32, "vector", "valid"),
+]
+
+
+def forward_step(layer, x):
+    layer(x)
+
+    @tf.function(jit_compile=False)
+    def step(x):
+        return layer(x)
+
+    return step
+
+
+def bench_layers(budget, seed=0):
+    rng = np.random.default_rng(seed)
+    boot = np.random.default_rng(seed + 1)
+    rows = []
+    for name, (h, w, c), filters, mode, padding in SHAPES:
+        x = tf.constant(rng.random((BATCH, h, w, c)).astype("float32"))
+        rot = RotConv(filters, 9, n_angles=N_ANGLES, mode=mode, padding=padding)
+        conv = keras.layers.Conv2D(filters * N_ANGLES, 9, padding=padding)
+        out_hw = rot.compute_output_shape((BATCH, h, w, c))[1:3]
+        up_rot = tf.constant(rng.standard_normal((BATCH, *out_hw, 2 * filters)).astype("float32"))
+        up_conv = tf.constant(rng.standard_normal((BATCH, *out_hw, filters * N_ANGLES)).astype("float32"))
+        steps = {"rot_fwd": forward_step(rot, x), "conv_fwd": forward_step(conv, x),
+                 "rot_train": fwd_bwd_step(rot, x, up_rot), "conv_train": fwd_bwd_step(conv, x, up_conv)}
+        assert tuple(rot.rotated_filter_bank().shape) == tuple(conv.kernel.shape)
+        row = {"name": name, "input": f"{h}x{w}x{c}", "bank": "x".join(str(d) for d in conv.kernel.shape)}
+        for kind in ("fwd", "train"):
+            fns = {"rot": lambda s=steps[f"rot_{kind}"]: s(x), "conv": lambda s=steps[f"conv_{kind}"]: s(x)}
+            fns = {k: (lambda f=f: tf.nest.flatten(f())[0]) for k, f in fns.items()}
+            rounds = rounds_for(fns, budget, 10, 400)
+            wall, cpu = interleaved(fns, rounds, 1)
+            ratios, cpu_ratios = wall["rot"] / wall["conv"], cpu["rot"] / cpu["conv"]
+            row[kind] = {"rot_ms": 1e3 * float(np.median(wall["rot"])),
+                         "conv_ms": 1e3 * float(np.median(wall["conv"])),
+                         "ratio": float(np.median(ratios)), "ratio_ci": bootstrap_median_ci(ratios, boot),
+                         "cpu_ratio": float(np.median(cpu_ratios)), "rounds": rounds}
+            r = row[kind]
+            print(f"{name:20s} {kind:5s}: RotConv {r['rot_ms']:7.2f} ms  Conv2D {r['conv_ms']:7.2f} ms  "
+                  f"ratio {r['ratio']:.3f} [{r['ratio_ci'][0]:.3f}-{r['ratio_ci'][1]:.3f}] "
+                  f"CPU {r['cpu_ratio']:.3f} ({rounds} rounds)", flush=True)
+        rows.append(row)
+    return rows
+
+
+def bench_models(rounds=5, steps=10, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.random((BATCH, 28, 28, 1)).astype("float32")
+    y = rng.integers(0, 10, BATCH)
+    x_infer = tf.constant(rng.random((1000, 28, 28, 1)).astype("float32"))
+    results = {}
+    for name, build in (("GCNN", build_gcnn), ("RotEqNet", build_roteqnet)):
+        model = build()
+        model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.5),
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), jit_compile=False)
+        predict = tf.function(lambda t, m=model: m(t, training=False))
+        for _ in range(3):
+            model.train_on_batch(x, y)
+        predict(x_infer)
+        train, infer = [], []
+        for _ in range(rounds):
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                model.train_on_batch(x, y)
+            train.append((time.perf_counter() - t0) / steps)
+            t0 = time.perf_counter()
+            predict(x_infer).numpy()
+            infer.append(time.perf_counter() - t0)
+        results[name] = {"params": model.count_params(), "train_img_s": BATCH / float(np.median(train)),
+                         "infer_img_s": 1000 / float(np.median(infer))}
+        print(f"{name:8s}: train {results[name]['train_img_s']:6.0f} img/s, "
+              f"inference {results[name]['infer_img_s']:6.0f} img/s", flush=True)
+    return results
+
+
+def render(info, rows, models, settings):
+    worst = max(r["train"]["ratio"] for r in rows)
+    worst_fwd = max(r["fwd"]["ratio"] for r in rows)
+    lines = [SECTION_HEADING, "",
+             f"Generated by `{settings['command']}` on {info['date']}.", "",
+             *machine_lines(info, settings["load_start"], settings["load_end"]),
+             f"- Script run time: {settings['elapsed']:.0f} s.", "",
+             "### RotConv vs Conv2D with the same expanded filter bank, batch 64", "",
+             f"RotConv (17 orientations, 9x9) rebuilds its rotated bank from the learned filters on every call "
+             f"(one `affine_transform` of the k x k filters), convolves once with the whole bank and pools "
+             f"over orientations (max, arg-max, vector output). The Conv2D has the same bank shape "
+             f"(`k x k x C_in x filters*17`), so the same convolution FLOPs, and nothing else: the "
+             f"physical bound. Forward, and forward + backward (gradients of `sum(y * dy)` with respect "
+             f"to the input and all weights); `tf.function` without XLA; interleaved rounds; median of the "
+             f"per-round ratios with a bootstrap 95% interval. Target: at most {RATIO_BAR:.2f}x.", "",
+             "| Layer | input | bank | fwd RotConv ms | fwd Conv2D ms | fwd ratio | fwd+bwd RotConv ms | "
+             "fwd+bwd Conv2D ms | fwd+bwd ratio [95% CI] | CPU-time ratio |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        f, t = r["fwd"], r["train"]
+        lines.append(f"| {r['name']} | {r['input']} | {r['bank']} | {f['rot_ms']:.2f} | {f['conv_ms']:.2f} | "
+                     f"{f['ratio']:.3f} | {t['rot_ms']:.2f} | {t['conv_ms']:.2f} | {t['ratio']:.3f} "
+                     f"[{t['ratio_ci'][0]:.3f}-{t['ratio_ci'][1]:.3f}] | {t['cpu_ratio']:.3f} |")
+    verdict = "holds" if max(worst, worst_fwd) <= RATIO_BAR else "does NOT hold"
+    lines += ["", f"Worst ratio: forward {worst_fwd:.3f}, forward + backward {worst:.3f}; the "
+                  f"{RATIO_BAR:.2f}x target {verdict} in this run.", "",
+              "### RotEqNet beside the GCNN (whole model, batch 64 training steps, 1,000-image inference, no XLA)",
+              "", "| Model | parameters | training img/s | inference img/s |", "|---|---|---|---|"]
+    for name, m in models.items():
+        lines.append(f"| {name} | {m['params']:,} | {m['train_img_s']:.0f} | {m['infer_img_s']:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--output", default=None, help="RESULTS.md to update (default: print only)")
+    parser.add_argument("--budget", type=float, default=20.0, help="seconds per layer comparison")
+    args = parser.parse_args()
+    keras.utils.set_random_seed(0)
+    started, load_start = time.perf_counter(), loadavg()
+    rows = bench_layers(args.budget)
+    models = bench_models()
+    settings = {"command": "python benchmarks/bench_rotconv.py " + " ".join(sys.argv[1:]),
+                "load_start": load_start, "load_end": loadavg(), "elapsed": time.perf_counter() - started}
+    publish_section(args.output, render(machine_info(), rows, models, settings), SECTION_HEADING)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,45 @@
+"""The study's models: shapes as in the papers, and RotEqNet's invariance."""
+
+import numpy as np
+import pytest
+
+from keras_uap.layers import RotConv, Vector2Magnitude
+from keras_uap.models import MODEL_SOURCES, MODELS, build_model, build_roteqnet
+from keras_uap.errors import UserError
+from keras_uap.pipelines.train_stage import TRAIN_STAGE
+from keras_uap.pipelines.runner import stage_version
+
+
+def test_roteqnet_is_the_mnist_rot_network_of_the_paper():
+    model = build_roteqnet()
+    rot = [layer for layer in model.layers if isinstance(layer, RotConv)]
+    assert [(r.filters, r.kernel_size, r.n_angles, r.mode) for r in rot] == [
+        (6, (9, 9), 17, "scalar"), (16, (9, 9), 17, "vector"), (32, (9, 9), 17, "vector")]
+    # 28 -> 28 -> pool 14 -> 14 -> pool 7 -> pad 9 -> valid 9x9 -> 1x1.
+    assert [tuple(r.output.shape[1:3]) for r in rot] == [(28, 28), (14, 14), (1, 1)]
+    magnitude = next(layer for layer in model.layers if isinstance(layer, Vector2Magnitude))
+    assert tuple(magnitude.output.shape[1:]) == (1, 1, 32)
+    assert model.outputs[0].shape[1:] == (10,)
+
+
+def test_roteqnet_with_four_orientations_is_invariant_to_quarter_turns():
+    # With n_angles a multiple of 4 every layer commutes exactly with 90-degree
+    # rotations (RotConv, pooling on even sizes, symmetric padding), and the
+    # head sees rotation-invariant magnitudes: logits equal up to rounding.
+    model = build_roteqnet(n_angles=4)
+    x = np.random.default_rng(0).random((4, 28, 28, 1)).astype("float32")
+    logits = model.predict_on_batch(x)
+    for k in (1, 2, 3):
+        rotated = model.predict_on_batch(np.rot90(x, k, axes=(1, 2)).copy())
+        np.testing.assert_allclose(rotated, logits, atol=1e-5 * np.abs(logits).max())
+
+
+def test_registry_names_every_model_and_its_sources():
+    assert set(MODELS) == set(MODEL_SOURCES) == {"stdcnn", "gcnn", "roteqnet"}
+    with pytest.raises(UserError, match="unknown model 'resnet'"):
+        build_model("resnet")
+
+
+def test_train_version_depends_only_on_the_trained_models_code():
+    versions = {m: stage_version(TRAIN_STAGE, {"model": m}) for m in MODELS}
+    assert len(set(versions.values())) == 3
