@@ -1,7 +1,9 @@
-"""The `keras-uap` command line: one command per stage, plus `run-all`.
+"""The `keras-uap` command line: one command per stage, plus `run-all`, and
+`study` for the user's own model and data.
 
-Every command is a thin layer over `keras_uap.pipelines.study`; user mistakes
-end with a one-line error on stderr and exit code 2.
+Every command is a thin layer over `keras_uap.pipelines.study` (or
+`keras_uap.pipelines.user_study`); user mistakes end with a one-line error on
+stderr and exit code 2.
 """
 
 import enum
@@ -15,7 +17,7 @@ from typer.exceptions import TyperException
 from keras_uap.errors import UserError
 
 app = typer.Typer(
-    help="Universal adversarial perturbations of equivariant networks (StdCNN, GCNN) on rotated MNIST.",
+    help="Universal adversarial perturbations of equivariant networks (StdCNN, GCNN, RotEqNet) on rotated MNIST.",
     add_completion=False,
     pretty_exceptions_enable=False,
 )
@@ -24,6 +26,7 @@ app = typer.Typer(
 class ModelName(str, enum.Enum):
     stdcnn = "stdcnn"
     gcnn = "gcnn"
+    roteqnet = "roteqnet"
 
 
 class AttackName(str, enum.Enum):
@@ -50,7 +53,8 @@ RunDirOpt = Annotated[Optional[Path], typer.Option(help="Where stage artifacts a
                                                         "(default: runs/default; runs/quick with --quick).")]
 ExportDirOpt = Annotated[Optional[Path], typer.Option(help="Where models are exported as <dataset>-<model>/ "
                                                            "(default: saved_models).")]
-EpochsOpt = Annotated[Optional[int], typer.Option(min=1, help="Training epochs (default: 10; 1 with --quick).")]
+EpochsOpt = Annotated[Optional[int], typer.Option(min=1, help="Training epochs of every model (default: 10, "
+                                                               "RotEqNet 2; 1 with --quick).")]
 QuickOpt = Annotated[bool, typer.Option("--quick", help="Smoke run: small data subsets and one epoch.")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Redo stages even when their cached result is valid.")]
 
@@ -86,7 +90,7 @@ def _config(quick, run_dir, export_dir, dataset, data_dir, seed, epochs, force):
     overrides = dict(run_dir=run_dir and str(run_dir), export_dir=export_dir and str(export_dir),
                      dataset=dataset.value, data_dir=data_dir and str(data_dir), seed=seed,
                      epochs=epochs, force=force, verbose=1 if sys.stderr.isatty() else 2,
-                     progress=_progress_bar())
+                     progress=_progress_bar(), user_set=("epochs",) if epochs is not None else ())
     if quick:
         return quick_config(**overrides).validate()
     return StudyConfig(**{k: v for k, v in overrides.items() if v is not None}).validate()
@@ -121,7 +125,7 @@ def train(
     quick: QuickOpt = False,
     force: ForceOpt = False,
 ):
-    """Train StdCNN or GCNN with random rotations and export a SavedModel and a .keras file."""
+    """Train StdCNN, GCNN or RotEqNet with random rotations and export a SavedModel and a .keras file."""
     from keras_uap.pipelines.study import train as train_model
 
     cfg = _config(quick, run_dir, export_dir, dataset, data_dir, seed, epochs, force)
@@ -155,8 +159,18 @@ def directions(
                    f"median L2={summary['median_l2']:.3f}  {result.output_dir}")
 
 
+def _model_list(text):
+    from keras_uap.pipelines.study import check_models
+
+    models = tuple(dict.fromkeys(m.strip() for m in text.split(",") if m.strip()))
+    check_models(models)
+    return models
+
+
 @app.command("run-all")
 def run_all(
+    models: Annotated[str, typer.Option(help="Comma-separated models to study, e.g. stdcnn,gcnn.")] = (
+        "stdcnn,gcnn,roteqnet"),
     dataset: DatasetOpt = DatasetName.mnist,
     data_dir: DataDirOpt = None,
     epochs: EpochsOpt = None,
@@ -166,16 +180,78 @@ def run_all(
     quick: QuickOpt = False,
     force: ForceOpt = False,
 ):
-    """Run the whole study: data; train and export StdCNN and GCNN; attack directions; spectra and
+    """Run the whole study: data; train and export StdCNN, GCNN and RotEqNet; attack directions; spectra and
     invariant directions; universal-attack curves; report, metrics.json and TensorBoard. Stages whose
     inputs and parameters are unchanged are reused; an interrupted run resumes where it stopped."""
     from keras_uap.pipelines.study import run_all as run_study
 
+    chosen = _model_list(models)
     cfg = _config(quick, run_dir, export_dir, dataset, data_dir, seed, epochs, force)
-    results = run_study(cfg, log=_log)
+    results = run_study(cfg, models=chosen, log=_log)
     for name, result in results.items():
         state = "cached" if result.cached else f"{result.duration_s:.1f} s"
         typer.echo(f"{name:32s} {state:>10s}  {result.output_dir}")
+
+
+class NormName(str, enum.Enum):
+    l2 = "l2"
+    linf = "linf"
+
+
+class StrategyName(str, enum.Enum):
+    none = "none"
+    mirrored = "mirrored"
+
+
+def _number_list(option, text, kind):
+    """`text` ("1,2,4") as a tuple of `kind`, or a UserError naming `option`."""
+    try:
+        return tuple(kind(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise UserError(f"{option} must be comma-separated {'integers' if kind is int else 'numbers'}, "
+                        f"got {text!r}") from None
+
+
+@app.command()
+def study(
+    model_path: Annotated[Path, typer.Option(help="Your classifier: a .keras file or a TF SavedModel directory.")],
+    data: Annotated[str, typer.Option(help="Your labelled images: an .npz with arrays x and y, a directory of "
+                                           "IDX files, or a tensorflow-datasets name.")],
+    split: Annotated[str, typer.Option(help="Split to load: test or train (IDX, npz x_<split>), any TFDS split.")] = (
+        "test"),
+    clip_min: Annotated[float, typer.Option(help="Smallest valid pixel value.")] = 0.0,
+    clip_max: Annotated[float, typer.Option(help="Largest valid pixel value.")] = 1.0,
+    attacks: Annotated[str, typer.Option(help="Comma-separated attacks: gradient, fgsm, deepfool.")] = (
+        "gradient,fgsm,deepfool"),
+    sample_sizes: Annotated[str, typer.Option(help="Comma-separated numbers m of attacked inputs per SVD.")] = (
+        "100,500"),
+    limit: Annotated[Optional[int], typer.Option(min=1, help="Use only the first N inputs (default: all).")] = None,
+    eps: Annotated[Optional[str], typer.Option(help="Comma-separated perturbation norms (default: 1,2,4,8 for l2, "
+                                                    "0.01,0.02,0.04,0.08 for linf).")] = None,
+    norm: Annotated[NormName, typer.Option(help="Norm of the perturbation in the curves.")] = NormName.l2,
+    strategy: Annotated[StrategyName, typer.Option(help="mirrored: data-parallel over the local GPUs "
+                                                        "(tf.distribute.MirroredStrategy).")] = StrategyName.none,
+    seed: Annotated[int, typer.Option(help="Seed of the samples of attacked inputs.")] = 0,
+    run_dir: Annotated[Path, typer.Option(help="Where stage artifacts, metrics.json and perturbations/ go.")] = (
+        Path("runs/study")),
+    force: ForceOpt = False,
+):
+    """Run the study on your own model and data: attack directions, their spectrum, the SVD universal
+    perturbation per attack and sample size, error and fooling rates against the norm beside random
+    directions, and a report. Cached and resumable like run-all."""
+    from keras_uap.pipelines.user_study import UserStudyConfig, run_user_study
+
+    cfg = UserStudyConfig(
+        model_path=str(model_path), data=data, split=split, clip_min=clip_min, clip_max=clip_max,
+        attacks=tuple(dict.fromkeys(a.strip() for a in attacks.split(",") if a.strip())),
+        sample_sizes=_number_list("--sample-sizes", sample_sizes, int), limit=limit,
+        eps=None if eps is None else _number_list("--eps", eps, float), norm=norm.value, strategy=strategy.value,
+        seed=seed, run_dir=str(run_dir), force=force, progress=_progress_bar())
+    results = run_user_study(cfg, log=_log)
+    for name, result in results.items():
+        state = "cached" if result.cached else f"{result.duration_s:.1f} s"
+        typer.echo(f"{name:32s} {state:>10s}  {result.output_dir}")
+    typer.echo(f"metrics: {run_dir / 'metrics.json'}  report: {run_dir / 'user_report' / 'report.md'}")
 
 
 def main(argv=None):

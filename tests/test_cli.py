@@ -16,11 +16,20 @@ def test_help_lists_commands(capsys):
     assert code == 0 and "run-all" in out and "train" in out
 
 
+def test_every_model_can_be_chosen(capsys):
+    code, out, _ = _run(capsys, "train", "--help")
+    assert code == 0 and "roteqnet" in out
+    code, out, _ = _run(capsys, "run-all", "--help")
+    assert code == 0 and "--models" in out and "stdcnn,gcnn,roteqnet" in out
+
+
 @pytest.mark.parametrize("argv,expected", [
     (["train", "--model", "resnet"], "'resnet' is not one of"),
     (["train", "--model", "gcnn", "--epochs", "-1"], "--epochs"),
     (["data", "--data-dir", "/no/such/dir"], "/no/such/dir: data directory not found"),
     (["data", "--dataset", "cifar"], "'cifar' is not one of"),
+    (["run-all", "--models", "stdcnn,resnet"], "unknown model 'resnet'; choose from: stdcnn, gcnn, roteqnet"),
+    (["run-all", "--models", " , "], "no model chosen"),
 ])
 def test_user_errors_are_one_line_with_exit_2(capsys, argv, expected):
     code, _, err = _run(capsys, *argv)

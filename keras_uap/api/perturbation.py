@@ -1,0 +1,317 @@
+"""The paper's universal perturbation for any image classifier, and its fooling curve.
+
+The universal perturbation is the top right singular vector of the matrix
+whose rows are per-input attack directions (DeepFool steps, loss gradients or
+FGSM steps), each scaled to unit L2 norm. The SVD fixes it only up to sign;
+the sign kept is the one that raises the sample's loss.
+"""
+
+import dataclasses
+import math
+import numbers
+
+import numpy as np
+import tensorflow as tf
+
+from keras_uap.analysis import choose_sign, singular_spectrum
+from keras_uap.api._checks import ArgumentError, check_choice, check_clip_range, check_positive_int
+from keras_uap.api.classifier import load_classifier
+from keras_uap.api.datasets import check_compatible, prepare_labels
+from keras_uap.api.distribute import BatchRunner, map_batches
+from keras_uap.attacks import deepfool, fgsm_direction, loss_gradient
+
+__all__ = ["ATTACKS", "NORMS", "UniversalPerturbation", "FoolingCurve", "attack_directions", "predict_labels",
+           "svd_universal_perturbation", "sample_indices", "universal_from_directions", "fooling_curve"]
+
+ATTACKS = ("gradient", "fgsm", "deepfool")
+NORMS = ("l2", "linf")
+# L2 norm at which the two signs of the singular vector are compared
+# (keras_uap.analysis.choose_sign's default, in the data's own units).
+_SIGN_PROBE_NORM = 2.0
+_DEEPFOOL_CANDIDATES = 10
+
+
+@dataclasses.dataclass(frozen=True)
+class UniversalPerturbation:
+    """The result of `svd_universal_perturbation`.
+
+    Attributes:
+        perturbation: float32, shape of one input, unit L2 norm.
+        singular_values: the singular values of the unit-normalised
+            directions, descending, float64.
+        sample_indices: the sorted indices into `x` of the attacked inputs.
+        attack: the attack's name ("custom" for a callable).
+    """
+
+    perturbation: np.ndarray
+    singular_values: np.ndarray
+    sample_indices: np.ndarray
+    attack: str
+
+
+@dataclasses.dataclass(frozen=True)
+class FoolingCurve:
+    """The result of `fooling_curve`: one rate per norm of `eps`.
+
+    Attributes:
+        eps: the perturbation sizes, float64.
+        error_rate: fraction of perturbed inputs misclassified (against `y`).
+        fooling_rate: fraction whose prediction differs from the clean one.
+        clean_error_rate: the error rate without perturbation.
+        norm: "l2" or "linf".
+    """
+
+    eps: np.ndarray
+    error_rate: np.ndarray
+    fooling_rate: np.ndarray
+    clean_error_rate: float
+    norm: str
+
+
+def _runner(classifier, key, make_fn, strategy, compiled):
+    """The `BatchRunner` of `make_fn()` cached on `classifier` under `key` and
+    `strategy` (a new tf.function per call would retrace every time)."""
+    key = (key, strategy, compiled)
+    if key not in classifier.runners:
+        classifier.runners[key] = BatchRunner(make_fn(), strategy, compiled=compiled)
+    return classifier.runners[key]
+
+
+def _attack_fn(attack, classifier, clip_min, clip_max):
+    """(per-batch function (x, y) -> directions, whether it can be traced)."""
+    logits_fn = classifier.logits_fn
+    if callable(attack):
+        return (lambda x, y: tf.convert_to_tensor(attack(logits_fn, x, y), tf.float32)), False
+    check_choice("attack", attack, ATTACKS)
+    if attack == "gradient":
+        return (lambda x, y: loss_gradient(logits_fn, x, y)), True
+    if attack == "fgsm":
+        # The step size only scales the rows, which are unit-normalised anyway.
+        return (lambda x, y: fgsm_direction(logits_fn, x, y, eps=1.0, clipped=False)), True
+    candidates = min(_DEEPFOOL_CANDIDATES, classifier.num_classes)
+
+    def deepfool_direction(x, y):
+        x_adv = deepfool(logits_fn, x, nb_candidate=candidates, clip_min=clip_min, clip_max=clip_max)
+        return x_adv - tf.cast(x, tf.float32)
+
+    return deepfool_direction, False
+
+
+def predict_labels(classifier, x, batch_size=1000, strategy=None):
+    """The model's arg-max labels of `x`, int64 (N,), batch by batch."""
+    runner = _runner(classifier, "labels", lambda: classifier.predict_labels, strategy, True)
+    return map_batches(runner, [np.asarray(x, np.float32)], batch_size).astype(np.int64)
+
+
+def attack_directions(model, x, y, attack="deepfool", clip_min=0.0, clip_max=1.0, batch_size=128, strategy=None,
+                      output="auto"):
+    """Per-input attack directions, (N, *input_shape) float32, batch by batch.
+
+    Args: as for `svd_universal_perturbation`, with `y` required.
+    """
+    classifier = load_classifier(model, output)
+    clip_min, clip_max = check_clip_range(clip_min, clip_max)
+    fn, compiled = _attack_fn(attack, classifier, clip_min, clip_max)
+    # A callable is keyed by id: its cached runner keeps it alive, so the id is not reused.
+    key = ("attack", attack if isinstance(attack, str) else id(attack), clip_min, clip_max)
+    runner = _runner(classifier, key, lambda: fn, strategy, compiled)
+    directions = map_batches(runner, [np.asarray(x, np.float32), np.asarray(y, np.int64)], batch_size)
+    if directions.shape != np.shape(x):
+        raise ArgumentError(f"the attack must return directions of the inputs' shape {np.shape(x)}. "
+                            f"Received: shape={directions.shape}")
+    return directions.astype(np.float32)
+
+
+def _checked_inputs(classifier, x, y):
+    """`x` as an array and `y` as int64 labels (or None), checked against the classifier."""
+    x = np.asarray(x)
+    if len(x) == 0:
+        raise ArgumentError("`x` holds no inputs")
+    if y is not None:
+        y = prepare_labels(y, "y")
+        if len(y) != len(x):
+            raise ArgumentError(f"`x` and `y` must have the same length. Received: {len(x)} and {len(y)}")
+    check_compatible(classifier, x, y)
+    return x, y
+
+
+def svd_universal_perturbation(model, x, y=None, attack="deepfool", sample_size=100, clip_min=0.0, clip_max=1.0,
+                               seed=0, batch_size=128, strategy=None, output="auto"):
+    """The universal perturbation of the paper for any image classifier.
+
+    Attacks `sample_size` inputs drawn without replacement from `x` (with
+    `np.random.default_rng(seed)`), scales each attack direction to unit L2
+    norm, and returns the top right singular vector of the resulting matrix
+    (`tf.linalg.svd`), with the sign that raises the sample's mean
+    cross-entropy at L2 norm 2.
+
+    Args:
+        model: a `keras.Model`, a `.keras` path, a SavedModel directory or a
+            `Classifier` (see `load_classifier`).
+        x: images (N, *input_shape) in [clip_min, clip_max].
+        y: int labels (N,), or None to use the model's clean predictions.
+        attack: "gradient" (input gradient of the cross-entropy), "fgsm"
+            (its sign, unclipped), "deepfool" (`x_adv - x` of the L2 DeepFool
+            attack, clipped to [clip_min, clip_max]), or a callable
+            `(logits_fn, x_batch, y_batch) -> directions` of the batch's shape
+            (the batches are float32 and int64 tensors; it runs eagerly).
+        sample_size: how many inputs to attack (all of `x` if it has fewer).
+        clip_min, clip_max: the valid input range.
+        seed: seeds the choice of the sample.
+        batch_size: inputs attacked at once (split over the replicas).
+        strategy: a `tf.distribute.Strategy` to attack data-parallel over its
+            replicas, or None.
+        output: the model's output kind, "auto", "logits" or "probabilities".
+
+    Returns:
+        A `UniversalPerturbation`.
+
+    Raises:
+        UserError: a model that cannot be loaded, or inputs or labels that do
+            not fit it; ArgumentError (a UserError and ValueError) for bad
+            arguments.
+    """
+    classifier = load_classifier(model, output)
+    sample_size = check_positive_int("sample_size", sample_size)
+    batch_size = check_positive_int("batch_size", batch_size)
+    clip_min, clip_max = check_clip_range(clip_min, clip_max)
+    x, y = _checked_inputs(classifier, x, y)
+
+    indices = sample_indices(len(x), sample_size, seed)
+    x_sample = np.asarray(x[indices], np.float32)
+    if y is None:
+        y_sample = predict_labels(classifier, x_sample, batch_size, strategy)
+    else:
+        y_sample = y[indices]
+    directions = attack_directions(classifier, x_sample, y_sample, attack, clip_min, clip_max, batch_size, strategy)
+    v, singular_values = universal_from_directions(classifier, directions, x_sample, y_sample, clip_min, clip_max)
+    return UniversalPerturbation(perturbation=v, singular_values=singular_values, sample_indices=indices,
+                                 attack=attack if isinstance(attack, str) else "custom")
+
+
+def sample_indices(n, sample_size, seed=0):
+    """The sorted indices of the `min(sample_size, n)` inputs, drawn without
+    replacement with `np.random.default_rng(seed)`, that
+    `svd_universal_perturbation` attacks."""
+    sample_size = check_positive_int("sample_size", sample_size)
+    return np.sort(np.random.default_rng(seed).choice(n, size=min(sample_size, n), replace=False))
+
+
+def universal_from_directions(model, directions, x, y, clip_min=0.0, clip_max=1.0, output="auto"):
+    """The SVD step of `svd_universal_perturbation`, on directions already computed.
+
+    Args:
+        model: as for `svd_universal_perturbation`.
+        directions: per-input attack directions (N, *input_shape) of the inputs `x`.
+        x, y: those inputs and their int labels (N,), used to choose the sign.
+        clip_min, clip_max: the valid input range.
+        output: the model's output kind.
+
+    Returns:
+        (perturbation, singular_values): the top right singular vector of the
+        unit-normalised directions as a float32 array of one input's shape,
+        unit L2 norm, with the sign that raises the mean cross-entropy of
+        (x, y) at L2 norm 2; and all singular values, descending.
+    """
+    classifier = load_classifier(model, output)
+    clip_min, clip_max = check_clip_range(clip_min, clip_max)
+    x = np.asarray(x, np.float32)
+    if np.shape(directions) != x.shape:
+        raise ArgumentError(f"`directions` must have the shape of `x`, {x.shape}. "
+                            f"Received: shape={np.shape(directions)}")
+    singular_values, vectors = singular_spectrum(directions, top=1)
+    v = _oriented(vectors[0].astype(np.float32), classifier, x, np.asarray(y, np.int64), clip_min, clip_max)
+    v = v.reshape(x.shape[1:])
+    return (v / np.linalg.norm(v)).astype(np.float32), singular_values
+
+
+def _oriented(v, classifier, x, y, clip_min, clip_max):
+    """`v` or `-v` by `choose_sign`, which clips to [0, 1]: the inputs are
+    mapped affinely from [clip_min, clip_max] to [0, 1] and the model back,
+    so the probe is clipped to the right range at L2 norm 2 in data units."""
+    scale = clip_max - clip_min
+
+    def unit_logits(z):
+        return classifier.logits_fn(clip_min + scale * z)
+
+    return choose_sign(v, unit_logits, (x - clip_min) / scale, y, probe_norm=_SIGN_PROBE_NORM / scale)
+
+
+def _check_eps(eps):
+    values = np.atleast_1d(np.asarray(eps, dtype=np.float64)) if _is_numbers(eps) else None
+    if values is None or values.ndim != 1 or not values.size or not np.all(np.isfinite(values)) or np.any(values < 0):
+        raise ArgumentError(f"`eps` must be a number or a list of finite numbers >= 0. Received: eps={eps!r}")
+    return values
+
+
+def _is_numbers(eps):
+    if isinstance(eps, numbers.Real) and not isinstance(eps, bool):
+        return True
+    try:
+        return np.asarray(eps).dtype.kind in "iuf"
+    except (TypeError, ValueError):
+        return False
+
+
+def fooling_curve(model, x, y, perturbation, eps, norm="l2", batch_size=1000, strategy=None, clip_min=0.0,
+                  clip_max=1.0, output="auto"):
+    """Error and fooling rates of `x + eps * perturbation` for each `eps`.
+
+    Each perturbed input is `clip(x + eps * v / ||v||_2)` (norm "l2") or
+    `clip(x + eps * sign(v))` (norm "linf"), clipped to [clip_min, clip_max].
+    The inputs are processed batch by batch, so memory is bounded by the
+    batch size, not by len(x) or len(eps).
+
+    Args:
+        model: as for `svd_universal_perturbation`.
+        x: images (N, *input_shape).
+        y: int labels (N,), or None to count errors against the clean
+            predictions (then error and fooling rates coincide).
+        perturbation: an array with the shape (or size) of one input, or a
+            `UniversalPerturbation`.
+        eps: a size or a list of sizes, >= 0.
+        norm: "l2" or "linf".
+        batch_size: inputs classified at once (split over the replicas).
+        strategy: a `tf.distribute.Strategy`, or None.
+        clip_min, clip_max: the valid input range.
+        output: the model's output kind, "auto", "logits" or "probabilities".
+
+    Returns:
+        A `FoolingCurve`.
+    """
+    classifier = load_classifier(model, output)
+    check_choice("norm", norm, NORMS)
+    batch_size = check_positive_int("batch_size", batch_size)
+    clip_min, clip_max = check_clip_range(clip_min, clip_max)
+    eps = _check_eps(eps)
+    x, y = _checked_inputs(classifier, x, y)
+    step = _unit_step(perturbation, norm, np.shape(x)[1:])
+
+    runner = _runner(classifier, "labels", lambda: classifier.predict_labels, strategy, True)
+    wrong = np.zeros(len(eps), np.int64)
+    changed = np.zeros(len(eps), np.int64)
+    clean_wrong = 0
+    for start in range(0, len(x), batch_size):
+        batch = np.asarray(x[start:start + batch_size], np.float32)
+        clean = runner(batch)
+        truth = clean if y is None else y[start:start + batch_size]
+        clean_wrong += int(np.sum(clean != truth))
+        for i, size in enumerate(eps):
+            pred = runner(np.clip(batch + np.float32(size) * step, clip_min, clip_max).astype(np.float32))
+            wrong[i] += int(np.sum(pred != truth))
+            changed[i] += int(np.sum(pred != clean))
+    return FoolingCurve(eps=eps, error_rate=wrong / len(x), fooling_rate=changed / len(x),
+                        clean_error_rate=clean_wrong / len(x), norm=norm)
+
+
+def _unit_step(perturbation, norm, shape):
+    v = getattr(perturbation, "perturbation", perturbation)
+    v = np.asarray(v, np.float64)
+    if v.size != math.prod(shape):
+        raise ArgumentError(f"`perturbation` must have the shape of one input, {tuple(shape)}. "
+                            f"Received: shape={v.shape}")
+    v = v.reshape(shape)
+    if not np.all(np.isfinite(v)) or not np.any(v):
+        raise ArgumentError("`perturbation` must be finite and not all zero")
+    step = v / np.linalg.norm(v) if norm == "l2" else np.sign(v)
+    return step.astype(np.float32)

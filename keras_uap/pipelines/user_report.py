@@ -1,0 +1,204 @@
+"""The report of a user study (`keras_uap.pipelines.user_study`): `metrics.json`,
+`report.md` and three figures, from the `user_universal` stage's artifacts.
+
+Figures use `matplotlib.figure.Figure` directly (the Agg canvas, no pyplot
+state), as `keras_uap.report.figures` does:
+- `singular_values.png`: the singular values of each attack's unit
+  directions, per sample size, divided by their root total square (so that
+  samples of different sizes compare);
+- `perturbations.png`: each SVD perturbation as an image (see `display_image`);
+- `curves.png`: error and fooling rates against the perturbation norm, with
+  the random-direction baseline.
+"""
+
+import json
+import os
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from keras_uap.report.tables import display_name, fmt, markdown_table
+
+__all__ = ["build_user_report", "display_image", "singular_values_figure", "perturbations_figure", "curves_figure"]
+
+DPI = 110
+_M_COLOURS = ("tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown", "tab:pink")
+
+
+def display_image(v):
+    """An (H, W, C) perturbation as something `imshow` draws: (H, W, 3) RGB in
+    [0, 1] for C = 3, else an (H, W) map in [0, 1] (the only channel, or the
+    channel mean) for a grey colormap.
+
+    The values are rescaled symmetrically, 0.5 + 0.5 * v / max|v|, so that
+    mid-grey is zero and the sign of each pixel stays visible.
+    """
+    v = np.asarray(v, dtype=np.float64)
+    if v.ndim == 2:
+        v = v[..., None]
+    if v.ndim != 3:
+        raise ValueError(f"`v` must have shape (H, W) or (H, W, C). Received: shape={v.shape}")
+    if v.shape[-1] != 3:
+        v = v.mean(axis=-1)
+    limit = float(np.max(np.abs(v))) or 1.0
+    return np.clip(0.5 + 0.5 * v / limit, 0.0, 1.0)
+
+
+def _save(fig, path):
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=DPI, bbox_inches="tight")
+    return path
+
+
+def _by_m(entries):
+    return sorted(entries.items(), key=lambda kv: int(kv[0]))
+
+
+def singular_values_figure(path, spectrum):
+    """One panel per attack: sigma_i / sqrt(sum sigma^2) against i, one line per sample size."""
+    fig = Figure(figsize=(4.0 * len(spectrum), 3.2))
+    axes = fig.subplots(1, len(spectrum), squeeze=False)[0]
+    for ax, (attack, by_m) in zip(axes, spectrum.items()):
+        for i, (m, entry) in enumerate(_by_m(by_m)):
+            s = np.asarray(entry["singular_values"], dtype=float)
+            total = np.sqrt(np.sum(s ** 2)) or 1.0
+            ax.plot(np.arange(1, len(s) + 1), s / total, ".-", ms=3, color=_M_COLOURS[i % len(_M_COLOURS)],
+                    label=f"m={m}")
+        ax.set_xscale("log")
+        ax.set_title(display_name(attack))
+        ax.set_xlabel("index i")
+    axes[0].set_ylabel("σᵢ / √Σσ²")
+    axes[0].legend(fontsize=8)
+    return _save(fig, path)
+
+
+def perturbations_figure(path, perturbations):
+    """A grid of images, one row per attack and one column per sample size."""
+    attacks = list(perturbations)
+    columns = max(len(by_m) for by_m in perturbations.values())
+    fig = Figure(figsize=(2.2 * columns, 2.4 * len(attacks)))
+    axes = fig.subplots(len(attacks), columns, squeeze=False)
+    for row, attack in zip(axes, attacks):
+        for ax in row:
+            ax.set_axis_off()
+        for ax, (m, v) in zip(row, _by_m(perturbations[attack])):
+            image = display_image(v)
+            ax.imshow(image, cmap="gray" if image.ndim == 2 else None, vmin=0.0, vmax=1.0,
+                      interpolation="nearest")
+            ax.set_title(f"{display_name(attack)}, m={m}", fontsize=9)
+    fig.suptitle("SVD universal perturbations (mid-grey = 0)", fontsize=10)
+    return _save(fig, path)
+
+
+def curves_figure(path, curves, random, norm, clean_error_rate=None):
+    """One panel per attack: error rate (solid) and fooling rate (dotted) against the norm."""
+    fig = Figure(figsize=(4.0 * len(curves), 3.2))
+    axes = fig.subplots(1, len(curves), squeeze=False, sharey=True)[0]
+    for ax, (attack, by_m) in zip(axes, curves.items()):
+        for i, (m, c) in enumerate(_by_m(by_m)):
+            colour = _M_COLOURS[i % len(_M_COLOURS)]
+            ax.plot(c["eps"], c["error_rate"], "-", color=colour, label=f"SVD, m={m}")
+            ax.plot(c["eps"], c["fooling_rate"], ":", color=colour, lw=1)
+        ax.plot(random["eps"], random["error_rate"], "-", color="0.4", label="random")
+        ax.plot(random["eps"], random["fooling_rate"], ":", color="0.4", lw=1)
+        if clean_error_rate is not None:
+            ax.axhline(clean_error_rate, color="0.6", ls="-.", lw=0.8, label="clean")
+        ax.set_title(display_name(attack))
+        ax.set_xlabel("‖δ‖₂" if norm == "l2" else "‖δ‖∞")
+        ax.set_ylim(0, 1.02)
+    axes[0].set_ylabel("error rate (solid), prediction changed (dotted)")
+    axes[0].legend(fontsize=7, loc="upper left")
+    return _save(fig, path)
+
+
+def _metrics(data_summary, universal, timings, sources, figures):
+    clean = universal["clean_error_rate"]
+    return {
+        "model": {"path": sources.get("model"), "input_shape": data_summary["input_shape"],
+                  "num_classes": data_summary["num_classes"], "output": data_summary["output"],
+                  "clean_error_rate": clean, "clean_accuracy": None if clean is None else 1.0 - clean},
+        "data": {"source": sources.get("data"), "split": sources.get("split"), "n": data_summary["n"],
+                 "pixel_range": data_summary["pixel_range"], "label_counts": data_summary["label_counts"]},
+        "norm": universal["norm"],
+        "eps_grid": universal["eps_grid"],
+        "seed": universal["seed"],
+        "spectrum": universal["spectrum"],
+        "universal": {**universal["curves"], "random": universal["random"]},
+        "perturbations": {f"{a}-m{m}": c["perturbation"] for a, by_m in universal["curves"].items()
+                          for m, c in _by_m(by_m)},
+        "figures": figures,
+        "timings_s": timings,
+    }
+
+
+def _markdown(metrics):
+    model, data, norm = metrics["model"], metrics["data"], metrics["norm"]
+    eps = metrics["eps_grid"]
+    lines = [
+        "# Universal perturbations of your model",
+        "",
+        f"Model `{model['path']}` ({'x'.join(map(str, model['input_shape']))} inputs, {model['num_classes']} "
+        f"classes, outputs {model['output']}); data `{data['source']}` (split {data['split']}, {data['n']} "
+        f"inputs). Clean accuracy {fmt(model['clean_accuracy'], 4)}.",
+        "",
+        "## Spectrum of the attack directions",
+        "",
+        "Fraction of the squared singular values of the unit-normalised directions held by the top k.",
+        "",
+        markdown_table(["attack", "m", "top-1", "top-5", "top-10"],
+                       [[display_name(a), m, fmt(e["top1_fraction"]), fmt(e["top5_fraction"]),
+                         fmt(e["top10_fraction"])]
+                        for a, by_m in metrics["spectrum"].items() for m, e in _by_m(by_m)]),
+        "",
+        f"## Error rate against the {norm.upper()} norm of the perturbation",
+        "",
+        "Error rate: perturbed inputs misclassified; eps50/eps80: the norm where it reaches 50%/80% (n/a: "
+        "never on this grid); ratio: eps80 over the random directions' eps80 (n/a unless both reach 80%).",
+        "",
+    ]
+    curves = metrics["universal"]
+    rows = [[display_name(a), m] + [fmt(r) for r in c["error_rate"]]
+            + [fmt(c["eps50"]), fmt(c["eps80"]), fmt(c.get("ratio_eps80_to_random"))]
+            for a, by_m in curves.items() if a != "random" for m, c in _by_m(by_m)]
+    random = curves["random"]
+    rows.append(["random", "-"] + [fmt(r) for r in random["error_rate"]]
+                + [fmt(random["eps50"]), fmt(random["eps80"]), "-"])
+    lines += [markdown_table(["attack", "m"] + [f"ε={e:g}" for e in eps] + ["eps50", "eps80", "ratio"], rows), ""]
+    lines += ["## Figures", ""] + [f"![{os.path.splitext(os.path.basename(p))[0]}]({p})" for p in metrics["figures"]]
+    lines += ["", "## Using a perturbation", "",
+              "`<run-dir>/perturbations/<attack>-m<m>.npy` has the shape of one input and unit L2 norm. "
+              "At L2 norm eps: `np.clip(x + eps * v, clip_min, clip_max)`; at L-infinity norm eps: "
+              "`np.clip(x + eps * np.sign(v), clip_min, clip_max)`.", ""]
+    if metrics["timings_s"]:
+        lines += ["## Stage times", "", markdown_table(["stage", "seconds"],
+                                                        [[k, fmt(v, 1)] for k, v in metrics["timings_s"].items()]),
+                  ""]
+    return "\n".join(lines)
+
+
+def build_user_report(output_dir, data_summary, universal_dir, timings, sources):
+    """Writes `metrics.json`, `report.md` and `figures/` into `output_dir`; returns the metrics.
+
+    Args:
+        output_dir: the report's directory.
+        data_summary: the `user_data` stage's `summary.json` contents.
+        universal_dir: the `user_universal` stage's output directory.
+        timings: stage -> seconds.
+        sources: "model", "data" and "split" as the user gave them.
+    """
+    with open(os.path.join(universal_dir, "universal.json")) as f:
+        universal = json.load(f)
+    perturbations = {a: {m: np.load(os.path.join(universal_dir, c["perturbation"])) for m, c in by_m.items()}
+                     for a, by_m in universal["curves"].items()}
+    figures_dir = os.path.join(output_dir, "figures")
+    singular_values_figure(os.path.join(figures_dir, "singular_values.png"), universal["spectrum"])
+    perturbations_figure(os.path.join(figures_dir, "perturbations.png"), perturbations)
+    curves_figure(os.path.join(figures_dir, "curves.png"), universal["curves"], universal["random"],
+                  universal["norm"], universal["clean_error_rate"])
+    figures = [f"figures/{name}" for name in ("singular_values.png", "perturbations.png", "curves.png")]
+    metrics = _metrics(data_summary, universal, timings, sources, figures)
+    with open(os.path.join(output_dir, "metrics.json"), "w") as f:
+        json.dump(metrics, f, indent=1)
+    with open(os.path.join(output_dir, "report.md"), "w") as f:
+        f.write(_markdown(metrics))
+    return metrics
