@@ -6,6 +6,7 @@ import re
 
 import numpy as np
 import pytest
+from small_models import train_small_cnn
 import tensorflow as tf
 
 import keras
@@ -22,26 +23,7 @@ EPS = 0.3
 def trained(mnist_raw):
     """A small StdCNN-like model, 2 epochs on 2,000 real MNIST images (a few
     seconds), and up to N_ATTACK test images that it classifies correctly."""
-    keras.utils.set_random_seed(0)
-    x_train = mnist_raw["train_images"][:N_TRAIN, :, :, None].astype("float32") / 255.0
-    y_train = mnist_raw["train_labels"][:N_TRAIN].astype("int64")
-    model = keras.Sequential(
-        [
-            keras.Input(shape=(28, 28, 1)),
-            layers.Conv2D(8, 3, activation="relu"),
-            layers.MaxPooling2D(2),
-            layers.Conv2D(16, 3, activation="relu"),
-            layers.MaxPooling2D(2),
-            layers.Flatten(),
-            layers.Dense(32, activation="relu"),
-            layers.Dense(10),
-        ]
-    )
-    model.compile(
-        optimizer=keras.optimizers.Adam(2e-3),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-    )
-    model.fit(x_train, y_train, batch_size=64, epochs=2, verbose=0, shuffle=True)
+    model = train_small_cnn(mnist_raw, N_TRAIN)
 
     x_test = mnist_raw["test_images"][: 2 * N_ATTACK, :, :, None].astype("float32") / 255.0
     y_test = mnist_raw["test_labels"][: 2 * N_ATTACK].astype("int64")
