@@ -130,7 +130,9 @@ def universal_curves(path, title, curves, random=None, clean_error_rate=None, ta
         target: the paper's 80% level (dotted line).
     """
     fig, axes = _panels(len(curves), sharey=True)
+    first_ms = None
     for ax, (attack, by_m) in zip(axes[0], curves.items()):
+        first_ms = set(by_m) if first_ms is None else first_ms
         for i, (m, c) in enumerate(sorted(by_m.items(), key=lambda kv: int(kv[0]))):
             colour = _M_COLOURS[i % len(_M_COLOURS)]
             ax.plot(_floats(c["eps"]), _floats(c["error_rate"]), "-", color=colour, label=f"m={m}")
@@ -143,6 +145,8 @@ def universal_curves(path, title, curves, random=None, clean_error_rate=None, ta
         ax.set_title(display_name(attack))
         ax.set_xlabel("‖δ‖₂")
         ax.set_ylim(0, 1.02)
+        if set(by_m) != first_ms:  # e.g. an attack run on a subset: its own sample sizes
+            ax.legend(fontsize=7, loc="lower right")
     axes[0, 0].set_ylabel("error rate (solid), prediction changed (dotted)")
     axes[0, 0].legend(fontsize=7, loc="lower right")
     fig.suptitle(title, y=1.04)  # above the panel titles (bbox_inches="tight" keeps it in the PNG)
