@@ -40,3 +40,13 @@ def tiny_run(tmp_path_factory, mnist_dir):
                        train_size=3000, validation_size=300, test_size=500, attack_limit=200,
                        attack_batch_size=100, verbose=0)
     return cfg, run_all(cfg, attacks=())
+
+
+@pytest.fixture(scope="module")
+def linear_model():
+    """A 4x4x1 -> 10 linear classifier: enough for the attacks' argument checks."""
+    import keras
+    from keras import layers
+
+    keras.utils.set_random_seed(3)
+    return keras.Sequential([keras.Input((4, 4, 1)), layers.Flatten(), layers.Dense(10)])

@@ -244,12 +244,6 @@ def test_deepfool_of_an_empty_batch_is_empty():
 # --- bad arguments --------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def linear_model():
-    keras.utils.set_random_seed(3)
-    return keras.Sequential([keras.Input((4, 4, 1)), layers.Flatten(), layers.Dense(10)])
-
-
 @pytest.mark.parametrize(
     "kwargs,message",
     [

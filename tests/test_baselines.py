@@ -12,7 +12,6 @@ from small_models import train_small_cnn
 import tensorflow as tf
 
 import keras
-from keras import layers
 
 from keras_uap.attacks.pgd import pgd_direction
 from keras_uap.baselines import (
@@ -172,12 +171,6 @@ def test_project_perturbation():
     assert np.linalg.norm(project_perturbation(v, 1.0, "l2")) <= 1.0
     np.testing.assert_array_equal(project_perturbation(v, 10.0, "l2"), v)
     np.testing.assert_array_equal(project_perturbation(v, 3.5, "linf"), [[3.0, -3.5]])
-
-
-@pytest.fixture(scope="module")
-def linear_model():
-    keras.utils.set_random_seed(3)
-    return keras.Sequential([keras.Input((4, 4, 1)), layers.Flatten(), layers.Dense(10)])
 
 
 @pytest.mark.parametrize(
