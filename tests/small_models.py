@@ -29,3 +29,13 @@ def train_small_cnn(mnist_raw, n_train=2000, epochs=2, seed=0):
     )
     model.fit(x_train, y_train, batch_size=64, epochs=epochs, verbose=0, shuffle=True)
     return model
+
+
+def strided_cnn(input_shape, num_classes, widths=(8, 8)):
+    """Two stride-2 3x3 convolutions and a dense layer to logits, for any
+    input shape and class count (the tests of models that are not the paper's)."""
+    return keras.Sequential(
+        [keras.Input(input_shape)]
+        + [layers.Conv2D(w, 3, strides=2, activation="relu") for w in widths]
+        + [layers.Flatten(), layers.Dense(num_classes)]
+    )

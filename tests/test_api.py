@@ -15,6 +15,7 @@ import keras
 from keras import layers
 
 from idx_helpers import write_idx
+from small_models import strided_cnn
 
 from keras_uap.analysis import random_unit_vectors
 from keras_uap.api import (
@@ -58,13 +59,7 @@ def saved(data, tmp_path_factory):
     SavedModel; the same network with a softmax on top, saved both ways."""
     (x_train, y_train), (x_test, y_test) = data
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([
-        keras.Input(SHAPE),
-        layers.Conv2D(8, 3, strides=2, activation="relu"),
-        layers.Conv2D(8, 3, strides=2, activation="relu"),
-        layers.Flatten(),
-        layers.Dense(CLASSES),
-    ])
+    model = strided_cnn(SHAPE, CLASSES, widths=(8, 8))
     model.compile(keras.optimizers.Adam(3e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     model.fit(x_train, y_train, epochs=3, batch_size=64, verbose=0)
     accuracy = np.mean(np.argmax(model.predict(x_test, verbose=0), axis=1) == y_test)

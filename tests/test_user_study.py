@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import keras
-from keras import layers
+from small_models import strided_cnn
 
 from keras_uap.cli import main
 from keras_uap.pipelines.user_report import display_image
@@ -47,13 +47,7 @@ def files(mnist_raw, tmp_path_factory):
     x_train, y_train = _digits(mnist_raw, "train", 3000)
     x_test, y_test = _digits(mnist_raw, "test", LIMIT + 100)
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([
-        keras.Input(SHAPE),
-        layers.Conv2D(8, 3, strides=2, activation="relu"),
-        layers.Conv2D(16, 3, strides=2, activation="relu"),
-        layers.Flatten(),
-        layers.Dense(CLASSES),
-    ])
+    model = strided_cnn(SHAPE, CLASSES, widths=(8, 16))
     model.compile(keras.optimizers.Adam(3e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     model.fit(x_train, y_train, epochs=2, batch_size=64, verbose=0)
     root = tmp_path_factory.mktemp("user")
