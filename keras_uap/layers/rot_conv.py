@@ -1,3 +1,8 @@
+import functools
+
+import numpy as np
+import tensorflow as tf
+
 import keras
 from keras import ops
 
@@ -11,6 +16,84 @@ from keras_uap.layers.vector_ops import (
 )
 
 _MODES = ("scalar", "vector")
+
+
+@functools.lru_cache(maxsize=None)
+def _spatial_rotation_operator(n_angles, size):
+    """(n_angles, size * size, size * size) float32 array `T` with
+    `T[a, i * size + j, p]` the weight of filter pixel `p` (row-major) in pixel
+    (i, j) of the filter rotated to orientation `a`, disk masks included.
+
+    Obtained by applying the library's bilinear rotation
+    (`keras.ops.image.affine_transform`, constant 0 fill, the transforms of
+    `rotation_transforms`) to the disk-masked basis images and masking the
+    result; the interpolation is linear in the image, so `T` applied to a
+    filter equals rotating the filter, up to float rounding. Computed once
+    per (n_angles, size), eagerly even when first needed inside a trace.
+    """
+    pixels = size * size
+    mask = disk_mask(size)
+    basis = (np.eye(pixels, dtype="float32") * mask.reshape(pixels)).reshape(pixels, size, size)
+    images = np.ascontiguousarray(np.broadcast_to(basis.transpose(1, 2, 0)[None], (n_angles, size, size, pixels)))
+    with tf.init_scope():
+        rotated = ops.image.affine_transform(
+            ops.convert_to_tensor(images),
+            ops.convert_to_tensor(rotation_transforms(n_angles, size)),
+            interpolation="bilinear",
+            fill_mode="constant",
+            fill_value=0,
+            data_format="channels_last",
+        )
+        rotated = np.asarray(ops.convert_to_numpy(rotated)) * mask[None, :, :, None]
+    operator = rotated.reshape(n_angles, pixels, pixels).astype("float32")
+    operator.flags.writeable = False
+    return operator
+
+
+@functools.lru_cache(maxsize=None)
+def _bank_operator(n_angles, size, vector):
+    """The rotation as one matrix acting on the disk pixels of the filter.
+
+    Returns `(disk, matrix)`: `disk` the row-major indices of the
+    `D` pixels inside the disk mask (the only inputs with non-zero weight and
+    the only non-zero outputs), `matrix` of shape `(D, D * n_angles)` for
+    "scalar" (row `d`, column `(i, a)`: weight of input disk pixel `d` in
+    output disk pixel `i` at orientation `a`), or `(2 D, D * 2 * n_angles)`
+    for "vector" (row `(q, d)`, column `(i, p, a)`, folding in the component
+    rotation `R(alpha_a)[p, q]`).
+    """
+    operator = _spatial_rotation_operator(n_angles, size)  # (a, ij, p)
+    disk = np.flatnonzero(disk_mask(size).reshape(-1))
+    outside = np.setdiff1d(np.arange(size * size), disk)
+    assert not operator[:, :, outside].any() and not operator[:, outside, :].any()
+    sub = operator[:, disk][:, :, disk]  # (a, i, d)
+    if vector:
+        rotations = component_rotations(n_angles).astype("float64")  # (a, p, q)
+        matrix = np.einsum("aid,apq->qdipa", sub.astype("float64"), rotations)
+        matrix = matrix.reshape(2 * len(disk), len(disk) * 2 * n_angles)
+    else:
+        matrix = sub.transpose(2, 1, 0).reshape(len(disk), len(disk) * n_angles)
+    matrix = np.ascontiguousarray(matrix, dtype="float32")
+    matrix.flags.writeable = False
+    disk.flags.writeable = False
+    return disk, matrix
+
+
+@tf.custom_gradient
+def _orientation_pool(responses):
+    """Max over the last axis and the index of its FIRST maximum (as argmax).
+
+    One `top_k(k=1)` pass (ties: the lower index first) instead of max + argmax.
+    The gradient is that of `reduce_max`: split equally among tied maxima.
+    """
+    values, indices = tf.math.top_k(responses, 1, sorted=False)
+
+    def grad(upstream, _):
+        winners = tf.cast(tf.equal(responses, values), responses.dtype)
+        count = tf.reduce_sum(winners, axis=-1, keepdims=True)
+        return winners * (tf.expand_dims(upstream, -1) / count)
+
+    return (values[..., 0], indices[..., 0]), grad
 
 
 def _normalize_square_kernel(kernel_size):
@@ -34,12 +117,21 @@ class RotConv(keras.layers.Layer):
     `alpha_a = 360 * a / n_angles` degrees (counter-clockwise on screen),
     `a = 0 .. n_angles - 1`, by bilinear interpolation
     (`keras.ops.image.affine_transform`); the rotated copies are masked to
-    the disk again. The bank is rebuilt from the learned filter once per
-    call, and all `filters * n_angles` oriented filters are correlated with
-    the input in ONE convolution. Orientation pooling then keeps, per pixel
-    and filter, the largest response `s` over the orientations and its angle
-    `alpha_a*`, and outputs the vector `relu(s + b) * (cos alpha_a*, sin alpha_a*)`
-    (`b` one bias per filter, shared by its orientations).
+    the disk again. Masking, interpolation and (in "vector" mode) the
+    rotation of the components are linear in the filter, so they are
+    computed once, on the first build for each `(n_angles, k, mode)`, as one
+    constant matrix (the same interpolation op applied to the basis filters;
+    not a weight, so it is neither saved nor in the config); each call
+    rebuilds the bank from the learned filter with ONE matrix product over
+    the disk pixels (equal to rotating the filter, to float rounding, and
+    differentiated exactly), and all `filters * n_angles` oriented filters
+    are correlated with the input in ONE convolution. Orientation pooling
+    then keeps, per pixel and filter, the largest response `s` over the
+    orientations and its angle `alpha_a*` (the first one on ties; one
+    `top_k` pass; the gradient of `s` is split equally among tied maxima,
+    as for `max`), and outputs the vector
+    `relu(s + b) * (cos alpha_a*, sin alpha_a*)` (`b` one bias per filter,
+    shared by its orientations).
 
     Vector-field layout (input in "vector" mode, and always the output):
     `(batch, height, width, 2 * F)`, channel `2 f` the x-component (along the
@@ -164,6 +256,8 @@ class RotConv(keras.layers.Layer):
                 initializer=self.bias_initializer,
                 regularizer=self.bias_regularizer,
             )
+        # The rotation matrix: computed (eagerly, cached per configuration) here, not per call.
+        _bank_operator(self.n_angles, self.kernel_size[0], self.mode == "vector")
         self.input_spec = keras.layers.InputSpec(ndim=4, axes={-1: channels})
 
     def rotated_filter_bank(self):
@@ -174,29 +268,25 @@ class RotConv(keras.layers.Layer):
         """
         k = self.kernel_size[0]
         n = self.n_angles
-        kernel = self.kernel
+        kernel = ops.convert_to_tensor(self.kernel)
         channels, filters = kernel.shape[2], kernel.shape[3]
-        mask = ops.convert_to_tensor(disk_mask(k), dtype=kernel.dtype)
-        masked = kernel * mask[:, :, None, None]
-        # The n orientations as a batch of n images with C_in * F channels, one op.
-        images = ops.broadcast_to(ops.reshape(masked, (1, k, k, channels * filters)), (n, k, k, channels * filters))
-        rotated = ops.image.affine_transform(
-            images,
-            ops.convert_to_tensor(rotation_transforms(n, k)),
-            interpolation="bilinear",
-            fill_mode="constant",
-            fill_value=0,
-            data_format="channels_last",
-        )
-        rotated = rotated * mask[None, :, :, None]
+        disk, matrix = _bank_operator(n, k, self.mode == "vector")
+        size = len(disk)
+        # Only the disk pixels of the filter are read, and only those of the bank are non-zero.
+        inside = tf.gather(tf.reshape(kernel, (k * k, channels, filters)), disk)  # (D, C_in, F)
         if self.mode == "vector":
-            # (u', v') = R(alpha) (rot u, rot v) for each input vector channel c.
-            rotated = ops.reshape(rotated, (n, k, k, channels // 2, 2, filters))
-            rotations = ops.convert_to_tensor(component_rotations(n), dtype=rotated.dtype)
-            rotated = ops.einsum("apq,aijcqf->aijcpf", rotations, rotated)
-        rotated = ops.reshape(rotated, (n, k, k, channels, filters))
-        bank = ops.transpose(rotated, (1, 2, 3, 4, 0))  # (k, k, C_in, F, n)
-        return ops.reshape(bank, (k, k, channels, filters * n))
+            # Rows (q, d): component q of input vector channel c; the matrix mixes both components.
+            inside = tf.transpose(tf.reshape(inside, (size, channels // 2, 2, filters)), (2, 0, 1, 3))
+            inside = tf.reshape(inside, (2 * size, channels // 2 * filters))
+            bank = tf.matmul(inside, tf.constant(matrix), transpose_a=True)  # (C/2 * F, D * 2 * n)
+            bank = tf.transpose(tf.reshape(bank, (channels // 2, filters, size, 2, n)), (2, 0, 3, 1, 4))
+        else:
+            inside = tf.reshape(inside, (size, channels * filters))
+            bank = tf.matmul(inside, tf.constant(matrix), transpose_a=True)  # (C_in * F, D * n)
+            bank = tf.transpose(tf.reshape(bank, (channels, filters, size, n)), (2, 0, 1, 3))
+        bank = tf.reshape(bank, (size, channels, filters * n))
+        bank = tf.scatter_nd(tf.constant(disk[:, None].astype("int32")), bank, (k * k, channels, filters * n))
+        return tf.reshape(bank, (k, k, channels, filters * n))
 
     def call(self, inputs):
         responses = ops.conv(
@@ -208,10 +298,9 @@ class RotConv(keras.layers.Layer):
         )
         shape = ops.shape(responses)
         responses = ops.reshape(responses, (shape[0], shape[1], shape[2], self.filters, self.n_angles))
-        strength = ops.max(responses, axis=-1)
+        strength, winner = _orientation_pool(responses)
         if self.use_bias:
             strength = strength + self.bias
-        winner = ops.argmax(responses, axis=-1)
         directions = ops.take(ops.convert_to_tensor(direction_table(self.n_angles), dtype=strength.dtype),
                               winner, axis=0)  # (N, H, W, F, 2)
         field = ops.expand_dims(ops.relu(strength), -1) * directions
