@@ -17,7 +17,7 @@ from keras_uap.attacks.loss_gradient import as_float_input, as_int_labels
 __all__ = ["class_mean_directions", "best_class_mean_direction"]
 
 
-def class_mean_directions(x, y, num_classes=None):
+def class_mean_directions(x, y, num_classes=None, allow_missing=False):
     """For each class `c`, the unit vector from `mu_c` towards the others.
 
     With `mu_c` the mean of the inputs of class `c`, row `c` is
@@ -30,6 +30,10 @@ def class_mean_directions(x, y, num_classes=None):
         x: the inputs, shape (N, ...).
         y: their labels, ints of shape (N,) (one-hot (N, C) is accepted).
         num_classes: the number of classes; defaults to `max(y) + 1`.
+        allow_missing: a class with no input in the sample gets a zero row
+            and is left out of the other classes' `m_c` (a small sample may
+            miss a class) instead of raising; at least two classes must be
+            present.
 
     Returns:
         A float32 array (num_classes, d) of unit rows, `d` the size of one
@@ -37,7 +41,8 @@ def class_mean_directions(x, y, num_classes=None):
 
     Raises:
         ValueError: if `x` or `y` are malformed, fewer than two classes are
-            asked for, or a class has no input in the sample.
+            asked for, or a class has no input in the sample (unless
+            `allow_missing`).
     """
     x = as_float_input(x)
     y = as_int_labels(y, x.shape[0]).numpy()
@@ -48,13 +53,18 @@ def class_mean_directions(x, y, num_classes=None):
     if y.size and (y.min() < 0 or y.max() >= num_classes):
         raise ValueError(f"`y` must hold labels in [0, {num_classes}). Received: labels in [{y.min()}, {y.max()}]")
     counts = np.bincount(y, minlength=num_classes)
-    if np.any(counts == 0):
+    present = counts > 0
+    if not allow_missing and not present.all():
         raise ValueError(f"Every class needs at least one input. Received: no input of class(es) "
-                         f"{np.flatnonzero(counts == 0).tolist()}")
+                         f"{np.flatnonzero(~present).tolist()}")
+    if present.sum() < 2:
+        raise ValueError(f"At least two classes need inputs. Received: inputs of class(es) "
+                         f"{np.flatnonzero(present).tolist()} only")
     flat = x.numpy().reshape(len(y), -1).astype(np.float64)
-    means = np.stack([flat[y == c].mean(axis=0) for c in range(num_classes)])
-    others = (means.sum(axis=0, keepdims=True) - means) / (num_classes - 1)
-    directions = others - means
+    means = np.stack([flat[y == c].mean(axis=0) if present[c] else np.zeros(flat.shape[1])
+                      for c in range(num_classes)])
+    others = (means.sum(axis=0, keepdims=True) - means) / (present.sum() - 1)
+    directions = np.where(present[:, None], others - means, 0.0)
     norms = np.linalg.norm(directions, axis=1, keepdims=True)
     return (directions / np.maximum(norms, 1e-12)).astype(np.float32)
 
@@ -94,11 +104,14 @@ def best_class_mean_direction(model_fn, x, y, probe_norm, clip_min=0.0, clip_max
         raise ValueError(f"`probe_norm` must be a finite number > 0. Received: probe_norm={probe_norm!r}")
     x = as_float_input(x).numpy().astype(np.float32)
     labels = as_int_labels(y, x.shape[0]).numpy()
-    directions = class_mean_directions(x, labels)
+    directions = class_mean_directions(x, labels, allow_missing=True)
     lo, hi = (-np.inf, np.inf) if clip_min is None else (clip_min, clip_max)
     errors = np.zeros((len(directions), 2))
     losses = np.zeros((len(directions), 2))
     for c, u in enumerate(directions):
+        if not np.any(u):  # a class absent from the sample: no direction to try
+            errors[c], losses[c] = -np.inf, -np.inf
+            continue
         for k, sign in enumerate((1.0, -1.0)):
             step = (sign * probe_norm * u).reshape(x.shape[1:])
             errors[c, k], losses[c, k] = _error_and_loss(model_fn, np.clip(x + step, lo, hi), labels, batch_size)
