@@ -5,15 +5,13 @@ SVD-UAP against the iterative UAP and the class-mean and random baselines, side 
 
 # The paper's claim is that the top singular vector of a few per-input attacks
 # is a universal perturbation that is both effective and cheap. For each model
-# (the run's exports) and sample size m (the same seeded sample for every
-# method), this builds:
-#   - SVD-UAP from DeepFool directions and from loss gradients,
-#   - the iterative UAP of Moosavi-Dezfooli et al. 2017 (our DeepFool inside,
-#     L2 ball of radius EPS, delta 0.2, at most MAX_PASSES passes),
-#   - the best class-mean difference direction (Tramer et al. 2017),
-#   - a random unit direction,
-# scales each to L2 norm EPS (the iterative UAP is used as built: its norm is
-# at most EPS), and measures the error and fooling rates on all test inputs.
+# (the run's exports) and sample size m, `build_universal_perturbations`
+# builds every method from the same seeded sample (the comparison stage's
+# sample): SVD-UAP from loss gradients and from DeepFool, the iterative UAP of
+# Moosavi-Dezfooli et al. 2017 (our DeepFool inside, L2 ball of radius EPS,
+# delta 0.2, at most MAX_PASSES passes), the best class-mean difference
+# direction (Tramer et al. 2017) and a random direction; each is scaled to L2
+# norm EPS and its error and fooling rates are measured on all test inputs.
 # Cost = wall-clock time to build the perturbation (the model already loaded
 # and traced) and the number of model gradient evaluations (per input and
 # per logit difference, as DeepFool computes them).
@@ -29,10 +27,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import tensorflow as tf  # noqa: E402
 
-from keras_uap.analysis import choose_sign, random_unit_vectors, top_singular_vector  # noqa: E402
-from keras_uap.attacks import deepfool, loss_gradient  # noqa: E402
-from keras_uap.baselines import best_class_mean_direction, iterative_uap  # noqa: E402
+from keras_uap.baselines.compare import build_universal_perturbations  # noqa: E402
+from keras_uap.pipelines.comparison_stage import sample_indices  # noqa: E402
 from keras_uap.pipelines.train_stage import load_exported_model  # noqa: E402
+from keras_uap.report.comparison import METHOD_NAMES  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _results import loadavg, machine_info, machine_lines, publish_section  # noqa: E402
@@ -41,7 +39,6 @@ SECTION_HEADING = "## Universal perturbations: SVD-UAP against the iterative UAP
 EPS = 6.0
 MAX_PASSES = 5
 DELTA = 0.2
-NB_CANDIDATE = 10
 
 
 def _predict_all(predict, x, batch=2000):
@@ -53,40 +50,6 @@ def _rates(predict, x, y, clean, v):
     return float(np.mean(pred != y)), float(np.mean(pred != clean))
 
 
-def _warm_up(model_fn, x, y):
-    """Traces every compiled function the methods use, so that the timings
-    below measure the work and not TensorFlow's tracing."""
-    deepfool(model_fn, x[:2], nb_candidate=NB_CANDIDATE, clip_min=0.0, clip_max=1.0)
-    choose_sign(top_singular_vector(np.asarray(loss_gradient(model_fn, x[:2], y[:2])).reshape(2, -1)),
-                model_fn, x[:2], y[:2])
-    iterative_uap(model_fn, x[:2], eps=EPS, max_passes=1, nb_candidate=NB_CANDIDATE)
-    best_class_mean_direction(model_fn, x, y, probe_norm=EPS)
-
-
-def build_all(model_fn, x_sample, y_sample):
-    """{method: (unit-or-bounded perturbation (d,), seconds, gradient evaluations)}."""
-    built = {}
-    t0 = time.perf_counter()
-    x_adv, _, iterations = deepfool(model_fn, x_sample, nb_candidate=NB_CANDIDATE, overshoot=0.02, max_iter=50,
-                                    clip_min=0.0, clip_max=1.0, return_details=True)
-    directions = (np.asarray(x_adv) - x_sample).reshape(len(x_sample), -1)
-    v = choose_sign(top_singular_vector(directions), model_fn, x_sample, y_sample)
-    built["SVD-UAP (DeepFool)"] = (v, time.perf_counter() - t0,
-                                   int(np.sum(iterations)) * (NB_CANDIDATE - 1))
-    t0 = time.perf_counter()
-    gradients = np.asarray(loss_gradient(model_fn, x_sample, y_sample)).reshape(len(x_sample), -1)
-    v = choose_sign(top_singular_vector(gradients), model_fn, x_sample, y_sample)
-    built["SVD-UAP (gradient)"] = (v, time.perf_counter() - t0, len(x_sample))
-    result = iterative_uap(model_fn, x_sample, eps=EPS, norm="l2", delta=DELTA, max_passes=MAX_PASSES, seed=0,
-                           nb_candidate=NB_CANDIDATE)
-    built["iterative UAP"] = (result.perturbation.reshape(-1), result.seconds, result.gradient_evaluations)
-    t0 = time.perf_counter()
-    v = best_class_mean_direction(model_fn, x_sample, y_sample, probe_norm=EPS)
-    built["class-mean difference"] = (np.asarray(v).reshape(-1), time.perf_counter() - t0, 0)
-    built["random"] = (random_unit_vectors(directions.shape[1], [0])[0], 0.0, 0)
-    return built
-
-
 def bench_model(run_dir, export_dir, model, sample_sizes):
     network = load_exported_model(os.path.join(export_dir, f"mnist-{model}"))
     model_fn = tf.function(lambda t: network(t, training=False), reduce_retracing=True)
@@ -94,18 +57,22 @@ def bench_model(run_dir, export_dir, model, sample_sizes):
     with np.load(os.path.join(run_dir, "data", "test.npz"), allow_pickle=False) as f:
         x, y = f["x"], f["y"].astype(np.int32)
     clean = _predict_all(predict, x)
-    _warm_up(model_fn, x[:200], y[:200])
+    # Traces every compiled function the methods use, so that the timings measure the work.
+    build_universal_perturbations(model_fn, x[:2], y[:2], build_eps=EPS, max_passes=1)
     rows = []
     for m in sample_sizes:
-        pick = np.sort(np.random.default_rng([0, m]).choice(len(x), m, replace=False))
-        for method, (v, seconds, gradients) in build_all(model_fn, x[pick], y[pick]).items():
-            norm = float(np.linalg.norm(v))
-            scaled = v * (EPS / norm) if method != "iterative UAP" else v
+        pick = sample_indices(len(x), m, 0)
+        built = build_universal_perturbations(model_fn, x[pick], y[pick], build_eps=EPS, max_passes=MAX_PASSES,
+                                              delta=DELTA)
+        for method, b in built.items():
+            # The iterative UAP is used as built (norm at most EPS); the others are unit directions.
+            scaled = b.direction * (b.details.get("built_norm", EPS))
             error, fooling = _rates(predict, x, y, clean, scaled)
-            rows.append({"model": model, "m": m, "method": method, "seconds": seconds, "gradients": gradients,
-                         "norm": float(np.linalg.norm(scaled)), "error_rate": error, "fooling_rate": fooling})
-            print(f"{model:8s} m={m:4d} {method:24s} {seconds:7.1f} s {gradients:9d} grads  "
-                  f"norm {rows[-1]['norm']:.2f}  error {error:.3f}  fooling {fooling:.3f}", flush=True)
+            rows.append({"model": model, "m": m, "method": METHOD_NAMES[method], "seconds": b.seconds,
+                         "gradients": b.gradient_evaluations, "norm": float(np.linalg.norm(scaled)),
+                         "error_rate": error, "fooling_rate": fooling})
+            print(f"{model:8s} m={m:4d} {METHOD_NAMES[method]:24s} {b.seconds:7.1f} s {b.gradient_evaluations:9d} "
+                  f"grads  norm {rows[-1]['norm']:.2f}  error {error:.3f}  fooling {fooling:.3f}", flush=True)
     return rows, float(np.mean(clean != y)), len(x)
 
 

@@ -34,6 +34,7 @@ class AttackName(str, enum.Enum):
     fgsm = "fgsm"
     fgsm_clipped = "fgsm_clipped"
     deepfool = "deepfool"
+    pgd = "pgd"
     all = "all"
 
 
@@ -145,7 +146,7 @@ def directions(
     quick: QuickOpt = False,
     force: ForceOpt = False,
 ):
-    """Collect per-input attack directions (loss gradient, FGSM unclipped and clipped, DeepFool) of an
+    """Collect per-input attack directions (loss gradient, FGSM unclipped and clipped, DeepFool, PGD) of an
     exported model on the rotated test set; saved as npz with labels, success and norms."""
     from keras_uap.pipelines.study import ATTACKS, collect_directions, prepare_data
 
@@ -179,14 +180,22 @@ def run_all(
     export_dir: ExportDirOpt = None,
     quick: QuickOpt = False,
     force: ForceOpt = False,
+    comparison: Annotated[bool, typer.Option(
+        "--comparison/--no-comparison",
+        help="Also compare SVD-UAP with the iterative UAP, class-mean and random directions (L2 and L-infinity, "
+             "cost) and measure transfer across models.")] = True,
 ):
     """Run the whole study: data; train and export StdCNN, GCNN and RotEqNet; attack directions; spectra and
-    invariant directions; universal-attack curves; report, metrics.json and TensorBoard. Stages whose
-    inputs and parameters are unchanged are reused; an interrupted run resumes where it stopped."""
+    invariant directions; universal-attack curves; SVD-UAP against the baselines and transfer; report,
+    metrics.json and TensorBoard. Stages whose inputs and parameters are unchanged are reused; an
+    interrupted run resumes where it stopped."""
+    import dataclasses
+
     from keras_uap.pipelines.study import run_all as run_study
 
     chosen = _model_list(models)
-    cfg = _config(quick, run_dir, export_dir, dataset, data_dir, seed, epochs, force)
+    cfg = dataclasses.replace(_config(quick, run_dir, export_dir, dataset, data_dir, seed, epochs, force),
+                              comparison=comparison)
     results = run_study(cfg, models=chosen, log=_log)
     for name, result in results.items():
         state = "cached" if result.cached else f"{result.duration_s:.1f} s"

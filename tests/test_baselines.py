@@ -235,6 +235,15 @@ def test_class_mean_directions_need_every_class():
         class_mean_directions(x, [0, 0, 0])
 
 
+def test_class_mean_directions_may_skip_a_class_missing_from_a_small_sample():
+    # Class 1 has no input: its row is zero and "the others" of classes 0 and 2 are each other.
+    x = np.array([[0.0, 0.0], [0.0, 4.0], [0.0, 2.0]], np.float32)[:, :, None]
+    directions = class_mean_directions(x, [0, 2, 2], allow_missing=True)
+    np.testing.assert_allclose(directions, [[0.0, 1.0], [0.0, 0.0], [0.0, -1.0]], atol=1e-6)
+    with pytest.raises(ValueError, match="At least two classes"):
+        class_mean_directions(x, [2, 2, 2], allow_missing=True)
+
+
 @pytest.mark.mnist
 def test_best_class_mean_direction_is_the_most_harmful_candidate(trained):
     model, x, y = trained
@@ -303,3 +312,36 @@ def test_linf_perturbation_is_budget_times_sign():
     np.testing.assert_array_equal(p, np.float32(0.1) * np.array([[1, -1], [0, 1]], np.float32))
     with pytest.raises(ValueError, match=re.escape("`budget` must be a finite number >= 0. Received: budget=-1")):
         linf_perturbation(v, -1)
+
+
+# --- every method from one sample (the comparison stage's library function) ---------------
+
+def test_build_universal_perturbations_norms_costs_and_linf_signs(trained):
+    from keras_uap.analysis import top_singular_vector
+    from keras_uap.attacks import loss_gradient
+    from keras_uap.baselines import METHODS, build_universal_perturbations
+
+    model, x, y = trained
+    x, y = x[:40], y[:40]
+    l2 = build_universal_perturbations(model, x, y, norm="l2", build_eps=4.0, max_passes=2)
+    linf = build_universal_perturbations(model, x, y, norm="linf", build_eps=0.2, max_passes=2)
+    assert list(l2) == list(METHODS) == list(linf)
+    for method in METHODS:
+        assert l2[method].direction.shape == x.shape[1:]
+        assert np.linalg.norm(l2[method].direction) == pytest.approx(1.0, abs=1e-5)
+        assert np.max(np.abs(linf[method].direction)) == pytest.approx(1.0, abs=1e-6)
+    # The gradient SVD-UAP is the top singular vector of the sample's gradients, up to sign,
+    # and costs one gradient per input; its L-infinity version is its sign.
+    v = top_singular_vector(np.asarray(loss_gradient(model, x, y)).reshape(len(x), -1))
+    assert abs(float(np.dot(v, l2["svd_gradient"].direction.ravel()))) == pytest.approx(1.0, abs=1e-5)
+    assert l2["svd_gradient"].gradient_evaluations == len(x)
+    np.testing.assert_array_equal(linf["svd_gradient"].direction, np.sign(l2["svd_gradient"].direction))
+    assert l2["class_mean"].gradient_evaluations == l2["random"].gradient_evaluations == 0
+    assert l2["iterative_uap"].details["built_norm"] <= 4.0 + 1e-4
+    assert linf["iterative_uap"].details["built_norm"] <= 0.2 + 1e-6
+    # The SVD-UAP and the iterative UAP both fool far more than a random direction at equal norm.
+    for method in ("svd_gradient", "iterative_uap"):
+        assert _fooling_rate(model, x, 4.0 * l2[method].direction) > _fooling_rate(
+            model, x, 4.0 * l2["random"].direction) + 0.2
+    with pytest.raises(ValueError, match="unknown method"):
+        build_universal_perturbations(model, x, y, methods=("svd_pgd",))

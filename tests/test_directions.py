@@ -49,6 +49,24 @@ def test_fgsm_variants_and_deepfool_success(collected):
     assert deepfool["success"].mean() > 0.9 and deepfool["iterations"].max() <= cfg.deepfool_max_iter
 
 
+def test_pgd_directions_are_cleverhans_pgd_steps_inside_the_ball(collected):
+    from keras_uap.attacks import pgd_direction
+
+    cfg, results, found = collected
+    pgd = load_directions(found["pgd"].output_dir)
+    test = np.load(f"{results['data'].output_dir}/test.npz")
+    x = test["x"][pgd["index"]]
+    assert pgd["linf"].max() <= cfg.pgd_eps + 1e-6
+    moved = x.reshape(len(x), -1) + pgd["directions"]
+    assert moved.min() >= 0 and moved.max() <= 1 + 1e-6
+    model = load_exported_model(results["train-gcnn"].output_dir)
+    direct = pgd_direction(model, x[:20], test["y"][pgd["index"][:20]], eps=cfg.pgd_eps, eps_iter=cfg.pgd_eps_iter,
+                           nb_iter=cfg.pgd_nb_iter).numpy()
+    np.testing.assert_allclose(pgd["directions"][:20], direct.reshape(20, -1), atol=1e-5)
+    # Twenty steps of 0.03 in a 0.3 ball fool a one-epoch model on most inputs.
+    assert pgd["success"].mean() > 0.8
+
+
 def test_rerun_is_cached(collected):
     cfg, results, _ = collected
     assert collect_directions(cfg, "gcnn", "fgsm", data=results["data"]).cached

@@ -28,9 +28,11 @@ def test_every_metric_key_is_present(study):
     cfg, results, metrics = study
     # The report cannot time itself: every other stage must be there.
     stages = [name for name in results if name != "report"]
-    sampled = [a for a in ATTACKS if a != "fgsm_clipped"]  # clipped FGSM: the full set only
+    full_set_only = [a for a in ATTACKS if a in cfg.universal_full_set_only]  # clipped FGSM, PGD
+    sampled = [a for a in ATTACKS if a not in full_set_only]
+    assert full_set_only and sampled
     assert missing_metric_keys(metrics, MODELS, sampled, ms=["100", "200"], stages=stages) == []
-    assert missing_metric_keys(metrics, MODELS, ["fgsm_clipped"], ms=["200"], stages=stages) == []
+    assert missing_metric_keys(metrics, MODELS, full_set_only, ms=["200"], stages=stages) == []
     assert os.path.isfile(os.path.join(cfg.run_dir, "report", "report.md"))
     assert metrics["models"]["gcnn"]["export_path"].endswith("mnist-gcnn/model.keras")
 
@@ -81,3 +83,62 @@ def test_rerun_is_all_cached_and_forced_stages_reproduce(study, tmp_path):
         after = json.load(f)
     assert after["curves"]["deepfool"]["200"]["error_rate"] == before["deepfool"]["200"]["error_rate"]
     assert after["random"]["error_rate"] == before["random"]["error_rate"]
+
+
+# --- beyond the paper: baselines, cost, L-infinity and transfer -------------------------
+
+METHODS = ("svd_gradient", "svd_deepfool", "iterative_uap", "class_mean", "random")
+
+
+def test_comparison_covers_every_model_method_and_sample(study):
+    cfg, _, metrics = study
+    for model in MODELS:
+        sizes = [str(m) for m in cfg.for_model(model).comparison_sample_sizes]
+        assert sizes == (["25"] if model == "roteqnet" else ["25", "50"])
+        for method in METHODS:
+            for m in sizes:
+                c = metrics["comparison"][model][method][m]
+                assert c["eps"][0] == 0.0 and c["eps"] == sorted(c["eps"])
+                assert all(0 <= r <= 1 for r in c["error_rate"] + c["fooling_rate"])
+                assert c["fooling_rate"][0] == 0.0
+                assert c["seconds"] >= 0
+            linf = metrics["linf"][model][method][sizes[-1]]
+            assert linf["budget"][0] == 0.0 and all(0 <= r <= 1 for r in linf["error_rate"])
+        # Cost in gradient evaluations: one per input for the gradient SVD, none without gradients,
+        # DeepFool's per iteration and candidate difference (9 per step) for the others.
+        for m in map(int, sizes):
+            by_method = {k: metrics["comparison"][model][k][str(m)] for k in METHODS}
+            assert by_method["svd_gradient"]["gradient_evaluations"] == m
+            assert by_method["class_mean"]["gradient_evaluations"] == 0
+            assert by_method["random"]["gradient_evaluations"] == 0
+            assert by_method["svd_deepfool"]["gradient_evaluations"] % 9 == 0
+            assert by_method["svd_deepfool"]["gradient_evaluations"] >= 9 * m * by_method["svd_deepfool"][
+                "deepfool_success_rate"]
+            assert by_method["iterative_uap"]["built_norm"] <= cfg.comparison_build_eps + 1e-4
+        verdicts = metrics["cost_verdict"][model][sizes[-1]]
+        assert set(verdicts) == {"svd_gradient", "svd_deepfool"}
+        iterative = metrics["comparison"][model]["iterative_uap"][sizes[-1]]["gradient_evaluations"]
+        for method, v in verdicts.items():
+            assert v["answer"] in (True, False, None)
+            own = metrics["comparison"][model][method][sizes[-1]]["gradient_evaluations"]
+            assert v["gradient_ratio"] == pytest.approx(own / iterative)
+    with open(os.path.join(cfg.run_dir, "report", "report.md"), encoding="utf-8") as f:
+        report = f.read()
+    assert "Beyond the paper" in report and "Transfer across models" in report and "L-infinity" in report
+
+
+def test_transfer_diagonal_equals_the_models_own_curve(study):
+    cfg, _, metrics = study
+    transfer = metrics["transfer"]
+    # RotEqNet's comparison (quick profile) builds from 25 inputs only, so every model transfers that m.
+    assert transfer["m"] == 25 and transfer["norm"] == cfg.transfer_norm
+    for method in METHODS:
+        for source in MODELS:
+            assert set(transfer["table"][method][source]) == set(MODELS)
+            own = metrics["comparison"][source][method]["25"]
+            if cfg.transfer_norm in own["eps"]:
+                at = own["eps"].index(cfg.transfer_norm)
+                assert transfer["table"][method][source][source]["error_rate"] == pytest.approx(
+                    own["error_rate"][at], abs=1e-9)
+                assert transfer["table"][method][source][source]["fooling_rate"] == pytest.approx(
+                    own["fooling_rate"][at], abs=1e-9)

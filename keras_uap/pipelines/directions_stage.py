@@ -11,6 +11,10 @@ stage stores (in `directions.npz`, no pickle):
   along the unit gradient did), `l2` and `linf` (N,) norms of the direction,
   `iterations` (N,) DeepFool's iteration counts (0 for the other attacks).
 
+`pgd` is CleverHans' projected gradient descent (L-infinity ball of radius
+`pgd_eps`, `pgd_nb_iter` steps of `pgd_eps_iter`, clipped to [0, 1]); its
+direction is `x_adv - x`, like DeepFool's.
+
 Work and memory scale with the batch: directions go batch by batch into a
 memory-mapped scratch file, which `np.savez` then copies in chunks.
 """
@@ -20,12 +24,12 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from keras_uap.attacks import deepfool, fgsm_direction, loss_gradient
+from keras_uap.attacks import deepfool, fgsm_direction, loss_gradient, pgd_direction
 from keras_uap.pipelines.runner import Stage, code_version
 
 __all__ = ["ATTACKS", "DIRECTIONS_STAGE", "attack_batch", "attacked_indices", "load_directions"]
 
-ATTACKS = ("gradient", "fgsm", "fgsm_clipped", "deepfool")
+ATTACKS = ("gradient", "fgsm", "fgsm_clipped", "deepfool", "pgd")
 
 
 def _predict(model_fn, x):
@@ -52,6 +56,10 @@ def attack_batch(attack, model_fn, x, y, clean, params):
         )
         direction = np.asarray(x_adv) - x
         success, iterations = np.asarray(success), np.asarray(iterations, np.int32)
+    elif attack == "pgd":
+        direction = pgd_direction(model_fn, x, y, eps=params["pgd_eps"], eps_iter=params["pgd_eps_iter"],
+                                  nb_iter=params["pgd_nb_iter"], clip_min=0.0, clip_max=1.0).numpy()
+        success = _predict(model_fn, tf.constant(x + direction)) != clean
     else:
         raise ValueError(f"unknown attack {attack!r}; choose one of {ATTACKS}")
     return direction.reshape(len(x), -1).astype(np.float32), np.asarray(success, bool), iterations
@@ -69,7 +77,8 @@ def attacked_indices(n_test, limit=None, subset=None, seed=0):
 
 
 def _directions_stage(output_dir, model, test_data, attack, limit, subset, seed, batch_size, fgsm_eps,
-                      gradient_step, deepfool_candidates, deepfool_overshoot, deepfool_max_iter, progress=None):
+                      gradient_step, deepfool_candidates, deepfool_overshoot, deepfool_max_iter, pgd_eps,
+                      pgd_eps_iter, pgd_nb_iter, progress=None):
     from keras_uap.pipelines.train_stage import load_exported_model
 
     network = load_exported_model(os.path.dirname(model))
@@ -79,7 +88,8 @@ def _directions_stage(output_dir, model, test_data, attack, limit, subset, seed,
     index = attacked_indices(len(x_all), limit, subset, seed)
     n = len(index)
     params = dict(fgsm_eps=fgsm_eps, gradient_step=gradient_step, deepfool_candidates=deepfool_candidates,
-                  deepfool_overshoot=deepfool_overshoot, deepfool_max_iter=deepfool_max_iter)
+                  deepfool_overshoot=deepfool_overshoot, deepfool_max_iter=deepfool_max_iter, pgd_eps=pgd_eps,
+                  pgd_eps_iter=pgd_eps_iter, pgd_nb_iter=pgd_nb_iter)
     scratch = os.path.join(output_dir, "directions.scratch.npy")
     directions = np.lib.format.open_memmap(scratch, mode="w+", dtype=np.float32, shape=(n, x_all[0].size))
     meta = {k: np.zeros(n, dtype) for k, dtype in
@@ -111,10 +121,10 @@ DIRECTIONS_STAGE = Stage(
     name="directions",
     fn=_directions_stage,
     version=code_version("1", "keras_uap.attacks.deepfool", "keras_uap.attacks.fgsm",
-                         "keras_uap.attacks.loss_gradient", __name__),
+                         "keras_uap.attacks.loss_gradient", "keras_uap.attacks.pgd", __name__),
     inputs=("model", "test_data"),
     params=("attack", "limit", "subset", "seed", "batch_size", "fgsm_eps", "gradient_step", "deepfool_candidates",
-            "deepfool_overshoot", "deepfool_max_iter"),
+            "deepfool_overshoot", "deepfool_max_iter", "pgd_eps", "pgd_eps_iter", "pgd_nb_iter"),
     settings=("progress",),
 )
 

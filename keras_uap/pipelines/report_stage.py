@@ -3,7 +3,9 @@ TensorBoard summaries, from the analysis and universal artifacts of each model.
 
 Inputs are named per model: `analysis_<model>` (analysis.json),
 `top_vectors_<model>`, `universal_<model>` (universal.json),
-`train_metrics_<model>` (the export's metrics.json), plus `test_data`.
+`train_metrics_<model>` (the export's metrics.json), optionally
+`comparison_<model>` (comparison.json), plus `test_data` and optionally
+`transfer` (transfer.json).
 """
 
 import json
@@ -35,11 +37,15 @@ def _report_stage(output_dir, test_data, models, timings=None, tensorboard_dir=N
             "export_path": os.path.join(os.path.dirname(inputs[f"train_metrics_{model}"]), "model.keras"),
             "history": train_metrics["history"],
         }
+    comparison = {model: _load_json(inputs[f"comparison_{model}"]) for model in models
+                  if f"comparison_{model}" in inputs}
+    transfer = _load_json(inputs["transfer"]) if "transfer" in inputs else None
     with np.load(test_data, allow_pickle=False) as f:
         n_test = int(len(f["y"]))
     metrics = build_report(output_dir, analysis, top_vectors, universal, models_info,
                            {"test_path": test_data, "n_test": n_test}, timings or {},
-                           tensorboard_dir or os.path.join(output_dir, "tensorboard"))
+                           tensorboard_dir or os.path.join(output_dir, "tensorboard"),
+                           comparison=comparison or None, transfer=transfer)
     agreed = [c for c in metrics.get("reading", []) if c.get("in_paper") and c.get("agrees") is not None]
     return {"claims_checked": len(agreed), "claims_agreeing": sum(bool(c["agrees"]) for c in agreed)}
 
@@ -48,8 +54,9 @@ REPORT_STAGE = Stage(
     name="report",
     fn=_report_stage,
     version=code_version("1", "keras_uap.report.build", "keras_uap.report.figures", "keras_uap.report.tables",
-                         "keras_uap.report.tensorboard", __name__),
-    inputs=("test_data", "analysis_*", "top_vectors_*", "universal_*", "train_metrics_*"),
+                         "keras_uap.report.tensorboard", "keras_uap.report.comparison", __name__),
+    inputs=("test_data", "analysis_*", "top_vectors_*", "universal_*", "train_metrics_*", "comparison_*",
+            "transfer"),
     params=("models",),
     settings=("timings", "tensorboard_dir"),
 )

@@ -17,14 +17,16 @@ from keras_uap.errors import UserError
 from keras_uap.models import MODELS
 from keras_uap.pipelines.data_stage import DATA_STAGE, TEST_SIZE, TRAIN_SIZE, VALIDATION_SIZE
 from keras_uap.pipelines.analysis_stage import ANALYSIS_STAGE
+from keras_uap.pipelines.comparison_stage import COMPARISON_STAGE, DEFAULT_LINF_GRID
 from keras_uap.pipelines.directions_stage import ATTACKS, DIRECTIONS_STAGE
 from keras_uap.pipelines.universal_stage import DEFAULT_EPS_GRID, UNIVERSAL_STAGE
 from keras_uap.pipelines.report_stage import REPORT_STAGE
 from keras_uap.pipelines.runner import publish_directory, publish_file, read_lineage, run_stage
 from keras_uap.pipelines.train_stage import TRAIN_STAGE
+from keras_uap.pipelines.transfer_stage import TRANSFER_METHODS, TRANSFER_STAGE
 
 __all__ = ["StudyConfig", "quick_config", "check_models", "DEFAULT_MODEL_SETTINGS", "QUICK_MODEL_SETTINGS", "prepare_data", "train", "collect_directions", "run_all",
-           "export_path", "ATTACKS"]
+           "compare_methods", "transfer", "export_path", "ATTACKS"]
 
 
 # RotEqNet convolves with 17 orientations of 9x9 filters: on this 2-core CPU
@@ -33,15 +35,18 @@ __all__ = ["StudyConfig", "quick_config", "check_models", "DEFAULT_MODEL_SETTING
 # the paper's settings its stages alone would take about two hours, so the
 # default run trains it with Adam (its authors' optimiser) for 2 epochs,
 # runs DeepFool on a random 2,000 of the 10,000 test inputs, and evaluates its
-# universal curves on a random 2,000 with one seed per sample size.
+# universal curves on a random 2,000 with one seed per sample size. Its
+# iterative UAP runs DeepFool one input at a time (~0.2 s each), so the
+# comparison builds every method from m = 100 only.
 DEFAULT_MODEL_SETTINGS = {
     "roteqnet": {"epochs": 2, "optimizer": "adam", "learning_rate": 1e-3, "deepfool_subset": 2000,
                  "universal_eval_subset": 2000, "universal_seeds": (0,), "eval_batch_size": 1000,
-                 "attack_batch_size": 250},
+                 "attack_batch_size": 250, "comparison_sample_sizes": (100,)},
 }
 QUICK_MODEL_SETTINGS = {
     "roteqnet": {"optimizer": "adam", "learning_rate": 1e-3, "deepfool_subset": 200, "universal_eval_subset": 300,
-                 "universal_seeds": (0,), "eval_batch_size": 500, "attack_batch_size": 250},
+                 "universal_seeds": (0,), "eval_batch_size": 500, "attack_batch_size": 250,
+                 "comparison_sample_sizes": (25,)},
 }
 
 
@@ -68,19 +73,37 @@ class StudyConfig:
     deepfool_candidates: int = 10
     deepfool_overshoot: float = 0.02
     deepfool_max_iter: int = 50
+    # PGD (CleverHans), the fourth attack: Madry et al.'s MNIST radius 0.3, but
+    # 20 steps of 0.03 instead of 40 of 0.01 on a seeded random 2,000 inputs,
+    # since each input costs nb_iter gradients.
+    pgd_eps: float = 0.3
+    pgd_eps_iter: float = 0.03
+    pgd_nb_iter: int = 20
+    pgd_subset: int | None = 2000
     sample_size: int = 500  # the paper's small sample for Figures 2-4
     invariant_angle: float = 2.0
     universal_sample_sizes: tuple = (100, 500, 10_000)
     universal_seeds: tuple = (0, 1, 2)
     # Clipped FGSM is the report's side comparison, not a paper figure: its curve
     # never flattens, so sampling it at every m would cost a fifth of the stage.
-    universal_full_set_only: tuple = ("fgsm_clipped",)
+    universal_full_set_only: tuple = ("fgsm_clipped", "pgd")
     random_seeds: tuple = (0, 1, 2)
     eps_grid: tuple = DEFAULT_EPS_GRID
     universal_eval_subset: int | None = None  # curves on a seeded random subset; None: all test inputs
     eval_batch_size: int = 5000
     saturation: float = 0.99
     probe_norm: float = 2.0
+    # Beyond the paper: every universal-perturbation method from the same
+    # samples (comparison stage), the L-infinity table, and transfer.
+    comparison: bool = True
+    comparison_sample_sizes: tuple = (100, 500)
+    comparison_build_eps: float = 6.0  # the iterative UAP's L2 radius, near the SVD-UAP's eps80
+    linf_grid: tuple = DEFAULT_LINF_GRID
+    linf_build_budget: float = 0.2
+    comparison_max_passes: int = 5
+    comparison_delta: float = 0.2
+    transfer_norm: float = 6.0
+    transfer_sample_size: int = 100  # the paper's headline m: about 1% of the test set
     force: bool = False
     verbose: int = 1
     progress: object = None  # callable(done_so_far, total) for long loops, or None
@@ -109,6 +132,8 @@ def quick_config(**overrides):
     run and export directories so it never replaces a full export."""
     base = dict(run_dir="runs/quick", epochs=1, train_size=5_000, validation_size=500, test_size=1_000,
                 attack_limit=500, universal_seeds=(0, 1), random_seeds=(0, 1),
+                comparison_sample_sizes=(25, 50), comparison_max_passes=1, transfer_sample_size=25,
+                pgd_subset=200,
                 model_settings=dict(QUICK_MODEL_SETTINGS))
     base.update({k: v for k, v in overrides.items() if v is not None})
     if "export_dir" not in overrides or overrides["export_dir"] is None:
@@ -168,11 +193,12 @@ def collect_directions(cfg, model, attack, log=None, data=None):
         os.path.join(cfg.run_dir, "directions", f"{model}-{attack}"),
         inputs={"model": keras_file, "test_data": os.path.join(data.output_dir, "test.npz")},
         params={"attack": attack, "limit": cfg.attack_limit,
-                "subset": cfg.deepfool_subset if attack == "deepfool" else None, "seed": cfg.seed,
+                "subset": {"deepfool": cfg.deepfool_subset, "pgd": cfg.pgd_subset}.get(attack), "seed": cfg.seed,
                 "batch_size": cfg.attack_batch_size,
                 "fgsm_eps": cfg.fgsm_eps, "gradient_step": cfg.gradient_step,
                 "deepfool_candidates": cfg.deepfool_candidates,
-                "deepfool_overshoot": cfg.deepfool_overshoot, "deepfool_max_iter": cfg.deepfool_max_iter},
+                "deepfool_overshoot": cfg.deepfool_overshoot, "deepfool_max_iter": cfg.deepfool_max_iter,
+                "pgd_eps": cfg.pgd_eps, "pgd_eps_iter": cfg.pgd_eps_iter, "pgd_nb_iter": cfg.pgd_nb_iter},
         settings={"progress": cfg.progress},
         force=cfg.force,
         log=log,
@@ -217,6 +243,47 @@ def evaluate_universal(cfg, model, directions, data, log=None):
     )
 
 
+def compare_methods(cfg, model, data, log=None):
+    """SVD-UAP against the iterative UAP, class-mean and random directions
+    for one model: the same samples, their cost, L2 and L-infinity curves."""
+    cfg = cfg.for_model(model)
+    return run_stage(
+        COMPARISON_STAGE,
+        os.path.join(cfg.run_dir, "comparison", model),
+        inputs={"model_file": os.path.join(export_path(cfg, model), "model.keras"),
+                "test_data": os.path.join(data.output_dir, "test.npz")},
+        params={"model": model, "sample_sizes": list(cfg.comparison_sample_sizes), "eps_grid": list(cfg.eps_grid),
+                "linf_grid": list(cfg.linf_grid), "build_eps": cfg.comparison_build_eps,
+                "linf_build_budget": cfg.linf_build_budget, "max_passes": cfg.comparison_max_passes,
+                "delta": cfg.comparison_delta, "saturation": cfg.saturation,
+                "eval_subset": cfg.universal_eval_subset, "seed": cfg.seed},
+        settings={"batch_size": cfg.eval_batch_size, "progress": cfg.progress},
+        force=cfg.force,
+        log=log,
+    )
+
+
+def transfer(cfg, models, results, log=None):
+    """Each model's comparison perturbations applied to every model."""
+    inputs = {"test_data": os.path.join(results["data"].output_dir, "test.npz")}
+    for model in models:
+        inputs[f"model_file_{model}"] = os.path.join(export_path(cfg, model), "model.keras")
+        inputs[f"perturbations_{model}"] = os.path.join(results[f"comparison-{model}"].output_dir, "perturbations")
+    # Every model must have built its perturbations from this m.
+    m = min([cfg.transfer_sample_size] + [max(cfg.for_model(model).comparison_sample_sizes) for model in models])
+    return run_stage(
+        TRANSFER_STAGE,
+        os.path.join(cfg.run_dir, "transfer"),
+        inputs=inputs,
+        params={"models": list(models), "methods": list(TRANSFER_METHODS), "m": m, "norm": cfg.transfer_norm,
+                "eval_subsets": {model: cfg.for_model(model).universal_eval_subset for model in models},
+                "seed": cfg.seed},
+        settings={"batch_size": cfg.eval_batch_size, "progress": cfg.progress},
+        force=cfg.force,
+        log=log,
+    )
+
+
 def recorded_timings(results):
     """Seconds each stage took when it actually ran (cached stages included)."""
     timings = {}
@@ -235,6 +302,11 @@ def report(cfg, models, results, log=None):
         inputs[f"top_vectors_{model}"] = os.path.join(results[f"analysis-{model}"].output_dir, "top_vectors.npz")
         inputs[f"universal_{model}"] = os.path.join(results[f"universal-{model}"].output_dir, "universal.json")
         inputs[f"train_metrics_{model}"] = os.path.join(results[f"train-{model}"].output_dir, "metrics.json")
+        if f"comparison-{model}" in results:
+            inputs[f"comparison_{model}"] = os.path.join(results[f"comparison-{model}"].output_dir,
+                                                         "comparison.json")
+    if "transfer" in results:
+        inputs["transfer"] = os.path.join(results["transfer"].output_dir, "transfer.json")
     result = run_stage(
         REPORT_STAGE,
         os.path.join(cfg.run_dir, "report"),
@@ -276,6 +348,10 @@ def run_all(cfg, models=tuple(MODELS), attacks=ATTACKS, log=None):
         if directions:
             results[f"analysis-{model}"] = analyse(cfg, model, directions, results["data"], log)
             results[f"universal-{model}"] = evaluate_universal(cfg, model, directions, results["data"], log)
+        if cfg.comparison and attacks:
+            results[f"comparison-{model}"] = compare_methods(cfg, model, results["data"], log)
+    if cfg.comparison and attacks:
+        results["transfer"] = transfer(cfg, models, results, log)
     if attacks:
         results["report"] = report(cfg, models, results, log)
     return results

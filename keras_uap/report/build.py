@@ -13,6 +13,7 @@ import os
 import numpy as np
 
 from keras_uap.report import figures, tables
+from keras_uap.report.comparison import comparison_figure, comparison_markdown, comparison_metrics
 from keras_uap.report.tables import (ATTACK_ORDER, MODEL_ORDER, PAPER_ATTACKS, PAPER_AVG_DOT_MAX,
                                      PAPER_ERROR_RATE_TARGET, PAPER_MEAN_ANGLE_MIN_DEG, PAPER_TOP5_FRACTION_MIN,
                                      fmt)
@@ -217,7 +218,7 @@ def missing_metric_keys(metrics, models, attacks, ms=None, stages=None):
 
 
 def build_report(output_dir, analysis, top_vectors, universal, models_info, data_info, timings, tensorboard_dir,
-                 *, reference_eps=12.0):
+                 *, reference_eps=12.0, comparison=None, transfer=None):
     """Writes `report.md`, `figures/*.png`, `metrics.json` and TensorBoard summaries.
 
     Args:
@@ -230,20 +231,35 @@ def build_report(output_dir, analysis, top_vectors, universal, models_info, data
         timings: stage name -> seconds.
         tensorboard_dir: root of the TensorBoard event directories.
         reference_eps: L2 norm at which FGSM and clipped FGSM are compared.
+        comparison: model -> the dict of `comparison/<model>/comparison.json`
+            (SVD-UAP against the baselines), or None.
+        transfer: the dict of `transfer/transfer.json`, or None.
 
     Returns:
         The metrics dict, as written to `metrics.json`: sections `models`, `data`,
         `spectrum`, `invariant_spectrum`, `invariant`, `universal`, `theory`,
-        `fgsm_clipping`, `timings_s`, `paper` and `reading` (each claim checked).
+        `fgsm_clipping`, `timings_s`, `paper` and `reading` (each claim checked);
+        with `comparison`, also `comparison`, `linf`, `cost_verdict`,
+        `comparison_settings` and (with `transfer`) `transfer`.
     """
     os.makedirs(output_dir, exist_ok=True)
     metrics = build_metrics(analysis, top_vectors, universal, models_info, data_info, timings, reference_eps)
+    if comparison:
+        metrics.update(plain_json(comparison_metrics(comparison, transfer)))
     metrics["reading"] = evaluate_claims(metrics)
     reading = tables.reading_markdown(metrics["reading"])
     figure_paths = figures.draw_all(os.path.join(output_dir, "figures"), metrics, top_vectors, models_info)
     markdown_tables = tables.all_tables(metrics)
+    beyond = []
+    if comparison:
+        figure_paths["comparison"] = comparison_figure(os.path.join(output_dir, "figures", "comparison_l2.png"),
+                                                       metrics)
+        beyond = comparison_markdown(metrics, "figures/comparison_l2.png")
+        markdown_tables["comparison"] = "\n".join(beyond)
     with open(os.path.join(output_dir, "report.md"), "w", encoding="utf-8") as f:
         f.write(tables.report_markdown(metrics, markdown_tables, reading, figure_paths, output_dir))
+        if beyond:
+            f.write("\n" + "\n".join(beyond) + "\n")
     with open(os.path.join(output_dir, "metrics.json"), "w", encoding="utf-8") as f:
         json.dump(metrics, f, indent=1, allow_nan=False)
     write_tensorboard(tensorboard_dir, metrics, top_vectors, markdown_tables, reading)

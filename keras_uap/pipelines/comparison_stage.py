@@ -1,0 +1,125 @@
+"""Comparison stage: for one model, every universal-perturbation method built
+from the same sample, its cost, and its error curves under L2 and L-infinity.
+
+For each m in `sample_sizes` one seeded sample of m test inputs is drawn and
+every method of `keras_uap.baselines.METHODS` builds its perturbation from
+it (`build_universal_perturbations`: SVD-UAP from gradients and DeepFool,
+the iterative UAP at L2 radius `build_eps`, the class-mean direction,
+random). Each is evaluated on all test inputs (or the model's seeded
+`eval_subset`) over the L2 grid `eps_grid`. For the L-infinity table, from
+the largest sample, every L2 direction's sign (the L-infinity step that best
+aligns with it, at no further cost) is set beside the iterative UAP rebuilt
+in the L-infinity ball of radius `linf_build_budget`, over `linf_grid`.
+
+Artifacts: `comparison.json` and `perturbations/<method>-m<m>.npy` (unit L2
+directions of one input's shape, used by the transfer stage).
+"""
+
+import json
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from keras_uap.analysis import error_curves, interpolate_crossing
+from keras_uap.baselines.compare import METHODS, build_universal_perturbations
+from keras_uap.pipelines.directions_stage import attacked_indices
+from keras_uap.pipelines.runner import Stage, code_version
+from keras_uap.pipelines.universal_stage import compiled_predict_fn
+
+__all__ = ["COMPARISON_STAGE", "DEFAULT_LINF_GRID", "sample_indices"]
+
+DEFAULT_LINF_GRID = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3)
+
+
+def sample_indices(n, m, seed):
+    """The seeded sample of m of n inputs every method builds from."""
+    return np.arange(n) if m >= n else np.sort(np.random.default_rng([seed, m, 31]).choice(n, m, replace=False))
+
+
+def _curve(eps, errors, foolings, column):
+    error, fooling = errors[:, column], foolings[:, column]
+    return {"eps": [float(e) for e in eps], "error_rate": error.tolist(), "fooling_rate": fooling.tolist(),
+            "eps50": interpolate_crossing(eps, error, 0.5), "eps80": interpolate_crossing(eps, error, 0.8)}
+
+
+def _warm_up(model_fn, x, y, build_eps):
+    """Traces the attacks' compiled functions on two inputs, so that the
+    recorded build times measure the work and not TensorFlow's tracing."""
+    build_universal_perturbations(model_fn, x[:2], y[:2], norm="l2", build_eps=build_eps, max_passes=1)
+    build_universal_perturbations(model_fn, x[:2], y[:2], norm="linf", methods=("iterative_uap",), build_eps=0.1,
+                                  max_passes=1)
+
+
+def _comparison_stage(output_dir, model_file, test_data, model, sample_sizes, eps_grid, linf_grid, build_eps,
+                      linf_build_budget, max_passes, delta, saturation, eval_subset, seed, batch_size=5000,
+                      progress=None):
+    from keras_uap.pipelines.train_stage import load_exported_model
+
+    network = load_exported_model(os.path.dirname(model_file))
+    model_fn = tf.function(lambda t: network(t, training=False), reduce_retracing=True)
+    with np.load(test_data, allow_pickle=False) as f:
+        x, y = f["x"], f["y"].astype(np.int32)
+    evaluated = attacked_indices(len(x), None, eval_subset, seed)
+    x_eval, y_eval = x[evaluated], y[evaluated]
+    predict_fn = compiled_predict_fn(network, x_eval[:8])
+    clean = np.concatenate([predict_fn(tf.constant(x_eval[i:i + batch_size])).numpy()
+                            for i in range(0, len(x_eval), batch_size)])
+    _warm_up(model_fn, x, y, build_eps)
+    os.makedirs(os.path.join(output_dir, "perturbations"))
+
+    l2, linf = {method: {} for method in METHODS}, {method: {} for method in METHODS}
+    steps = len(sample_sizes) + 1
+    for step, m in enumerate(sorted(int(m) for m in sample_sizes)):
+        pick = sample_indices(len(x), m, seed)
+        built = build_universal_perturbations(model_fn, x[pick], y[pick], norm="l2", build_eps=build_eps,
+                                              max_passes=max_passes, delta=delta, seed=seed)
+        vectors = np.stack([b.direction.reshape(-1) for b in built.values()])
+        eps, errors, foolings = error_curves(predict_fn, x_eval, y_eval, clean, vectors, eps_grid, saturation,
+                                             batch_size=batch_size)
+        for column, (method, b) in enumerate(built.items()):
+            l2[method][str(m)] = {**_curve(eps, errors, foolings, column), "sample_size": m,
+                                  "seconds": b.seconds, "gradient_evaluations": b.gradient_evaluations,
+                                  **b.details}
+            np.save(os.path.join(output_dir, "perturbations", f"{method}-m{m}.npy"), b.direction)
+        if progress:
+            progress(step + 1, steps)
+
+    # `built` is now the largest sample's: only the iterative UAP depends on the norm.
+    pick = sample_indices(len(x), m, seed)
+    built.update(build_universal_perturbations(model_fn, x[pick], y[pick], norm="linf", methods=("iterative_uap",),
+                                               build_eps=linf_build_budget, max_passes=max_passes, delta=delta,
+                                               seed=seed))
+    built = {method: built[method] for method in METHODS}
+    vectors = np.stack([b.direction.reshape(-1) if method == "iterative_uap" else np.sign(b.direction.reshape(-1))
+                        for method, b in built.items()])
+    budgets, errors, foolings = error_curves(predict_fn, x_eval, y_eval, clean, vectors, linf_grid, saturation,
+                                             batch_size=batch_size)
+    for column, (method, b) in enumerate(built.items()):
+        curve = _curve(budgets, errors, foolings, column)
+        curve["budget"] = curve.pop("eps")
+        linf[method][str(m)] = {**curve, "sample_size": m, "seconds": b.seconds,
+                                "gradient_evaluations": b.gradient_evaluations, **b.details}
+    if progress:
+        progress(steps, steps)
+
+    result = {"model": model, "n_test": int(len(x)), "n_eval": int(len(x_eval)),
+              "clean_error_rate": float(np.mean(clean != y_eval)), "build_eps": build_eps,
+              "linf_build_budget": linf_build_budget, "max_passes": max_passes, "delta": delta,
+              "l2": l2, "linf": linf}
+    with open(os.path.join(output_dir, "comparison.json"), "w") as f:
+        json.dump(result, f)
+    return {method: {m: c["eps80"] for m, c in by_m.items()} for method, by_m in l2.items()}
+
+
+COMPARISON_STAGE = Stage(
+    name="comparison",
+    fn=_comparison_stage,
+    version=code_version("1", "keras_uap.baselines.compare", "keras_uap.baselines.iterative_uap",
+                         "keras_uap.baselines.class_mean", "keras_uap.attacks.deepfool",
+                         "keras_uap.attacks.loss_gradient", "keras_uap.analysis.universal", __name__),
+    inputs=("model_file", "test_data"),
+    params=("model", "sample_sizes", "eps_grid", "linf_grid", "build_eps", "linf_build_budget", "max_passes",
+            "delta", "saturation", "eval_subset", "seed"),
+    settings=("batch_size", "progress"),
+)
