@@ -180,10 +180,10 @@ def run_all(
     export_dir: ExportDirOpt = None,
     quick: QuickOpt = False,
     force: ForceOpt = False,
-    comparison: Annotated[bool, typer.Option(
-        "--comparison/--no-comparison",
-        help="Also compare SVD-UAP with the iterative UAP, class-mean and random directions (L2 and L-infinity, "
-             "cost) and measure transfer across models.")] = True,
+    no_comparison: Annotated[bool, typer.Option(
+        "--no-comparison",
+        help="Skip the comparison of SVD-UAP with the iterative UAP, class-mean and random directions "
+             "(L2, L-infinity, cost) and the transfer across models.")] = False,
 ):
     """Run the whole study: data; train and export StdCNN, GCNN and RotEqNet; attack directions; spectra and
     invariant directions; universal-attack curves; SVD-UAP against the baselines and transfer; report,
@@ -195,7 +195,7 @@ def run_all(
 
     chosen = _model_list(models)
     cfg = dataclasses.replace(_config(quick, run_dir, export_dir, dataset, data_dir, seed, epochs, force),
-                              comparison=comparison)
+                              comparison=not no_comparison)
     results = run_study(cfg, models=chosen, log=_log)
     for name, result in results.items():
         state = "cached" if result.cached else f"{result.duration_s:.1f} s"

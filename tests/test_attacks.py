@@ -80,7 +80,8 @@ def test_deepfool_batch_matches_one_input_at_a_time(trained):
     batch_adv, batch_success, batch_iters = deepfool(model, x, return_details=True)
     for i in range(len(x)):
         one_adv, one_success, one_iters = deepfool(model, x[i : i + 1], return_details=True)
-        np.testing.assert_allclose(one_adv.numpy()[0], batch_adv.numpy()[i], atol=1e-5)
+        # Batched and single-input convolutions round differently (1.4e-5 seen with oneDNN on an Intel CPU).
+        np.testing.assert_allclose(one_adv.numpy()[0], batch_adv.numpy()[i], atol=1e-4)
         assert one_success.numpy()[0] == batch_success.numpy()[i]
         assert one_iters.numpy()[0] == batch_iters.numpy()[i]
 

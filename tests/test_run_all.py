@@ -142,3 +142,14 @@ def test_transfer_diagonal_equals_the_models_own_curve(study):
                     own["error_rate"][at], abs=1e-9)
                 assert transfer["table"][method][source][source]["fooling_rate"] == pytest.approx(
                     own["fooling_rate"][at], abs=1e-9)
+
+
+def test_without_the_comparison_only_the_report_changes(study):
+    # Last in this module: it rewrites the run's report and metrics.json.
+    cfg, _, _ = study
+    results = run_all(dataclasses.replace(cfg, comparison=False))
+    assert not any(name.startswith(("comparison", "transfer")) for name in results)
+    assert [name for name, r in results.items() if not r.cached] == ["report"]
+    with open(os.path.join(cfg.run_dir, "metrics.json")) as f:
+        metrics = json.load(f)
+    assert "comparison" not in metrics and "transfer" not in metrics and metrics["universal"]["gcnn"]

@@ -100,7 +100,10 @@ class BatchRunner:
             step = self._step if self.compiled else self.fn
             return np.asarray(step(*[tf.constant(a) for a in arrays]))
         n = len(arrays[0])
-        if self.multi_worker and 0 < n < self.num_replicas:
+        # A replica must not get an empty slice: every worker must take part in
+        # the collective ops, and TensorFlow's CPU gradient kernels fail on an
+        # empty batch (ReluGrad shape mismatch seen with oneDNN on Intel CPUs).
+        if 0 < n < self.num_replicas:
             arrays = [np.concatenate([a, np.repeat(a[-1:], self.num_replicas - n, axis=0)]) for a in arrays]
         slices = np.array_split(np.arange(len(arrays[0])), self.num_replicas)
         if self.compiled:
