@@ -92,7 +92,11 @@ class StudyConfig:
     universal_eval_subset: int | None = None  # curves on a seeded random subset; None: all test inputs
     eval_batch_size: int = 5000
     saturation: float = 0.99
-    probe_norm: float = 2.0
+    # The SVD fixes the top singular vector only up to sign; the sign that raises
+    # the sample's loss more at L2 norm 2 can be the weaker one where the curves
+    # matter (StdCNN, DeepFool, m = 500: error rate 0.52 at norm 6 against 0.69
+    # for the other sign), so it is chosen at norm 6, near the paper's 80% point.
+    probe_norm: float = 6.0
     # Beyond the paper: every universal-perturbation method from the same
     # samples (comparison stage), the L-infinity table, and transfer.
     comparison: bool = True

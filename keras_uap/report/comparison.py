@@ -146,7 +146,8 @@ def comparison_markdown(metrics, figure_path=None):
     settings = next(iter(metrics["comparison_settings"].values()))
     lines = ["## Beyond the paper: SVD-UAP against the iterative UAP and other baselines", "",
              "Every method builds its perturbation from the same seeded sample of m rotated test inputs: the "
-             "SVD-UAP (top singular vector of the sample's gradients or DeepFool steps, sign chosen on the sample), "
+             "SVD-UAP (top singular vector of the sample's gradients or DeepFool steps, sign chosen on the sample at the "
+             "build norm), "
              f"the iterative UAP of Moosavi-Dezfooli et al. (2017; this project's DeepFool inside, L2 ball of radius "
              f"{fmt(settings['build_eps'], 1)}, δ = {settings['delta']}, at most {settings['max_passes']} passes), "
              "the class-mean difference direction of Tramèr et al. (2017; chosen on the sample, no gradients) and a "
