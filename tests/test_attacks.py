@@ -83,7 +83,8 @@ def test_deepfool_batch_matches_one_input_at_a_time(trained):
         # Batched and single-input convolutions round differently (1.4e-5 seen with oneDNN on an Intel CPU).
         np.testing.assert_allclose(one_adv.numpy()[0], batch_adv.numpy()[i], atol=1e-4)
         assert one_success.numpy()[0] == batch_success.numpy()[i]
-        assert one_iters.numpy()[0] == batch_iters.numpy()[i]
+        # An input that lands within rounding of the boundary may take one more (tiny) step in one of them.
+        assert abs(int(one_iters.numpy()[0]) - int(batch_iters.numpy()[i])) <= 1
 
 
 # --- FGSM ---------------------------------------------------------------------
