@@ -273,8 +273,13 @@ def transfer(cfg, models, results, log=None):
     for model in models:
         inputs[f"model_file_{model}"] = os.path.join(export_path(cfg, model), "model.keras")
         inputs[f"perturbations_{model}"] = os.path.join(results[f"comparison-{model}"].output_dir, "perturbations")
-    # Every model must have built its perturbations from this m.
-    m = min([cfg.transfer_sample_size] + [max(cfg.for_model(model).comparison_sample_sizes) for model in models])
+    # Every model must have built its perturbations from this m: the largest
+    # sample size they share up to `transfer_sample_size`.
+    shared = set.intersection(*(set(cfg.for_model(model).comparison_sample_sizes) for model in models))
+    if not shared:
+        raise UserError("transfer needs a comparison sample size shared by every model; got "
+                        + ", ".join(f"{model}: {cfg.for_model(model).comparison_sample_sizes}" for model in models))
+    m = max([s for s in shared if s <= cfg.transfer_sample_size] or [min(shared)])
     return run_stage(
         TRANSFER_STAGE,
         os.path.join(cfg.run_dir, "transfer"),
