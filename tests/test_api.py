@@ -22,11 +22,13 @@ from keras_uap.api import (
     ArgumentError,
     attack_directions,
     check_compatible,
+    default_probe_norm,
     fooling_curve,
     load_classifier,
     load_images,
     make_strategy,
     svd_universal_perturbation,
+    universal_from_directions,
 )
 from keras_uap.data import IDX_FILES
 from keras_uap.errors import UserError
@@ -153,6 +155,35 @@ def test_other_attacks_agree_across_formats(saved, data, attack):
     assert abs(np.linalg.norm(results[0]) - 1.0) < 1e-5
     for other in results[1:]:
         np.testing.assert_allclose(other, results[0], atol=1e-4)
+
+
+def _mean_cross_entropy(model, x, y):
+    logits = model(tf.constant(x), training=False)
+    return float(tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits)))
+
+
+def test_sign_is_chosen_at_the_probe_norm(saved, data):
+    model, _ = saved
+    x, y = data[1][0][:SAMPLE], data[1][1][:SAMPLE]
+    # On this model the FGSM vector's better sign at L2 norm 0.5 is the worse one from norm 2 on.
+    directions = attack_directions(model, x, y, attack="fgsm")
+    assert default_probe_norm((28, 28, 1)) == pytest.approx(6.0)
+    assert default_probe_norm(SHAPE, 0.0, 255.0) == pytest.approx(6.0 / 28.0 * np.sqrt(32 * 32 * 3) * 255.0)
+    default, _ = universal_from_directions(model, directions, x, y)
+    explicit, _ = universal_from_directions(model, directions, x, y, probe_norm=default_probe_norm(SHAPE))
+    np.testing.assert_array_equal(default, explicit)
+    chosen = []
+    for probe in (0.5, 4.0, 16.0):
+        v, _ = universal_from_directions(model, directions, x, y, probe_norm=probe)
+        plus = _mean_cross_entropy(model, np.clip(x + probe * v, 0.0, 1.0), y)
+        minus = _mean_cross_entropy(model, np.clip(x - probe * v, 0.0, 1.0), y)
+        assert plus >= minus - 1e-6, (probe, plus, minus)
+        chosen.append(v)
+    np.testing.assert_allclose(chosen[0], -chosen[1], atol=1e-6)
+    np.testing.assert_array_equal(chosen[1], chosen[2])
+    for bad in (0.0, -1.0, float("nan"), True):
+        with pytest.raises(ArgumentError):
+            universal_from_directions(model, directions, x, y, probe_norm=bad)
 
 
 def test_fooling_curve_is_batch_size_independent(saved, data):

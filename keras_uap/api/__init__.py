@@ -19,6 +19,7 @@ from keras_uap.api.perturbation import (
     FoolingCurve,
     UniversalPerturbation,
     attack_directions,
+    default_probe_norm,
     fooling_curve,
     predict_labels,
     sample_indices,
@@ -46,5 +47,6 @@ __all__ = [
     "svd_universal_perturbation",
     "sample_indices",
     "universal_from_directions",
+    "default_probe_norm",
     "fooling_curve",
 ]

@@ -21,13 +21,16 @@ from keras_uap.api.distribute import BatchRunner, map_batches
 from keras_uap.attacks import deepfool, fgsm_direction, loss_gradient
 
 __all__ = ["ATTACKS", "NORMS", "UniversalPerturbation", "FoolingCurve", "attack_directions", "predict_labels",
-           "svd_universal_perturbation", "sample_indices", "universal_from_directions", "fooling_curve"]
+           "svd_universal_perturbation", "sample_indices", "universal_from_directions", "default_probe_norm",
+           "fooling_curve"]
 
 ATTACKS = ("gradient", "fgsm", "deepfool")
 NORMS = ("l2", "linf")
-# L2 norm at which the two signs of the singular vector are compared
-# (keras_uap.analysis.choose_sign's default, in the data's own units).
-_SIGN_PROBE_NORM = 2.0
+# Default L2 norm at which the two signs of the singular vector are compared,
+# per sqrt(pixel) and per unit of the input range: the study's norm 6 for
+# 28x28 images in [0, 1] (6 / 28), where the signs can rank differently
+# than at small norms (see `keras_uap.baselines.build_universal_perturbations`).
+_SIGN_PROBE_RMS = 6.0 / 28.0
 _DEEPFOOL_CANDIDATES = 10
 
 
@@ -136,14 +139,14 @@ def _checked_inputs(classifier, x, y):
 
 
 def svd_universal_perturbation(model, x, y=None, attack="deepfool", sample_size=100, clip_min=0.0, clip_max=1.0,
-                               seed=0, batch_size=128, strategy=None, output="auto"):
+                               seed=0, batch_size=128, strategy=None, output="auto", probe_norm=None):
     """The universal perturbation of the paper for any image classifier.
 
     Attacks `sample_size` inputs drawn without replacement from `x` (with
     `np.random.default_rng(seed)`), scales each attack direction to unit L2
     norm, and returns the top right singular vector of the resulting matrix
     (`tf.linalg.svd`), with the sign that raises the sample's mean
-    cross-entropy at L2 norm 2.
+    cross-entropy more at L2 norm `probe_norm`.
 
     Args:
         model: a `keras.Model`, a `.keras` path, a SavedModel directory or a
@@ -162,6 +165,9 @@ def svd_universal_perturbation(model, x, y=None, attack="deepfool", sample_size=
         strategy: a `tf.distribute.Strategy` to attack data-parallel over its
             replicas, or None.
         output: the model's output kind, "auto", "logits" or "probabilities".
+        probe_norm: the L2 norm, in the data's units, at which the two signs
+            are compared: best the norm you will use the perturbation at.
+            None: `default_probe_norm` (6 for 28 x 28 images in [0, 1]).
 
     Returns:
         A `UniversalPerturbation`.
@@ -184,7 +190,8 @@ def svd_universal_perturbation(model, x, y=None, attack="deepfool", sample_size=
     else:
         y_sample = y[indices]
     directions = attack_directions(classifier, x_sample, y_sample, attack, clip_min, clip_max, batch_size, strategy)
-    v, singular_values = universal_from_directions(classifier, directions, x_sample, y_sample, clip_min, clip_max)
+    v, singular_values = universal_from_directions(classifier, directions, x_sample, y_sample, clip_min, clip_max,
+                                                   probe_norm=probe_norm)
     return UniversalPerturbation(perturbation=v, singular_values=singular_values, sample_indices=indices,
                                  attack=attack if isinstance(attack, str) else "custom")
 
@@ -197,7 +204,16 @@ def sample_indices(n, sample_size, seed=0):
     return np.sort(np.random.default_rng(seed).choice(n, size=min(sample_size, n), replace=False))
 
 
-def universal_from_directions(model, directions, x, y, clip_min=0.0, clip_max=1.0, output="auto"):
+def default_probe_norm(input_shape, clip_min=0.0, clip_max=1.0):
+    """The L2 norm at which `svd_universal_perturbation` compares the two
+    signs by default: `(6 / 28) * sqrt(d) * (clip_max - clip_min)` for
+    inputs of `d` values, i.e. the study's norm 6 for 28 x 28 images in
+    [0, 1], at the same root-mean-square change per value elsewhere."""
+    d = int(np.prod(input_shape))
+    return float(_SIGN_PROBE_RMS * math.sqrt(d) * (clip_max - clip_min))
+
+
+def universal_from_directions(model, directions, x, y, clip_min=0.0, clip_max=1.0, output="auto", probe_norm=None):
     """The SVD step of `svd_universal_perturbation`, on directions already computed.
 
     Args:
@@ -206,12 +222,14 @@ def universal_from_directions(model, directions, x, y, clip_min=0.0, clip_max=1.
         x, y: those inputs and their int labels (N,), used to choose the sign.
         clip_min, clip_max: the valid input range.
         output: the model's output kind.
+        probe_norm: the L2 norm (data units) at which the signs are
+            compared; None: `default_probe_norm`.
 
     Returns:
         (perturbation, singular_values): the top right singular vector of the
         unit-normalised directions as a float32 array of one input's shape,
         unit L2 norm, with the sign that raises the mean cross-entropy of
-        (x, y) at L2 norm 2; and all singular values, descending.
+        (x, y) more at L2 norm `probe_norm`; and all singular values, descending.
     """
     classifier = load_classifier(model, output)
     clip_min, clip_max = check_clip_range(clip_min, clip_max)
@@ -219,22 +237,28 @@ def universal_from_directions(model, directions, x, y, clip_min=0.0, clip_max=1.
     if np.shape(directions) != x.shape:
         raise ArgumentError(f"`directions` must have the shape of `x`, {x.shape}. "
                             f"Received: shape={np.shape(directions)}")
+    if probe_norm is None:
+        probe_norm = default_probe_norm(x.shape[1:], clip_min, clip_max)
+    elif (isinstance(probe_norm, bool) or not isinstance(probe_norm, numbers.Real) or not math.isfinite(probe_norm)
+          or probe_norm <= 0):
+        raise ArgumentError(f"`probe_norm` must be a finite number > 0. Received: probe_norm={probe_norm!r}")
     singular_values, vectors = singular_spectrum(directions, top=1)
-    v = _oriented(vectors[0].astype(np.float32), classifier, x, np.asarray(y, np.int64), clip_min, clip_max)
+    v = _oriented(vectors[0].astype(np.float32), classifier, x, np.asarray(y, np.int64), clip_min, clip_max,
+                  probe_norm)
     v = v.reshape(x.shape[1:])
     return (v / np.linalg.norm(v)).astype(np.float32), singular_values
 
 
-def _oriented(v, classifier, x, y, clip_min, clip_max):
+def _oriented(v, classifier, x, y, clip_min, clip_max, probe_norm):
     """`v` or `-v` by `choose_sign`, which clips to [0, 1]: the inputs are
     mapped affinely from [clip_min, clip_max] to [0, 1] and the model back,
-    so the probe is clipped to the right range at L2 norm 2 in data units."""
+    so the probe is clipped to the right range at `probe_norm` in data units."""
     scale = clip_max - clip_min
 
     def unit_logits(z):
         return classifier.logits_fn(clip_min + scale * z)
 
-    return choose_sign(v, unit_logits, (x - clip_min) / scale, y, probe_norm=_SIGN_PROBE_NORM / scale)
+    return choose_sign(v, unit_logits, (x - clip_min) / scale, y, probe_norm=probe_norm / scale)
 
 
 def _check_eps(eps):

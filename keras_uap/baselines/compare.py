@@ -18,6 +18,7 @@ from keras_uap.attacks.deepfool import deepfool
 from keras_uap.attacks.loss_gradient import loss_gradient
 from keras_uap.baselines.class_mean import best_class_mean_direction
 from keras_uap.baselines.iterative_uap import iterative_uap
+from keras_uap.baselines.linf import linf_perturbation
 
 __all__ = ["METHODS", "BuiltPerturbation", "build_universal_perturbations"]
 
@@ -50,10 +51,9 @@ class BuiltPerturbation:
 def _as_unit(v, norm):
     v = np.asarray(v, np.float32)
     if norm == "linf":
-        top = float(np.max(np.abs(v)))
         # The L-infinity version of an L2 direction is its sign (the steepest
         # ascent step of that budget along it); a built L-inf UAP keeps its shape.
-        return np.sign(v).astype(np.float32) if top > 0 else v
+        return linf_perturbation(v, 1.0)
     length = float(np.linalg.norm(v))
     return (v / length).astype(np.float32) if length > 0 else v
 

@@ -23,9 +23,9 @@ import tensorflow as tf
 
 from keras_uap.analysis import error_curves, interpolate_crossing
 from keras_uap.baselines.compare import METHODS, build_universal_perturbations
-from keras_uap.pipelines.directions_stage import attacked_indices
+from keras_uap.baselines.linf import linf_perturbation
+from keras_uap.pipelines.evaluation import load_evaluation_set
 from keras_uap.pipelines.runner import Stage, code_version
-from keras_uap.pipelines.universal_stage import compiled_predict_fn
 
 __all__ = ["COMPARISON_STAGE", "DEFAULT_LINF_GRID", "sample_indices"]
 
@@ -54,17 +54,12 @@ def _warm_up(model_fn, x, y, build_eps):
 def _comparison_stage(output_dir, model_file, test_data, model, sample_sizes, eps_grid, linf_grid, build_eps,
                       linf_build_budget, max_passes, delta, saturation, eval_subset, seed, batch_size=5000,
                       progress=None):
-    from keras_uap.pipelines.train_stage import load_exported_model
-
-    network = load_exported_model(os.path.dirname(model_file))
-    model_fn = tf.function(lambda t: network(t, training=False), reduce_retracing=True)
     with np.load(test_data, allow_pickle=False) as f:
         x, y = f["x"], f["y"].astype(np.int32)
-    evaluated = attacked_indices(len(x), None, eval_subset, seed)
-    x_eval, y_eval = x[evaluated], y[evaluated]
-    predict_fn = compiled_predict_fn(network, x_eval[:8])
-    clean = np.concatenate([predict_fn(tf.constant(x_eval[i:i + batch_size])).numpy()
-                            for i in range(0, len(x_eval), batch_size)])
+    evaluation = load_evaluation_set(model_file, x, y, eval_subset, seed, batch_size)
+    network, x_eval, y_eval = evaluation.network, evaluation.x, evaluation.y
+    predict_fn, clean = evaluation.predict_fn, evaluation.clean
+    model_fn = tf.function(lambda t: network(t, training=False), reduce_retracing=True)
     _warm_up(model_fn, x, y, build_eps)
     os.makedirs(os.path.join(output_dir, "perturbations"))
 
@@ -91,8 +86,8 @@ def _comparison_stage(output_dir, model_file, test_data, model, sample_sizes, ep
                                                build_eps=linf_build_budget, max_passes=max_passes, delta=delta,
                                                seed=seed))
     built = {method: built[method] for method in METHODS}
-    vectors = np.stack([b.direction.reshape(-1) if method == "iterative_uap" else np.sign(b.direction.reshape(-1))
-                        for method, b in built.items()])
+    vectors = np.stack([b.direction.reshape(-1) if method == "iterative_uap"
+                        else linf_perturbation(b.direction.reshape(-1), 1.0) for method, b in built.items()])
     budgets, errors, foolings = error_curves(predict_fn, x_eval, y_eval, clean, vectors, linf_grid, saturation,
                                              batch_size=batch_size)
     for column, (method, b) in enumerate(built.items()):
@@ -104,7 +99,7 @@ def _comparison_stage(output_dir, model_file, test_data, model, sample_sizes, ep
         progress(steps, steps)
 
     result = {"model": model, "n_test": int(len(x)), "n_eval": int(len(x_eval)),
-              "clean_error_rate": float(np.mean(clean != y_eval)), "build_eps": build_eps,
+              "clean_error_rate": evaluation.clean_error_rate, "build_eps": build_eps,
               "linf_build_budget": linf_build_budget, "max_passes": max_passes, "delta": delta,
               "l2": l2, "linf": linf}
     with open(os.path.join(output_dir, "comparison.json"), "w") as f:
@@ -117,7 +112,8 @@ COMPARISON_STAGE = Stage(
     fn=_comparison_stage,
     version=code_version("1", "keras_uap.baselines.compare", "keras_uap.baselines.iterative_uap",
                          "keras_uap.baselines.class_mean", "keras_uap.attacks.deepfool",
-                         "keras_uap.attacks.loss_gradient", "keras_uap.analysis.universal", __name__),
+                         "keras_uap.attacks.loss_gradient", "keras_uap.analysis.universal", "keras_uap.baselines.linf",
+                         "keras_uap.pipelines.evaluation", __name__),
     inputs=("model_file", "test_data"),
     params=("model", "sample_sizes", "eps_grid", "linf_grid", "build_eps", "linf_build_budget", "max_passes",
             "delta", "saturation", "eval_subset", "seed"),

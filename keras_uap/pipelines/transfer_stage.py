@@ -16,48 +16,36 @@ import json
 import os
 
 import numpy as np
-import tensorflow as tf
 
-from keras_uap.pipelines.directions_stage import attacked_indices
+from keras_uap.analysis import error_curves
+from keras_uap.pipelines.evaluation import load_evaluation_set
 from keras_uap.pipelines.runner import Stage, code_version
-from keras_uap.pipelines.universal_stage import compiled_predict_fn
 
 __all__ = ["TRANSFER_STAGE", "TRANSFER_METHODS"]
 
 TRANSFER_METHODS = ("svd_gradient", "svd_deepfool", "iterative_uap", "class_mean", "random")
 
 
-def _rates(predict_fn, x, y, clean, perturbation, batch_size):
-    predictions = np.concatenate([
-        predict_fn(tf.constant(np.clip(x[i:i + batch_size] + perturbation, 0.0, 1.0))).numpy()
-        for i in range(0, len(x), batch_size)])
-    return float(np.mean(predictions != y)), float(np.mean(predictions != clean))
-
-
 def _transfer_stage(output_dir, test_data, models, methods, m, norm, eval_subsets, seed, batch_size=5000,
                     progress=None, **inputs):
-    from keras_uap.pipelines.train_stage import load_exported_model
-
     with np.load(test_data, allow_pickle=False) as f:
         x, y = f["x"], f["y"].astype(np.int32)
-    directions = {source: {method: np.load(os.path.join(inputs[f"perturbations_{source}"], f"{method}-m{m}.npy"))
-                           for method in methods} for source in models}
+    directions = {method: np.stack([np.load(os.path.join(inputs[f"perturbations_{source}"], f"{method}-m{m}.npy"))
+                                    .reshape(-1) for source in models]) for method in methods}
     table = {method: {source: {} for source in models} for method in methods}
     clean_error = {}
     for step, target in enumerate(models):
-        network = load_exported_model(os.path.dirname(inputs[f"model_file_{target}"]))
-        evaluated = attacked_indices(len(x), None, eval_subsets.get(target), seed)
-        x_eval, y_eval = x[evaluated], y[evaluated]
-        predict_fn = compiled_predict_fn(network, x_eval[:8])
-        clean = np.concatenate([predict_fn(tf.constant(x_eval[i:i + batch_size])).numpy()
-                                for i in range(0, len(x_eval), batch_size)])
-        clean_error[target] = float(np.mean(clean != y_eval))
+        evaluation = load_evaluation_set(inputs[f"model_file_{target}"], x, y, eval_subsets.get(target), seed,
+                                         batch_size)
+        clean_error[target] = evaluation.clean_error_rate
         for method in methods:
-            for source in models:
-                error, fooling = _rates(predict_fn, x_eval, y_eval, clean, norm * directions[source][method],
-                                        batch_size)
-                table[method][source][target] = {"error_rate": error, "fooling_rate": fooling,
-                                                 "n_eval": int(len(x_eval))}
+            # One norm: no early stop; row 0 of the curves is the clean model, row 1 the norm.
+            _, errors, foolings = error_curves(evaluation.predict_fn, evaluation.x, evaluation.y, evaluation.clean,
+                                               directions[method], (norm,), batch_size=batch_size)
+            for column, source in enumerate(models):
+                table[method][source][target] = {"error_rate": float(errors[1, column]),
+                                                 "fooling_rate": float(foolings[1, column]),
+                                                 "n_eval": int(len(evaluation.x))}
         if progress:
             progress(step + 1, len(models))
     result = {"models": list(models), "methods": list(methods), "m": m, "norm": norm,
@@ -71,7 +59,7 @@ def _transfer_stage(output_dir, test_data, models, methods, m, norm, eval_subset
 TRANSFER_STAGE = Stage(
     name="transfer",
     fn=_transfer_stage,
-    version=code_version("1", __name__),
+    version=code_version("1", "keras_uap.analysis.universal", "keras_uap.pipelines.evaluation", __name__),
     inputs=("test_data", "model_file_*", "perturbations_*"),
     params=("models", "methods", "m", "norm", "eval_subsets", "seed"),
     settings=("batch_size", "progress"),

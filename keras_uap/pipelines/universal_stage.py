@@ -27,7 +27,8 @@ from keras_uap.analysis import (
     random_unit_vectors,
     top_singular_vector,
 )
-from keras_uap.pipelines.directions_stage import ATTACKS, attacked_indices, load_directions
+from keras_uap.pipelines.directions_stage import ATTACKS, load_directions
+from keras_uap.pipelines.evaluation import load_evaluation_set
 from keras_uap.pipelines.runner import Stage, code_version
 
 __all__ = ["UNIVERSAL_STAGE", "DEFAULT_EPS_GRID"]
@@ -61,39 +62,15 @@ def _summarise(eps, errors, foolings, random=None):
     return summary
 
 
-def compiled_predict_fn(network, probe):
-    """An arg-max prediction function, XLA-compiled when the model allows it.
-
-    XLA makes the GCNN's forward pass about 1.6x faster on this CPU, and the
-    curves are hundreds of passes over the test set; RotEqNet's filter
-    rotation (ImageProjectiveTransformV3) has no XLA kernel, so it runs as a
-    plain graph.
-    """
-    def predict(t):
-        return tf.argmax(network(t, training=False), axis=1, output_type=tf.int32)
-
-    compiled = tf.function(predict, jit_compile=True)
-    try:
-        compiled(tf.constant(probe))
-        return compiled
-    except (tf.errors.OpError, ValueError):
-        return tf.function(predict)
-
-
 def _universal_stage(output_dir, model_file, test_data, model, sample_sizes, seeds, random_seeds, eps_grid, saturation,
                      probe_norm, full_set_only, eval_subset, seed, batch_size=5000, progress=None,
                      **directions_files):
-    from keras_uap.pipelines.train_stage import load_exported_model
-
-    network = load_exported_model(os.path.dirname(model_file))
-    logits_fn = tf.function(lambda t: network(t, training=False), reduce_retracing=True)
     with np.load(test_data, allow_pickle=False) as f:
         x, y = f["x"], f["y"].astype(np.int32)
-    evaluated = attacked_indices(len(x), None, eval_subset, seed)
-    x_eval, y_eval = x[evaluated], y[evaluated]
-    predict_fn = compiled_predict_fn(network, x_eval[:8])
-    clean = np.concatenate([predict_fn(tf.constant(x_eval[i:i + batch_size])).numpy()
-                            for i in range(0, len(x_eval), batch_size)])
+    evaluation = load_evaluation_set(model_file, x, y, eval_subset, seed, batch_size)
+    network, x_eval, y_eval = evaluation.network, evaluation.x, evaluation.y
+    predict_fn, clean = evaluation.predict_fn, evaluation.clean
+    logits_fn = tf.function(lambda t: network(t, training=False), reduce_retracing=True)
     os.makedirs(os.path.join(output_dir, "perturbations"))
     d = int(np.prod(x.shape[1:]))
     r_eps, r_err, r_fool = error_curves(predict_fn, x_eval, y_eval, clean, random_unit_vectors(d, random_seeds),
@@ -128,7 +105,7 @@ def _universal_stage(output_dir, model_file, test_data, model, sample_sizes, see
         if progress:
             progress(step + 1, len(attacks))
     result = {"model": model, "n_test": int(len(x)), "n_eval": int(len(x_eval)), "n_directions": n_directions,
-              "clean_error_rate": float(np.mean(clean != y_eval)),
+              "clean_error_rate": evaluation.clean_error_rate,
               "eps_grid": list(eps_grid), "saturation": saturation, "curves": curves, "random": random}
     with open(os.path.join(output_dir, "universal.json"), "w") as f:
         json.dump(result, f)
@@ -138,7 +115,8 @@ def _universal_stage(output_dir, model_file, test_data, model, sample_sizes, see
 UNIVERSAL_STAGE = Stage(
     name="universal",
     fn=_universal_stage,
-    version=code_version("1", "keras_uap.analysis.universal", "keras_uap.analysis.spectrum", __name__),
+    version=code_version("1", "keras_uap.analysis.universal", "keras_uap.analysis.spectrum",
+                         "keras_uap.pipelines.evaluation", __name__),
     inputs=("model_file", "test_data") + tuple(f"directions_{a}" for a in ATTACKS),
     params=("model", "sample_sizes", "seeds", "random_seeds", "eps_grid", "saturation", "probe_norm",
             "full_set_only", "eval_subset", "seed"),
