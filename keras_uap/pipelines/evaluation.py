@@ -18,21 +18,19 @@ __all__ = ["EvaluationSet", "compiled_predict_fn", "load_evaluation_set"]
 
 
 def compiled_predict_fn(network, probe):
-    """An arg-max prediction function, XLA-compiled when the model allows it.
+    """An arg-max prediction function traced once as a graph (no XLA).
 
-    XLA makes the GCNN's forward pass about 1.6x faster on this CPU, and the
-    curves are hundreds of passes over the test set; RotEqNet's layers fall
-    back to a plain graph when XLA refuses them.
+    XLA used to be tried first, as it made the GCNN's forward pass 1.6x
+    faster on the machine of the first runs; on this Intel Xeon it is slower
+    for every model (test-size batches, fashion_mnist exports, medians of 6:
+    StdCNN 0.27 s graph vs 0.69 s XLA per 5,000 images, GCNN 1.51 vs 1.89,
+    RotEqNet 1.62 vs 3.72 per 1,000; see benchmarks/bench_predict.py), and
+    the curves are hundreds of such passes. `probe` (a few inputs) traces it.
     """
-    def predict(t):
-        return tf.argmax(network(t, training=False), axis=1, output_type=tf.int32)
-
-    compiled = tf.function(predict, jit_compile=True)
-    try:
-        compiled(tf.constant(probe))
-        return compiled
-    except (tf.errors.OpError, ValueError):
-        return tf.function(predict)
+    predict = tf.function(lambda t: tf.argmax(network(t, training=False), axis=1, output_type=tf.int32),
+                          reduce_retracing=True)
+    predict(tf.constant(probe))
+    return predict
 
 
 @dataclasses.dataclass(frozen=True)
