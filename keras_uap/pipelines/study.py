@@ -30,8 +30,8 @@ __all__ = ["StudyConfig", "quick_config", "check_models", "DEFAULT_MODEL_SETTING
 
 
 # RotEqNet convolves with 17 orientations of 9x9 filters: on this 2-core CPU
-# it trains at ~200 images/s (GCNN ~500) and predicts at ~500 images/s
-# (GCNN ~3,300 with XLA, which RotEqNet's filter rotation cannot use). With
+# it trains at ~300 images/s (GCNN ~500) and predicts at ~600 images/s
+# (GCNN ~3,300; plain graphs, XLA being slower here: benchmarks/bench_predict.py). With
 # the paper's settings its stages alone would take about two hours, so the
 # default run trains it with Adam (its authors' optimiser) for 2 epochs,
 # runs DeepFool on a random 2,000 of the 10,000 test inputs, and evaluates its
