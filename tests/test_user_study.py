@@ -120,6 +120,21 @@ def test_perturbation_is_the_python_apis(study, files):
     result = svd_universal_perturbation(str(files["model"]), x, y, attack="gradient", sample_size=SAMPLE_SIZES[0])
     saved = np.load(study[0] / "perturbations" / f"gradient-m{SAMPLE_SIZES[0]}.npy")
     np.testing.assert_allclose(saved, result.perturbation, atol=1e-4)
+    with open(study[0] / "user_universal" / "universal.json") as f:
+        assert json.load(f)["probe_norm"] == pytest.approx(6.0 / 28.0 * np.sqrt(np.prod(SHAPE)))
+
+
+def test_probe_norm_reaches_the_sign_choice(files, tmp_path):
+    from keras_uap.api import load_images, svd_universal_perturbation
+
+    m = SAMPLE_SIZES[0]
+    code, _, err = _cli("study", "--model-path", files["model"], "--data", files["data"], "--limit", LIMIT,
+                        "--attacks", "fgsm", "--sample-sizes", m, "--probe-norm", 0.5, "--run-dir", tmp_path)
+    assert code == 0, err[-3000:]
+    x, y = load_images(str(files["data"]), limit=LIMIT)
+    expected = svd_universal_perturbation(str(files["model"]), x, y, attack="fgsm", sample_size=m, probe_norm=0.5)
+    np.testing.assert_allclose(np.load(tmp_path / "perturbations" / f"fgsm-m{m}.npy"), expected.perturbation,
+                               atol=1e-4)
 
 
 def test_rerun_is_cached_whatever_the_strategy(study, files):
@@ -143,6 +158,7 @@ def test_rerun_is_cached_whatever_the_strategy(study, files):
     ("no_data", "data not found"),
     ("no_model", "model not found"),
     ("attack", "unknown attack 'pgd'"),
+    ("probe", "--probe-norm must be a finite norm > 0"),
 ])
 def test_user_errors_are_one_line_with_exit_2(files, tmp_path, case, expected):
     x, y = np.load(files["data"])["x"][:20], np.load(files["data"])["y"][:20]
@@ -159,6 +175,9 @@ def test_user_errors_are_one_line_with_exit_2(files, tmp_path, case, expected):
     elif case == "no_model":
         np.savez(data, x=x, y=y)
         model = tmp_path / "missing.keras"
+    elif case == "probe":
+        np.savez(data, x=x, y=y)
+        argv = ["--probe-norm", "-1"]
     else:
         np.savez(data, x=x, y=y)
         argv = ["--attacks", "gradient,pgd"]
