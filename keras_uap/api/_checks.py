@@ -10,7 +10,7 @@ import numbers
 
 from keras_uap.errors import UserError
 
-__all__ = ["ArgumentError", "check_choice", "check_positive_int", "check_clip_range"]
+__all__ = ["ArgumentError", "check_choice", "check_positive_int", "check_positive_number", "check_clip_range"]
 
 
 class ArgumentError(UserError, ValueError):
@@ -31,6 +31,15 @@ def check_positive_int(name, value, allow_none=False):
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise ArgumentError(f"`{name}` must be an int >= 1. Received: {name}={value!r}")
     return int(value)
+
+
+def check_positive_number(name, value, allow_none=False):
+    """`value` as a finite float > 0 (or None when `allow_none`)."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value <= 0:
+        raise ArgumentError(f"`{name}` must be a finite number > 0. Received: {name}={value!r}")
+    return float(value)
 
 
 def check_clip_range(clip_min, clip_max):

@@ -14,7 +14,13 @@ import numpy as np
 import tensorflow as tf
 
 from keras_uap.analysis import choose_sign, singular_spectrum
-from keras_uap.api._checks import ArgumentError, check_choice, check_clip_range, check_positive_int
+from keras_uap.api._checks import (
+    ArgumentError,
+    check_choice,
+    check_clip_range,
+    check_positive_int,
+    check_positive_number,
+)
 from keras_uap.api.classifier import load_classifier
 from keras_uap.api.datasets import check_compatible, prepare_labels
 from keras_uap.api.distribute import BatchRunner, map_batches
@@ -180,6 +186,8 @@ def svd_universal_perturbation(model, x, y=None, attack="deepfool", sample_size=
     classifier = load_classifier(model, output)
     sample_size = check_positive_int("sample_size", sample_size)
     batch_size = check_positive_int("batch_size", batch_size)
+    # Checked before the attacks, the expensive part, rather than after them.
+    probe_norm = check_positive_number("probe_norm", probe_norm, allow_none=True)
     clip_min, clip_max = check_clip_range(clip_min, clip_max)
     x, y = _checked_inputs(classifier, x, y)
 
@@ -237,11 +245,9 @@ def universal_from_directions(model, directions, x, y, clip_min=0.0, clip_max=1.
     if np.shape(directions) != x.shape:
         raise ArgumentError(f"`directions` must have the shape of `x`, {x.shape}. "
                             f"Received: shape={np.shape(directions)}")
+    probe_norm = check_positive_number("probe_norm", probe_norm, allow_none=True)
     if probe_norm is None:
         probe_norm = default_probe_norm(x.shape[1:], clip_min, clip_max)
-    elif (isinstance(probe_norm, bool) or not isinstance(probe_norm, numbers.Real) or not math.isfinite(probe_norm)
-          or probe_norm <= 0):
-        raise ArgumentError(f"`probe_norm` must be a finite number > 0. Received: probe_norm={probe_norm!r}")
     singular_values, vectors = singular_spectrum(directions, top=1)
     v = _oriented(vectors[0].astype(np.float32), classifier, x, np.asarray(y, np.int64), clip_min, clip_max,
                   probe_norm)
