@@ -97,7 +97,8 @@ def rounds_for(fns, budget_seconds, lo, hi):
 
 
 def fwd_bwd_step(layer, x, upstream):
-    """tf.function (no XLA) computing d(sum(layer(x) * upstream)) / d(x, weights)."""
+    """tf.function (no XLA) computing `sum(layer(x) * upstream)` and its
+    gradients with respect to x and the weights, as one training step does."""
     layer(x)  # build
     weights = layer.trainable_variables
 
@@ -106,8 +107,10 @@ def fwd_bwd_step(layer, x, upstream):
         with tf.GradientTape() as tape:
             tape.watch(x)
             loss = tf.reduce_sum(layer(x) * upstream)
-        # Return every gradient: tf.function prunes whatever does not reach an output.
-        return tape.gradient(loss, [x] + weights)
+        # Return the loss and every gradient: tf.function prunes whatever does not reach
+        # an output, and a linear layer's gradients do not need its forward output, so
+        # without the loss a Conv2D's forward convolution would not run at all.
+        return [loss] + tape.gradient(loss, [x] + weights)
 
     return step
 
@@ -323,8 +326,10 @@ def render_section(info, rows, total, models, equiv_err, settings):
     lines.append("### P4ConvP4 vs Conv2D, forward + backward, batch 64")
     lines.append("")
     lines.append(
-        "One `tf.function` (jit_compile off) per layer computes the layer and the gradients of "
-        "`sum(y * dy)` (random `dy`) with respect to the input and all weights. The Conv2D has "
+        "One `tf.function` (jit_compile off) per layer computes the layer, the loss `sum(y * dy)` "
+        "(random `dy`) and its gradients with respect to the input and all weights; it returns the "
+        "loss too, so that the forward convolution is not pruned away (before 2026-11-26 it was, on "
+        "both sides, since a linear layer's gradients do not need its output). The Conv2D has "
         "the P4 layer's expanded shapes (4*C_in -> 4*filters channels, 3x3 valid, bias), hence "
         "the same FLOPs; P4ConvP4 additionally builds its expanded filter bank every call. The two "
         "are timed interleaved, one call each per round in random order "

@@ -30,6 +30,7 @@ from bench_p4conv import bootstrap_median_ci, fwd_bwd_step, interleaved, rounds_
 SECTION_HEADING = "## RotConv and RotEqNet throughput"
 RATIO_BAR = 1.25
 BATCH = 64
+SWEEP_BATCHES = (128, 250, 500)
 N_ANGLES = 17
 
 # (name, input (H, W, C), filters, mode, padding) of RotEqNet's three RotConv layers, 9x9.
@@ -50,41 +51,49 @@ def forward_step(layer, x):
     return step
 
 
+def compare_layer(shape, batch, budget, rng, boot):
+    """RotConv against Conv2D with the same bank at one layer shape and batch size."""
+    name, (h, w, c), filters, mode, padding = shape
+    x = tf.constant(rng.random((batch, h, w, c)).astype("float32"))
+    rot = RotConv(filters, 9, n_angles=N_ANGLES, mode=mode, padding=padding)
+    conv = keras.layers.Conv2D(filters * N_ANGLES, 9, padding=padding)
+    out_hw = rot.compute_output_shape((batch, h, w, c))[1:3]
+    up_rot = tf.constant(rng.standard_normal((batch, *out_hw, 2 * filters)).astype("float32"))
+    up_conv = tf.constant(rng.standard_normal((batch, *out_hw, filters * N_ANGLES)).astype("float32"))
+    steps = {"rot_fwd": forward_step(rot, x), "conv_fwd": forward_step(conv, x),
+             "rot_train": fwd_bwd_step(rot, x, up_rot), "conv_train": fwd_bwd_step(conv, x, up_conv)}
+    assert tuple(rot.rotated_filter_bank().shape) == tuple(conv.kernel.shape)
+    row = {"name": name, "batch": batch, "input": f"{h}x{w}x{c}",
+           "bank": "x".join(str(d) for d in conv.kernel.shape)}
+    for kind in ("fwd", "train"):
+        fns = {"rot": lambda s=steps[f"rot_{kind}"]: s(x), "conv": lambda s=steps[f"conv_{kind}"]: s(x)}
+        fns = {k: (lambda f=f: tf.nest.flatten(f())[0]) for k, f in fns.items()}
+        rounds = rounds_for(fns, budget, 10, 400)
+        wall, cpu = interleaved(fns, rounds, 1)
+        ratios, cpu_ratios = wall["rot"] / wall["conv"], cpu["rot"] / cpu["conv"]
+        row[kind] = {"rot_ms": 1e3 * float(np.median(wall["rot"])),
+                     "conv_ms": 1e3 * float(np.median(wall["conv"])),
+                     "ratio": float(np.median(ratios)), "ratio_ci": bootstrap_median_ci(ratios, boot),
+                     "cpu_ratio": float(np.median(cpu_ratios)), "rounds": rounds}
+        r = row[kind]
+        print(f"{name:20s} batch {batch:3d} {kind:5s}: RotConv {r['rot_ms']:7.2f} ms  Conv2D {r['conv_ms']:7.2f} ms  "
+              f"ratio {r['ratio']:.3f} [{r['ratio_ci'][0]:.3f}-{r['ratio_ci'][1]:.3f}] "
+              f"CPU {r['cpu_ratio']:.3f} ({rounds} rounds)", flush=True)
+    bank_fn = tf.function(rot.rotated_filter_bank, jit_compile=False)
+    bank_wall, _ = interleaved({"bank": lambda: bank_fn()}, 50, 1)
+    row["bank_ms"] = 1e3 * float(np.median(bank_wall["bank"]))
+    print(f"{name:20s} bank : {row['bank_ms']:.2f} ms (forward, of the RotConv forward above)", flush=True)
+    return row
+
+
 def bench_layers(budget, seed=0):
     rng = np.random.default_rng(seed)
     boot = np.random.default_rng(seed + 1)
-    rows = []
-    for name, (h, w, c), filters, mode, padding in SHAPES:
-        x = tf.constant(rng.random((BATCH, h, w, c)).astype("float32"))
-        rot = RotConv(filters, 9, n_angles=N_ANGLES, mode=mode, padding=padding)
-        conv = keras.layers.Conv2D(filters * N_ANGLES, 9, padding=padding)
-        out_hw = rot.compute_output_shape((BATCH, h, w, c))[1:3]
-        up_rot = tf.constant(rng.standard_normal((BATCH, *out_hw, 2 * filters)).astype("float32"))
-        up_conv = tf.constant(rng.standard_normal((BATCH, *out_hw, filters * N_ANGLES)).astype("float32"))
-        steps = {"rot_fwd": forward_step(rot, x), "conv_fwd": forward_step(conv, x),
-                 "rot_train": fwd_bwd_step(rot, x, up_rot), "conv_train": fwd_bwd_step(conv, x, up_conv)}
-        assert tuple(rot.rotated_filter_bank().shape) == tuple(conv.kernel.shape)
-        row = {"name": name, "input": f"{h}x{w}x{c}", "bank": "x".join(str(d) for d in conv.kernel.shape)}
-        for kind in ("fwd", "train"):
-            fns = {"rot": lambda s=steps[f"rot_{kind}"]: s(x), "conv": lambda s=steps[f"conv_{kind}"]: s(x)}
-            fns = {k: (lambda f=f: tf.nest.flatten(f())[0]) for k, f in fns.items()}
-            rounds = rounds_for(fns, budget, 10, 400)
-            wall, cpu = interleaved(fns, rounds, 1)
-            ratios, cpu_ratios = wall["rot"] / wall["conv"], cpu["rot"] / cpu["conv"]
-            row[kind] = {"rot_ms": 1e3 * float(np.median(wall["rot"])),
-                         "conv_ms": 1e3 * float(np.median(wall["conv"])),
-                         "ratio": float(np.median(ratios)), "ratio_ci": bootstrap_median_ci(ratios, boot),
-                         "cpu_ratio": float(np.median(cpu_ratios)), "rounds": rounds}
-            r = row[kind]
-            print(f"{name:20s} {kind:5s}: RotConv {r['rot_ms']:7.2f} ms  Conv2D {r['conv_ms']:7.2f} ms  "
-                  f"ratio {r['ratio']:.3f} [{r['ratio_ci'][0]:.3f}-{r['ratio_ci'][1]:.3f}] "
-                  f"CPU {r['cpu_ratio']:.3f} ({rounds} rounds)", flush=True)
-        bank_fn = tf.function(rot.rotated_filter_bank, jit_compile=False)
-        bank_wall, _ = interleaved({"bank": lambda: bank_fn()}, 50, 1)
-        row["bank_ms"] = 1e3 * float(np.median(bank_wall["bank"]))
-        print(f"{name:20s} bank : {row['bank_ms']:.2f} ms (forward, of the RotConv forward above)", flush=True)
-        rows.append(row)
-    return rows
+    rows = [compare_layer(shape, BATCH, budget, rng, boot) for shape in SHAPES]
+    # The bank costs the same at any batch size, the convolution grows with it: the last
+    # layer (1x1 output) again at the batch sizes of the attack stages.
+    sweep = [compare_layer(SHAPES[-1], batch, budget / 2, rng, boot) for batch in SWEEP_BATCHES]
+    return rows, sweep
 
 
 def bench_models(rounds=5, steps=10, seed=0):
@@ -117,7 +126,41 @@ def bench_models(rounds=5, steps=10, seed=0):
     return results
 
 
-def render(info, rows, models, settings):
+def where_the_time_goes(rows):
+    """What stands between RotConv and the bound, from this run's numbers."""
+    first, last = rows[0], rows[-1]
+    allowance = (RATIO_BAR - 1) * last["fwd"]["conv_ms"]
+    pool_first = first["fwd"]["rot_ms"] - first["fwd"]["conv_ms"] - first["bank_ms"]
+    return [
+        "Where the time goes. Last layer (9x9 input, 1x1 output): the convolution uses each bank weight "
+        f"once per image, {BATCH} multiply-adds per weight at batch {BATCH}, while the dense rotation "
+        "matrix costs 98 multiply-adds (49 disk pixels x 2 components) for each of the bank's non-zero "
+        "weights (49 of 81 pixels): as many multiply-adds as the convolution, in a matrix product of a "
+        "less favourable shape, followed by a transpose and a scatter into the 9x9 layout. Building the "
+        f"bank ({last['bank_ms']:.2f} ms) takes {last['bank_ms'] / last['fwd']['conv_ms']:.1f}x the "
+        f"convolution's forward ({last['fwd']['conv_ms']:.2f} ms) and {last['bank_ms'] / allowance:.0f}x the "
+        f"forward allowance of the target ({RATIO_BAR - 1:.2f} x {last['fwd']['conv_ms']:.2f} ms = "
+        f"{allowance:.2f} ms), and its backward is another matrix product of the same size. First layer "
+        "(one input channel): the convolution spends 81 multiply-adds per response, the orientation "
+        "pooling has to read every one of the 17 x 6 responses per pixel at least once; measured, the "
+        f"pooling and vector output add {pool_first:.1f} ms to the convolution's "
+        f"{first['fwd']['conv_ms']:.1f} ms forward. With a backward pass the convolution's share grows "
+        "(its two gradient convolutions), and so the forward + backward ratios are lower.",
+        "",
+        "Alternatives measured by hand on 2026-11-26 (same machine, quiet, interleaved medians; not "
+        "rerun by this script): the bilinear rotation as a sparse matrix (`tf.sparse.sparse_dense_matmul`, "
+        "at most 8 non-zeros per bank weight instead of 98) is slower than the dense product, 9.3-13.5 vs 4.4 ms (two runs) "
+        "forward at the last layer (2.8 vs 1.8 ms at the second); the bank under XLA 3.8 vs 4.3 ms forward, "
+        "7.2 vs 6.1 ms with backward; a depth-wise `max_pool` gives the maximum in 3.0 ms against `top_k`'s "
+        "8.3 ms at the first layer's shape, but no arg-max and no gradient on the depth axis. The "
+        "pooling compiled with XLA (`reduce_max` + `argmax` + direction, gradient as `reduce_max`'s) is "
+        "faster, 8.4 vs 13.5 ms forward and 17.2 vs 26.8 ms with backward at the first layer's shape, "
+        "but XLA compiles once per batch size (about 0.3 s a layer) and DeepFool's active batch shrinks "
+        "at every iteration, so it is not used.",
+    ]
+
+
+def render(info, rows, sweep, models, settings):
     worst = max(r["train"]["ratio"] for r in rows)
     worst_fwd = max(r["fwd"]["ratio"] for r in rows)
     lines = [SECTION_HEADING, "",
@@ -130,8 +173,11 @@ def render(info, rows, models, settings):
              f"time alone), convolves once with the whole bank and pools over orientations (one `top_k`, "
              f"vector output). The Conv2D has the same bank shape "
              f"(`k x k x C_in x filters*17`), so the same convolution FLOPs, and nothing else: the "
-             f"physical bound. Forward, and forward + backward (gradients of `sum(y * dy)` with respect "
-             f"to the input and all weights); `tf.function` without XLA; interleaved rounds; median of the "
+             f"physical bound. Forward, and forward + backward (the loss `sum(y * dy)` and its gradients "
+             f"with respect to the input and all weights, the loss returned so that the Conv2D's forward "
+             f"is not pruned away: its gradients do not need its output, RotConv's do; the runs before "
+             f"2026-11-26 timed the Conv2D without its forward); `tf.function` without XLA; interleaved "
+             f"rounds; median of the "
              f"per-round ratios with a bootstrap 95% interval. Target: at most {RATIO_BAR:.2f}x.", "",
              "| Layer | input | bank | bank ms | fwd RotConv ms | fwd Conv2D ms | fwd ratio | fwd+bwd RotConv ms | "
              "fwd+bwd Conv2D ms | fwd+bwd ratio [95% CI] | CPU-time ratio |",
@@ -143,8 +189,19 @@ def render(info, rows, models, settings):
                      f"[{t['ratio_ci'][0]:.3f}-{t['ratio_ci'][1]:.3f}] | {t['cpu_ratio']:.3f} |")
     verdict = "holds" if max(worst, worst_fwd) <= RATIO_BAR else "does NOT hold"
     lines += ["", f"Worst ratio: forward {worst_fwd:.3f}, forward + backward {worst:.3f}; the "
-                  f"{RATIO_BAR:.2f}x target {verdict} in this run.", "",
-              "### RotEqNet beside the GCNN (whole model, batch 64 training steps, 1,000-image inference, no XLA)",
+                  f"{RATIO_BAR:.2f}x target {verdict} in this run.", ""]
+    lines += ["### The last layer against batch size", "",
+              f"{rows[-1]['name']} again, at the batch sizes of the attack stages (250 and 500 images) and 128: "
+              f"the bank costs the same at every batch size, the convolution grows with it.", "",
+              "| batch | bank ms | fwd RotConv ms | fwd Conv2D ms | fwd ratio | fwd+bwd RotConv ms | fwd+bwd Conv2D ms "
+              "| fwd+bwd ratio [95% CI] |", "|---|---|---|---|---|---|---|---|"]
+    for r in [rows[-1]] + list(sweep):
+        f, t = r["fwd"], r["train"]
+        lines.append(f"| {r['batch']} | {r['bank_ms']:.2f} | {f['rot_ms']:.2f} | {f['conv_ms']:.2f} | {f['ratio']:.3f} | "
+                     f"{t['rot_ms']:.2f} | {t['conv_ms']:.2f} | {t['ratio']:.3f} "
+                     f"[{t['ratio_ci'][0]:.3f}-{t['ratio_ci'][1]:.3f}] |")
+    lines += ["", *where_the_time_goes(rows), ""]
+    lines += ["### RotEqNet beside the GCNN (whole model, batch 64 training steps, 1,000-image inference, no XLA)",
               "", "| Model | parameters | training img/s | inference img/s |", "|---|---|---|---|"]
     for name, m in models.items():
         lines.append(f"| {name} | {m['params']:,} | {m['train_img_s']:.0f} | {m['infer_img_s']:.0f} |")
@@ -158,11 +215,11 @@ def main():
     args = parser.parse_args()
     keras.utils.set_random_seed(0)
     started, load_start = time.perf_counter(), loadavg()
-    rows = bench_layers(args.budget)
+    rows, sweep = bench_layers(args.budget)
     models = bench_models()
     settings = {"command": "python benchmarks/bench_rotconv.py " + " ".join(sys.argv[1:]),
                 "load_start": load_start, "load_end": loadavg(), "elapsed": time.perf_counter() - started}
-    publish_section(args.output, render(machine_info(), rows, models, settings), SECTION_HEADING)
+    publish_section(args.output, render(machine_info(), rows, sweep, models, settings), SECTION_HEADING)
 
 
 if __name__ == "__main__":
