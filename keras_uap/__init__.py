@@ -9,7 +9,7 @@ _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 # The public API (keras_uap.api) imports TensorFlow: load it on first use, so
 # that `import keras_uap` (and the CLI's --help) stays fast.
-_API_NAMES = ("svd_universal_perturbation", "fooling_curve", "load_classifier", "load_images")
+_API_NAMES = ("svd_universal_perturbation", "attack_directions", "fooling_curve", "load_classifier", "load_images")
 
 
 def __getattr__(name):

@@ -7,6 +7,7 @@ stderr and exit code 2.
 """
 
 import enum
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -21,6 +22,22 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+def _show_version(value: bool):
+    if value:
+        from keras_uap import __version__
+
+        typer.echo(f"keras-uap {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _app_options(
+    version: Annotated[bool, typer.Option("--version", metavar=" ", callback=_show_version, is_eager=True,
+                                          help="Show the version and exit.")] = False,
+):
+    pass
 
 
 class ModelName(str, enum.Enum):
@@ -46,18 +63,24 @@ class DatasetName(str, enum.Enum):
 DatasetOpt = Annotated[DatasetName, typer.Option(help="Dataset to use.")]
 DataDirOpt = Annotated[
     Optional[Path],
-    typer.Option(help="Directory holding the four MNIST IDX files (.gz or plain); default: "
-                      "$KERAS_UAP_DATA_DIR, then tensorflow-datasets."),
+    typer.Option(help="Directory holding the dataset's four IDX files (train-images-idx3-ubyte, "
+                      "train-labels-idx1-ubyte, t10k-..., .gz or plain); default: $KERAS_UAP_DATA_DIR, for "
+                      "fashion_mnist the Debian package's /usr/share/datasets/fashion-mnist, then "
+                      "tensorflow-datasets. Give the same directory to every stage command of a run "
+                      "(or set $KERAS_UAP_DATA_DIR): it is part of the data stage's cache key."),
 ]
-SeedOpt = Annotated[int, typer.Option(help="Seed for rotations, initialisation and shuffling.")]
+SeedOpt = Annotated[int, typer.Option(min=0, help="Seed for rotations, initialisation and shuffling.")]
 RunDirOpt = Annotated[Optional[Path], typer.Option(help="Where stage artifacts and TensorBoard logs go "
                                                         "(default: runs/default; runs/quick with --quick).")]
 ExportDirOpt = Annotated[Optional[Path], typer.Option(help="Where models are exported as <dataset>-<model>/ "
                                                            "(default: saved_models).")]
 EpochsOpt = Annotated[Optional[int], typer.Option(min=1, help="Training epochs of every model (default: 10, "
                                                                "RotEqNet 2; 1 with --quick).")]
-QuickOpt = Annotated[bool, typer.Option("--quick", help="Smoke run: small data subsets and one epoch.")]
-ForceOpt = Annotated[bool, typer.Option("--force", help="Redo stages even when their cached result is valid.")]
+# metavar " ": a flag takes no value, which the default "<bool>" hides.
+QuickOpt = Annotated[bool, typer.Option("--quick", metavar=" ",
+                                        help="Smoke run: small data subsets and one epoch.")]
+ForceOpt = Annotated[bool, typer.Option("--force", metavar=" ",
+                                        help="Redo stages even when their cached result is valid.")]
 
 
 def _log(line):
@@ -106,7 +129,8 @@ def data(
     quick: QuickOpt = False,
     force: ForceOpt = False,
 ):
-    """Load MNIST, split 55,000/5,000/10,000 and rotate validation and test once (saved as npz)."""
+    """Load the dataset, split it 55,000/5,000/10,000 (5,000/500/1,000 with --quick) and rotate validation
+    and test once (saved as npz)."""
     from keras_uap.pipelines.study import prepare_data
 
     cfg = _config(quick, run_dir, None, dataset, data_dir, seed, None, force)
@@ -116,7 +140,8 @@ def data(
 
 @app.command()
 def train(
-    model: Annotated[ModelName, typer.Option(help="Which Table 2 model to train.")],
+    model: Annotated[ModelName, typer.Option(help="Which model to train: the paper's Table 2 StdCNN or GCNN, "
+                                                  "or RotEqNet.")],
     dataset: DatasetOpt = DatasetName.mnist,
     data_dir: DataDirOpt = None,
     epochs: EpochsOpt = None,
@@ -181,7 +206,7 @@ def run_all(
     quick: QuickOpt = False,
     force: ForceOpt = False,
     no_comparison: Annotated[bool, typer.Option(
-        "--no-comparison",
+        "--no-comparison", metavar=" ",
         help="Skip the comparison of SVD-UAP with the iterative UAP, class-mean and random directions "
              "(L2, L-infinity, cost) and the transfer across models.")] = False,
 ):
@@ -226,13 +251,15 @@ def study(
     model_path: Annotated[Path, typer.Option(help="Your classifier: a .keras file or a TF SavedModel directory.")],
     data: Annotated[str, typer.Option(help="Your labelled images: an .npz with arrays x and y, a directory of "
                                            "IDX files, or a tensorflow-datasets name.")],
-    split: Annotated[str, typer.Option(help="Split to load: test or train (IDX, npz x_<split>), any TFDS split.")] = (
+    split: Annotated[str, typer.Option(help="Split to load: test or train of an IDX directory; x_<split>, y_<split> "
+                                            "of an npz (an npz with plain x, y is the split test); any TFDS split.")] = (
         "test"),
     clip_min: Annotated[float, typer.Option(help="Smallest valid pixel value.")] = 0.0,
     clip_max: Annotated[float, typer.Option(help="Largest valid pixel value.")] = 1.0,
     attacks: Annotated[str, typer.Option(help="Comma-separated attacks: gradient, fgsm, deepfool.")] = (
         "gradient,fgsm,deepfool"),
-    sample_sizes: Annotated[str, typer.Option(help="Comma-separated numbers m of attacked inputs per SVD.")] = (
+    sample_sizes: Annotated[str, typer.Option(help="Comma-separated numbers m of attacked inputs per SVD "
+                                                   "(at most all inputs).")] = (
         "100,500"),
     limit: Annotated[Optional[int], typer.Option(min=1, help="Use only the first N inputs (default: all).")] = None,
     eps: Annotated[Optional[str], typer.Option(help="Comma-separated perturbation norms (default: 1,2,4,8 for l2, "
@@ -244,7 +271,7 @@ def study(
              "[0, 1], scaled by sqrt(values per image) and the pixel range.")] = None,
     strategy: Annotated[StrategyName, typer.Option(help="mirrored: data-parallel over the local GPUs "
                                                         "(tf.distribute.MirroredStrategy).")] = StrategyName.none,
-    seed: Annotated[int, typer.Option(help="Seed of the samples of attacked inputs.")] = 0,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of the samples of attacked inputs.")] = 0,
     run_dir: Annotated[Path, typer.Option(help="Where stage artifacts, metrics.json and perturbations/ go.")] = (
         Path("runs/study")),
     force: ForceOpt = False,
@@ -267,17 +294,57 @@ def study(
     typer.echo(f"metrics: {run_dir / 'metrics.json'}  report: {run_dir / 'user_report' / 'report.md'}")
 
 
+def _import_tensorflow_quietly():
+    """Imports TensorFlow and initialises its devices with stderr silenced.
+
+    TF 2.21 writes oneDNN and CUDA notices (and, on a machine without a GPU, a
+    "failed call to cuInit" error) from C++ before TF_CPP_MIN_LOG_LEVEL is
+    read; they would open every command's output. What TF writes is shown
+    after all if the import fails.
+    """
+    import tempfile
+
+    fd = sys.stderr.fileno()
+    sys.stderr.flush()
+    saved = os.dup(fd)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), fd)
+        try:
+            import tensorflow as tf
+
+            tf.config.list_physical_devices()
+        except BaseException:
+            os.dup2(saved, fd)
+            sink.seek(0)
+            sys.stderr.buffer.write(sink.read())
+            raise
+        finally:
+            os.dup2(saved, fd)
+            os.close(saved)
+
+
 def main(argv=None):
     """Entry point of the `keras-uap` console script."""
     argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and not {"--help", "--version"} & set(argv):
+        try:
+            _import_tensorflow_quietly()
+        except (OSError, ValueError):  # no usable stderr descriptor (e.g. captured by a test runner)
+            pass
     try:
         code = app(args=argv or ["--help"], prog_name="keras-uap", standalone_mode=False)
     except TyperException as exc:  # usage errors: unknown option, bad choice, out of range
-        typer.echo(f"keras-uap: error: {exc.format_message()}", err=True)
+        # Typer words a bad choice as pydantic does ("Value error, 'x' is not one of ...") and
+        # lists the choices of a missing option one per line.
+        message = " ".join(exc.format_message().replace("Value error, ", "").split())
+        typer.echo(f"keras-uap: error: {message}", err=True)
         sys.exit(2)
     except UserError as exc:
         typer.echo(f"keras-uap: error: {exc}", err=True)
         sys.exit(2)
+    except OSError as exc:  # the environment, not the code: a full disk, a directory removed mid-run
+        typer.echo(f"keras-uap: error: {exc}", err=True)
+        sys.exit(1)
     except (typer.Abort, KeyboardInterrupt):
         typer.echo("keras-uap: interrupted; completed stages are kept, rerun to resume", err=True)
         sys.exit(130)

@@ -249,6 +249,9 @@ def test_bad_npz_is_a_one_line_user_error(tmp_path, arrays, phrases):
 
 def test_bad_sources_are_one_line_user_errors(tmp_path):
     (tmp_path / "notes.txt").write_text("hello")
+    (tmp_path / "garbage.keras").write_text("not a model")
+    (tmp_path / "garbage.npz").write_bytes(b"\x80\x04not an archive")
+    np.savez(tmp_path / "plain.npz", x=np.zeros((2, 4, 4)), y=np.zeros(2, int))
     cases = [
         (lambda: load_images(tmp_path / "missing.npz"), ["data not found"]),
         (lambda: load_images(tmp_path / "notes.txt"), ["unknown data format"]),
@@ -257,6 +260,9 @@ def test_bad_sources_are_one_line_user_errors(tmp_path):
         (lambda: load_classifier(tmp_path / "missing.keras"), ["model not found"]),
         (lambda: load_classifier(tmp_path / "notes.txt"), ["unknown model format"]),
         (lambda: load_classifier(tmp_path), ["not a TF SavedModel directory"]),
+        (lambda: load_classifier(tmp_path / "garbage.keras"), ["not a .keras file", "zip archive"]),
+        (lambda: load_images(tmp_path / "garbage.npz"), ["not an .npz archive"]),
+        (lambda: load_images(tmp_path / "plain.npz", split="train"), ["no x_train/y_train", "holds: x, y"]),
         (lambda: make_strategy("tpu"), ["unknown strategy 'tpu'", "none, mirrored"]),
     ]
     for call, phrases in cases:
@@ -297,6 +303,7 @@ def test_package_exports_the_api_lazily():
 
     assert keras_uap.svd_universal_perturbation is api.svd_universal_perturbation
     assert keras_uap.load_images is api.load_images
+    assert keras_uap.attack_directions is api.attack_directions
     done = _python("-c", "import sys, keras_uap; print('tensorflow' in sys.modules)")
     assert done.returncode == 0 and done.stdout.strip() == "False", done.stderr[-2000:]
 

@@ -30,6 +30,9 @@ def test_every_model_can_be_chosen(capsys):
     (["data", "--dataset", "cifar"], "'cifar' is not one of"),
     (["run-all", "--models", "stdcnn,resnet"], "unknown model 'resnet'; choose from: stdcnn, gcnn, roteqnet"),
     (["run-all", "--models", " , "], "no model chosen"),
+    (["train"], "Missing option '--model'. Choose from: stdcnn, gcnn, roteqnet"),
+    (["data", "--seed", "-1"], "'--seed'"),
+    (["study", "--model-path", "m.keras", "--data", "d.npz", "--seed", "-3"], "'--seed'"),
 ])
 def test_user_errors_are_one_line_with_exit_2(capsys, argv, expected):
     code, _, err = _run(capsys, *argv)
@@ -57,3 +60,32 @@ def test_directions_without_an_export_names_the_command_that_makes_it(capsys, tm
     code, _, err = _run(capsys, "directions", "--model", "gcnn", "--quick", "--data-dir", mnist_dir,
                         "--run-dir", str(tmp_path), "--export-dir", str(tmp_path / "none"))
     assert code == 2 and "keras-uap train --model gcnn" in err and "Traceback" not in err
+
+
+def test_version(capsys):
+    from keras_uap import __version__
+
+    code, out, _ = _run(capsys, "--version")
+    assert code == 0 and out.strip() == f"keras-uap {__version__}"
+
+
+def test_bad_directories_are_one_line_errors(capsys, tmp_path, monkeypatch):
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    (tmp_path / "idx").mkdir()
+    fake_dataset(tmp_path / "idx")
+    data = ["--data-dir", str(tmp_path / "idx")]
+    cases = [
+        (["data", "--run-dir", str(afile), *data], f"--run-dir {afile}: is a file, not a directory"),
+        (["data", "--run-dir", str(afile / "sub"), *data], f"lies under the file {afile}"),
+        (["train", "--model", "gcnn", "--run-dir", str(tmp_path / "run"), "--export-dir", str(afile), *data],
+         f"--export-dir {afile}: is a file"),
+        (["data", "--data-dir", str(afile)], f"{afile}: data directory is a file, not a directory"),
+    ]
+    for argv, expected in cases:
+        code, _, err = _run(capsys, *argv)
+        assert code == 2 and expected in err and err.strip().count("\n") == 0, err
+    monkeypatch.setenv("KERAS_UAP_DATA_DIR", str(tmp_path / "nope"))
+    code, _, err = _run(capsys, "data", "--run-dir", str(tmp_path / "run"))
+    assert code == 2 and "data directory (from $KERAS_UAP_DATA_DIR) not found" in err, err
+    assert not (tmp_path / "run").exists()

@@ -11,6 +11,7 @@ zero gradient.
 
 import dataclasses
 import os
+import zipfile
 from typing import Any, Callable
 
 import numpy as np
@@ -119,6 +120,9 @@ def _from_path(path, output):
         return _from_saved_model(loaded, output, path)
     if not path.endswith((".keras", ".h5", ".hdf5")):
         raise UserError(f"{path}: unknown model format; expected a .keras file or a TF SavedModel directory")
+    # Keras reports any .keras file that is not a zip archive as "File not found".
+    if path.endswith(".keras") and not zipfile.is_zipfile(path):
+        raise UserError(f"{path}: not a .keras file (a .keras file is a zip archive, as model.save writes)")
     import keras_uap.layers  # noqa: F401  (registers this project's layers for deserialisation)
 
     try:

@@ -24,10 +24,10 @@ def load_images(source, split="test", limit=None):
 
     Args:
         source: one of
-            - a path to an `.npz` file with arrays `x` (images, (N, H, W) or
-              (N, H, W, C)) and `y` (labels, (N,)); `x_<split>` and
-              `y_<split>` are used when `x`/`y` are absent (the layout of
-              `keras.datasets` caches);
+            - a path to an `.npz` file with arrays `x_<split>` and
+              `y_<split>` (the layout of `keras.datasets` caches), or with
+              `x` (images, (N, H, W) or (N, H, W, C)) and `y` (labels, (N,))
+              holding one split, read for the default split "test" only;
             - a directory of IDX files named as MNIST's
               (`t10k-images-idx3-ubyte[.gz]`, `t10k-labels-idx1-ubyte[.gz]`
               for "test", `train-...` for "train"), of any image size;
@@ -71,10 +71,19 @@ def load_images(source, split="test", limit=None):
 
 
 def _load_npz(path, split):
+    # np.load reads a non-zip file as a pickle, and its error then suggests allow_pickle.
+    if not zipfile.is_zipfile(path):
+        raise DataError(f"{path}: not an .npz archive (an .npz is a zip of .npy arrays, as np.savez writes)")
     try:
         with np.load(path, allow_pickle=False) as archive:
             names = list(archive.files)
-            keys = [k if k in names else f"{k}_{split}" for k in ("x", "y")]
+            if f"x_{split}" in names or "x" not in names:
+                keys = [f"x_{split}", f"y_{split}"]
+            elif split != "test":
+                raise DataError(f"{path}: no x_{split}/y_{split} in the .npz (it holds: {', '.join(names)}); "
+                                "its x and y are read as the split \"test\", the default")
+            else:
+                keys = ["x", "y"]
             for key, what in zip(keys, ("images", "labels")):
                 if key not in names:
                     raise DataError(f"{path}: no array {key[0]!r} ({what}) in the .npz; it holds: "

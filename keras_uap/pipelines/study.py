@@ -12,7 +12,7 @@ import os
 import shutil
 import tempfile
 
-from keras_uap.data.sources import resolve_data_dir
+from keras_uap.data.sources import DATA_DIR_ENV, resolve_data_dir
 from keras_uap.errors import UserError
 from keras_uap.models import MODELS
 from keras_uap.pipelines.data_stage import DATA_STAGE, TEST_SIZE, TRAIN_SIZE, VALIDATION_SIZE
@@ -21,6 +21,7 @@ from keras_uap.pipelines.comparison_stage import COMPARISON_STAGE, DEFAULT_LINF_
 from keras_uap.pipelines.directions_stage import ATTACKS, DIRECTIONS_STAGE
 from keras_uap.pipelines.universal_stage import DEFAULT_EPS_GRID, UNIVERSAL_STAGE
 from keras_uap.pipelines.report_stage import REPORT_STAGE
+from keras_uap.pipelines.paths import check_input_dir, check_output_dir
 from keras_uap.pipelines.runner import publish_directory, publish_file, read_lineage, run_stage
 from keras_uap.pipelines.train_stage import TRAIN_STAGE
 from keras_uap.pipelines.transfer_stage import TRANSFER_METHODS, TRANSFER_STAGE
@@ -126,8 +127,14 @@ class StudyConfig:
             raise UserError(f"--batch-size must be at least 1, got {self.batch_size}")
         if min(self.train_size, self.validation_size, self.test_size) < 1:
             raise UserError("split sizes must be positive")
-        if self.data_dir is not None and not os.path.isdir(self.data_dir):
-            raise UserError(f"{self.data_dir}: data directory not found")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise UserError(f"--seed must be an integer >= 0, got {self.seed!r}")
+        if self.data_dir is not None:
+            check_input_dir(self.data_dir, "data directory")
+        elif os.environ.get(DATA_DIR_ENV):
+            check_input_dir(os.environ[DATA_DIR_ENV], f"data directory (from ${DATA_DIR_ENV})")
+        check_output_dir(self.run_dir, "--run-dir")
+        check_output_dir(self.export_dir, "--export-dir")
         return self
 
 

@@ -38,6 +38,7 @@ import numpy as np
 
 from keras_uap.api import ATTACKS, NORMS, STRATEGIES
 from keras_uap.errors import UserError
+from keras_uap.pipelines.paths import check_output_dir
 from keras_uap.pipelines.runner import Stage, code_version, publish_directory, publish_file, read_lineage, run_stage
 
 __all__ = ["UserStudyConfig", "run_user_study", "DEFAULT_EPS", "USER_DATA_STAGE", "USER_DIRECTIONS_STAGE",
@@ -126,6 +127,9 @@ class UserStudyConfig:
             raise UserError(f"--probe-norm must be a finite norm > 0, got {self.probe_norm}")
         if not (math.isfinite(self.clip_min) and math.isfinite(self.clip_max) and self.clip_min < self.clip_max):
             raise UserError(f"--clip-min must be below --clip-max, got {self.clip_min} and {self.clip_max}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise UserError(f"--seed must be an integer >= 0, got {self.seed!r}")
+        check_output_dir(self.run_dir, "--run-dir")
         return self
 
 
@@ -372,6 +376,10 @@ def run_user_study(cfg, log=None):
         force=cfg.force, log=log)}
     data = {"data": os.path.join(results["user_data"].output_dir, "data.npz")}
     sample_sizes = sorted(set(int(m) for m in cfg.sample_sizes))
+    n = results["user_data"].summary["n"]
+    if log and sample_sizes[-1] > n:
+        log(f"--sample-sizes {', '.join(str(m) for m in sample_sizes if m > n)}: only {n} inputs, "
+            f"so the SVD uses all {n}")
     directions = {}
     for attack in (a for a in ATTACKS if a in cfg.attacks):
         result = run_stage(
