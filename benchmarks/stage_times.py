@@ -1,4 +1,4 @@
-"""Usage: python benchmarks/stage_times.py RUN_DIR --profile default|quick [--output benchmarks/RESULTS.md]
+"""Usage: python benchmarks/stage_times.py RUN_DIR --profile default|quick [--output benchmarks/RESULTS.md] [--note TEXT]
 
 Writes the time each stage of a `keras-uap run-all` took (from the lineage
 records its runner wrote, so a resumed run counts each stage once, as it ran)
@@ -31,6 +31,7 @@ def main():
     parser.add_argument("--profile", required=True)
     parser.add_argument("--output", default="benchmarks/RESULTS.md")
     parser.add_argument("--budget-min", type=float, default=None, help="target for the total, in minutes")
+    parser.add_argument("--note", default=None, help="a paragraph to keep under the table (what ran, why)")
     args = parser.parse_args()
     times = stage_times(args.run_dir)
     total = sum(times.values())
@@ -44,6 +45,8 @@ def main():
     if args.budget_min:
         verdict = "within" if total / 60 <= args.budget_min else "OVER"
         lines.append(f"Target: {args.budget_min:g} min; this run is {verdict} it.")
+    if args.note:
+        lines += ["", args.note]
     update_results_file(args.output, "\n".join(lines) + "\n")
     print(f"{args.profile}: {total:.1f} s over {len(times)} stages")
 

@@ -5,6 +5,7 @@ __version__ = "0.1.0"
 import os as _os
 
 # TensorFlow's C++ info lines drown the CLI's own output; users can still override.
+_TF_LOG_LEVEL_FROM_USER = "TF_CPP_MIN_LOG_LEVEL" in _os.environ
 _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 # The public API (keras_uap.api) imports TensorFlow: load it on first use, so

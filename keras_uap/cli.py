@@ -75,10 +75,10 @@ RunDirOpt = Annotated[Optional[Path], typer.Option(help="Where stage artifacts a
 ExportDirOpt = Annotated[Optional[Path], typer.Option(help="Where models are exported as <dataset>-<model>/ "
                                                            "(default: saved_models).")]
 EpochsOpt = Annotated[Optional[int], typer.Option(min=1, help="Training epochs of every model (default: 10, "
-                                                               "RotEqNet 2; 1 with --quick).")]
+                                                               "RotEqNet 2; with --quick 3, RotEqNet 1).")]
 # metavar " ": a flag takes no value, which the default "<bool>" hides.
 QuickOpt = Annotated[bool, typer.Option("--quick", metavar=" ",
-                                        help="Smoke run: small data subsets and one epoch.")]
+                                        help="Smoke run: small data subsets and few epochs.")]
 ForceOpt = Annotated[bool, typer.Option("--force", metavar=" ",
                                         help="Redo stages even when their cached result is valid.")]
 
@@ -326,6 +326,12 @@ def _import_tensorflow_quietly():
 def main(argv=None):
     """Entry point of the `keras-uap` console script."""
     argv = sys.argv[1:] if argv is None else list(argv)
+    import keras_uap
+
+    if not keras_uap._TF_LOG_LEVEL_FROM_USER:
+        # TF 2.21 logs harmless C++ "errors" while training (a tf.data attribute its
+        # kernels do not know, oneDNN's int32 fallback); real failures still raise.
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
     if argv and not {"--help", "--version"} & set(argv):
         try:
             _import_tensorflow_quietly()

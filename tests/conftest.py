@@ -33,12 +33,15 @@ def mnist_raw(mnist_dir):
 def tiny_run(tmp_path_factory, mnist_dir):
     """Data and both models trained for one epoch on 3,000 real images: shared
     by every test that needs an export (tiny, far from the paper's accuracy)."""
-    from keras_uap.pipelines.study import quick_config, run_all
+    from keras_uap.pipelines.study import QUICK_MODEL_SETTINGS, quick_config, run_all
 
     root = tmp_path_factory.mktemp("run")
+    # One epoch of SGD for StdCNN and GCNN (the quick profile's three of Adam would double
+    # the fixture's time for accuracy no test needs); RotEqNet as in the quick profile.
     cfg = quick_config(run_dir=str(root / "run"), export_dir=str(root / "export"), data_dir=mnist_dir,
                        train_size=3000, validation_size=300, test_size=500, attack_limit=200,
-                       attack_batch_size=100, verbose=0)
+                       attack_batch_size=100, verbose=0,
+                       model_settings={"roteqnet": QUICK_MODEL_SETTINGS["roteqnet"]})
     return cfg, run_all(cfg, attacks=())
 
 

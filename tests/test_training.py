@@ -79,3 +79,14 @@ def test_each_epoch_sees_new_rotations_and_streams_are_reproducible():
     again = [x.numpy() for x, _ in rotated_training_dataset(images, labels, 10, 2, seed=5)]
     np.testing.assert_array_equal(batches[0], again[0])
     assert batches[0].min() >= 0 and batches[0].max() <= 1
+
+
+def test_quick_profile_trains_stdcnn_and_gcnn_with_adam_unless_epochs_are_chosen():
+    from keras_uap.pipelines.study import quick_config
+
+    quick = quick_config()
+    for model in ("stdcnn", "gcnn"):
+        chosen = quick.for_model(model)
+        assert (chosen.optimizer, chosen.learning_rate, chosen.epochs) == ("adam", 1e-3, 3)
+    assert quick.for_model("roteqnet").epochs == 1
+    assert quick_config(epochs=5, user_set=("epochs",)).for_model("gcnn").epochs == 5

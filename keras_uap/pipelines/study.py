@@ -44,7 +44,12 @@ DEFAULT_MODEL_SETTINGS = {
                  "universal_eval_subset": 2000, "universal_seeds": (0,), "eval_batch_size": 1000,
                  "attack_batch_size": 250, "comparison_sample_sizes": (100,)},
 }
+# The quick profile trains on 5,000 images: one epoch of SGD leaves StdCNN and
+# GCNN near chance (0.23 and 0.38 test accuracy), three of Adam reach 0.65 and
+# 0.85 for 25 s more, enough that the smoke run's curves mean something.
 QUICK_MODEL_SETTINGS = {
+    "stdcnn": {"epochs": 3, "optimizer": "adam", "learning_rate": 1e-3},
+    "gcnn": {"epochs": 3, "optimizer": "adam", "learning_rate": 1e-3},
     "roteqnet": {"optimizer": "adam", "learning_rate": 1e-3, "deepfool_subset": 200, "universal_eval_subset": 300,
                  "universal_seeds": (0,), "eval_batch_size": 500, "attack_batch_size": 250,
                  "comparison_sample_sizes": (25,)},
@@ -139,7 +144,7 @@ class StudyConfig:
 
 
 def quick_config(**overrides):
-    """A smoke-run profile: small real subsets and one epoch, under its own
+    """A smoke-run profile: small real subsets and few epochs, under its own
     run and export directories so it never replaces a full export."""
     base = dict(run_dir="runs/quick", epochs=1, train_size=5_000, validation_size=500, test_size=1_000,
                 attack_limit=500, universal_seeds=(0, 1), random_seeds=(0, 1),
