@@ -1,5 +1,6 @@
 import hashlib
 import os
+import socket
 
 import numpy as np
 import pytest
@@ -7,6 +8,8 @@ import pytest
 from idx_helpers import fake_dataset, write_idx
 
 from keras_uap.data import IDX_FILES, read_idx_dataset, rotate_images
+from keras_uap.api import load_images
+from keras_uap.data import sources
 from keras_uap.data.sources import load_raw_dataset
 from keras_uap.errors import DataError
 from keras_uap.pipelines.data_stage import DATA_STAGE, load_split, random_angles
@@ -73,10 +76,32 @@ def test_offline_tfds_failure_says_how_to_provide_data(tmp_path, monkeypatch):
     def offline(*args, **kwargs):
         raise ConnectionError("Failed to establish a new connection: Network is unreachable")
 
-    # The sandbox has no network; simulate the failure rather than wait for timeouts.
+    # The sandbox has no network; simulate the failure rather than wait for timeouts,
+    # past the quick reachability check (as if the name lookup had worked).
     monkeypatch.setattr(tfds, "load", offline)
-    with pytest.raises(DataError, match="--data-dir DIR"):
+    monkeypatch.setattr(sources.socket, "getaddrinfo", lambda *args: [])
+    with pytest.raises(DataError, match="--data-dir DIR") as info:
         load_raw_dataset("mnist")
+    assert "Network is unreachable" in str(info.value)
+
+
+def test_unreachable_download_host_fails_at_once(tmp_path, monkeypatch):
+    monkeypatch.delenv("KERAS_UAP_DATA_DIR", raising=False)
+    import tensorflow_datasets as tfds
+
+    def no_name_lookup(*args):
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("tfds.load would retry the download for minutes")
+
+    monkeypatch.setattr(sources.socket, "getaddrinfo", no_name_lookup)
+    monkeypatch.setattr(tfds, "load", must_not_run)
+    with pytest.raises(DataError, match="storage.googleapis.com cannot be reached") as info:
+        load_raw_dataset("mnist")
+    assert "--data-dir DIR" in str(info.value) and "\n" not in str(info.value)
+    with pytest.raises(DataError, match="storage.googleapis.com cannot be reached"):
+        load_images("mnist")
 
 
 def test_env_var_is_used_when_no_data_dir_given(tmp_path, monkeypatch):

@@ -12,6 +12,7 @@ import numpy as np
 
 from keras_uap.api._checks import ArgumentError, check_positive_int
 from keras_uap.data.idx import IDX_FILES, find_idx_file, read_idx
+from keras_uap.data.sources import tfds_download_blocked
 from keras_uap.errors import DataError, UserError
 
 __all__ = ["load_images", "check_compatible", "prepare_images", "prepare_labels"]
@@ -115,6 +116,10 @@ def _load_tfds(name, split, limit):
     except ImportError:
         raise DataError(f"{name}: not a file or directory, and tensorflow-datasets is not installed") from None
     tfds_split = f"{split}[:{limit}]" if limit is not None and "[" not in split else split
+    blocked = tfds_download_blocked(name)
+    if blocked:
+        raise DataError(f"{name}: not a file or directory, and cannot be loaded from tensorflow-datasets: "
+                        f"{blocked}; offline, save the images as an .npz with arrays x and y")
     try:
         x, y = tfds.load(name, split=tfds_split, as_supervised=True, batch_size=-1)
     except Exception as exc:  # TFDS raises many kinds when offline, unknown or misconfigured.
