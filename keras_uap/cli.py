@@ -131,6 +131,7 @@ def data(
 ):
     """Load the dataset, split it 55,000/5,000/10,000 (5,000/500/1,000 with --quick) and rotate validation
     and test once (saved as npz)."""
+    _import_tensorflow_quietly()
     from keras_uap.pipelines.study import prepare_data
 
     cfg = _config(quick, run_dir, None, dataset, data_dir, seed, None, force)
@@ -152,6 +153,7 @@ def train(
     force: ForceOpt = False,
 ):
     """Train StdCNN, GCNN or RotEqNet with random rotations and export a SavedModel and a .keras file."""
+    _import_tensorflow_quietly()
     from keras_uap.pipelines.study import train as train_model
 
     cfg = _config(quick, run_dir, export_dir, dataset, data_dir, seed, epochs, force)
@@ -173,6 +175,7 @@ def directions(
 ):
     """Collect per-input attack directions (loss gradient, FGSM unclipped and clipped, DeepFool, PGD) of an
     exported model on the rotated test set; saved as npz with labels, success and norms."""
+    _import_tensorflow_quietly()
     from keras_uap.pipelines.study import ATTACKS, collect_directions, prepare_data
 
     cfg = _config(quick, run_dir, export_dir, dataset, data_dir, seed, None, force)
@@ -214,6 +217,7 @@ def run_all(
     invariant directions; universal-attack curves; SVD-UAP against the baselines and transfer; report,
     metrics.json and TensorBoard. Stages whose inputs and parameters are unchanged are reused; an
     interrupted run resumes where it stopped."""
+    _import_tensorflow_quietly()
     import dataclasses
 
     from keras_uap.pipelines.study import run_all as run_study
@@ -279,6 +283,7 @@ def study(
     """Run the study on your own model and data: attack directions, their spectrum, the SVD universal
     perturbation per attack and sample size, error and fooling rates against the norm beside random
     directions, and a report. Cached and resumable like run-all."""
+    _import_tensorflow_quietly()
     from keras_uap.pipelines.user_study import UserStudyConfig, run_user_study
 
     cfg = UserStudyConfig(
@@ -300,11 +305,17 @@ def _import_tensorflow_quietly():
     TF 2.21 writes oneDNN and CUDA notices (and, on a machine without a GPU, a
     "failed call to cuInit" error) from C++ before TF_CPP_MIN_LOG_LEVEL is
     read; they would open every command's output. What TF writes is shown
-    after all if the import fails.
+    after all if the import fails. Called by each command once its arguments
+    are parsed, so that a usage error does not wait for TensorFlow.
     """
     import tempfile
 
-    fd = sys.stderr.fileno()
+    if "tensorflow" in sys.modules:
+        return
+    try:
+        fd = sys.stderr.fileno()
+    except (OSError, ValueError):  # no descriptor behind stderr (e.g. captured by a test runner)
+        return
     sys.stderr.flush()
     saved = os.dup(fd)
     with tempfile.TemporaryFile() as sink:
@@ -332,11 +343,6 @@ def main(argv=None):
         # TF 2.21 logs harmless C++ "errors" while training (a tf.data attribute its
         # kernels do not know, oneDNN's int32 fallback); real failures still raise.
         os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
-    if argv and not {"--help", "--version"} & set(argv):
-        try:
-            _import_tensorflow_quietly()
-        except (OSError, ValueError):  # no usable stderr descriptor (e.g. captured by a test runner)
-            pass
     try:
         code = app(args=argv or ["--help"], prog_name="keras-uap", standalone_mode=False)
     except TyperException as exc:  # usage errors: unknown option, bad choice, out of range

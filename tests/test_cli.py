@@ -89,3 +89,13 @@ def test_bad_directories_are_one_line_errors(capsys, tmp_path, monkeypatch):
     code, _, err = _run(capsys, "data", "--run-dir", str(tmp_path / "run"))
     assert code == 2 and "data directory (from $KERAS_UAP_DATA_DIR) not found" in err, err
     assert not (tmp_path / "run").exists()
+
+
+def test_usage_errors_do_not_wait_for_tensorflow():
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom keras_uap.cli import main\ntry:\n    main(['train', '--model', 'resnet'])\n"
+            "except SystemExit as exit:\n    print(exit.code, 'tensorflow' in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout.split() == ["2", "False"], done.stderr[-2000:]
