@@ -288,6 +288,39 @@ def test_data_that_does_not_fit_the_model_is_rejected(saved, data):
         fooling_curve(classifier, x, y, np.ones(SHAPE), eps=[-1.0])
 
 
+def test_bad_arguments_are_one_line_errors_before_any_attack(saved, data):
+    model, _ = saved
+    x, y = data[1]
+    x, y = x[:6], y[:6]
+    classifier = load_classifier(model)
+    nan = x.copy()
+    nan[0, 0, 0, 0] = np.nan
+    directions = np.zeros_like(x)
+    cases = [
+        (lambda: attack_directions(classifier, x, None, attack="gradient"), ["`y` is required"]),
+        (lambda: attack_directions(classifier, x, y[:4], attack="gradient"), ["same length", "6 and 4"]),
+        (lambda: attack_directions(classifier, x[:0], y[:0], attack="gradient"), ["holds no inputs"]),
+        (lambda: attack_directions(classifier, x, y + 0.5, attack="gradient"), ["labels must be integers"]),
+        (lambda: attack_directions(classifier, x, np.full(6, 9), attack="gradient"), ["label 9 is out of range"]),
+        (lambda: svd_universal_perturbation(classifier, nan, y, attack="deepfool"), ["NaN"]),
+        (lambda: svd_universal_perturbation(classifier, np.round(255 * x).astype(np.uint8), y),
+         ["outside clip_min 0 / clip_max 1", "divide them by 255"]),
+        (lambda: fooling_curve(classifier, 255 * x, y, np.ones(SHAPE), eps=[1.0]), ["outside clip_min"]),
+        (lambda: svd_universal_perturbation(classifier, x, y, seed=-1), ["`seed` must be an int >= 0"]),
+        (lambda: svd_universal_perturbation(classifier, x, y, strategy="mirrored"), ["make_strategy('mirrored')"]),
+        (lambda: svd_universal_perturbation(classifier, None), ["`x` must be an array"]),
+        (lambda: fooling_curve(classifier, x, y, "abc", eps=[1.0]), ["`perturbation` must be an array"]),
+        (lambda: universal_from_directions(classifier, directions, x, y), ["every direction is zero"]),
+        (lambda: universal_from_directions(classifier, np.full_like(x, np.nan), x, y), ["`directions` holds NaN"]),
+        (lambda: default_probe_norm(SHAPE, 1.0, 0.0), ["`clip_min` must be a finite number below"]),
+        (lambda: load_images(None), ["`source` must be a path"]),
+    ]
+    for call, phrases in cases:
+        with pytest.raises(UserError) as excinfo:
+            call()
+        _one_line_error(excinfo, *phrases)
+
+
 # --- Package surface and the mirrored strategy ------------------------------------
 
 

@@ -10,7 +10,8 @@ import numbers
 
 from keras_uap.errors import UserError
 
-__all__ = ["ArgumentError", "check_choice", "check_positive_int", "check_positive_number", "check_clip_range"]
+__all__ = ["ArgumentError", "check_choice", "check_positive_int", "check_positive_number", "check_clip_range",
+           "check_seed"]
 
 
 class ArgumentError(UserError, ValueError):
@@ -49,3 +50,10 @@ def check_clip_range(clip_min, clip_max):
         raise ArgumentError(f"`clip_min` must be a finite number below `clip_max`. "
                             f"Received: clip_min={clip_min!r}, clip_max={clip_max!r}")
     return float(clip_min), float(clip_max)
+
+
+def check_seed(value):
+    """`value` as an int >= 0 (what `np.random.default_rng` takes)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+        raise ArgumentError(f"`seed` must be an int >= 0. Received: seed={value!r}")
+    return int(value)

@@ -54,6 +54,8 @@ def load_images(source, split="test", limit=None):
     limit = check_positive_int("limit", limit, allow_none=True)
     if not isinstance(split, str) or not split:
         raise ArgumentError(f"`split` must be a non-empty string. Received: split={split!r}")
+    if not isinstance(source, (str, os.PathLike)):
+        raise ArgumentError(f"`source` must be a path or a TFDS name. Received: {type(source).__name__}")
     source = os.fspath(source)
     if os.path.isdir(source):
         x, y = _load_idx_dir(source, split)

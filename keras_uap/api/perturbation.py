@@ -20,6 +20,7 @@ from keras_uap.api._checks import (
     check_clip_range,
     check_positive_int,
     check_positive_number,
+    check_seed,
 )
 from keras_uap.api.classifier import load_classifier
 from keras_uap.api.datasets import check_compatible, prepare_labels
@@ -120,6 +121,11 @@ def attack_directions(model, x, y, attack="deepfool", clip_min=0.0, clip_max=1.0
     """
     classifier = load_classifier(model, output)
     clip_min, clip_max = check_clip_range(clip_min, clip_max)
+    batch_size = check_positive_int("batch_size", batch_size)
+    _check_strategy(strategy)
+    if y is None:
+        raise ArgumentError("`y` is required: the labels the attack moves the inputs away from")
+    x, y = _checked_inputs(classifier, x, y, clip_min, clip_max)
     fn, compiled = _attack_fn(attack, classifier, clip_min, clip_max)
     # A callable is keyed by id: its cached runner keeps it alive, so the id is not reused.
     key = ("attack", attack if isinstance(attack, str) else id(attack), clip_min, clip_max)
@@ -131,17 +137,40 @@ def attack_directions(model, x, y, attack="deepfool", clip_min=0.0, clip_max=1.0
     return directions.astype(np.float32)
 
 
-def _checked_inputs(classifier, x, y):
-    """`x` as an array and `y` as int64 labels (or None), checked against the classifier."""
-    x = np.asarray(x)
+# Inputs may exceed the valid range by float rounding (e.g. after a division by 255).
+_RANGE_TOL = 1e-5
+
+
+def _checked_inputs(classifier, x, y, clip_min, clip_max):
+    """`x` as an array and `y` as int64 labels (or None), checked against the
+    classifier and the valid range [clip_min, clip_max]."""
+    try:
+        x = np.asarray(x)
+    except (TypeError, ValueError):
+        x = None
+    if x is None or x.ndim == 0 or x.dtype == bool or x.dtype.kind not in "iuf":
+        raise ArgumentError("`x` must be an array of numeric inputs (N, *input_shape)")
     if len(x) == 0:
         raise ArgumentError("`x` holds no inputs")
+    if not np.all(np.isfinite(x)):
+        raise ArgumentError("`x` holds NaN or infinite values")
+    low, high = float(x.min()), float(x.max())
+    if low < clip_min - _RANGE_TOL or high > clip_max + _RANGE_TOL:
+        hint = "; 0..255 images: divide them by 255" if high > 1 and clip_max <= 1 else ""
+        raise ArgumentError(f"`x` lies in [{low:g}, {high:g}], outside clip_min {clip_min:g} / clip_max "
+                            f"{clip_max:g}; set those to the data's range{hint}")
     if y is not None:
         y = prepare_labels(y, "y")
         if len(y) != len(x):
             raise ArgumentError(f"`x` and `y` must have the same length. Received: {len(x)} and {len(y)}")
     check_compatible(classifier, x, y)
     return x, y
+
+
+def _check_strategy(strategy):
+    if strategy is not None and not isinstance(strategy, tf.distribute.Strategy):
+        raise ArgumentError(f"`strategy` must be a tf.distribute.Strategy or None (for example "
+                            f"make_strategy('mirrored')). Received: strategy={strategy!r}")
 
 
 def svd_universal_perturbation(model, x, y=None, attack="deepfool", sample_size=100, clip_min=0.0, clip_max=1.0,
@@ -181,7 +210,9 @@ def svd_universal_perturbation(model, x, y=None, attack="deepfool", sample_size=
     Raises:
         UserError: a model that cannot be loaded, or inputs or labels that do
             not fit it; ArgumentError (a UserError and ValueError) for bad
-            arguments.
+            arguments, and for inputs that are not finite or lie outside
+            [clip_min, clip_max] (0..255 images must be scaled first: the
+            sign probe and DeepFool clip to that range).
     """
     classifier = load_classifier(model, output)
     sample_size = check_positive_int("sample_size", sample_size)
@@ -189,7 +220,9 @@ def svd_universal_perturbation(model, x, y=None, attack="deepfool", sample_size=
     # Checked before the attacks, the expensive part, rather than after them.
     probe_norm = check_positive_number("probe_norm", probe_norm, allow_none=True)
     clip_min, clip_max = check_clip_range(clip_min, clip_max)
-    x, y = _checked_inputs(classifier, x, y)
+    seed = check_seed(seed)
+    _check_strategy(strategy)
+    x, y = _checked_inputs(classifier, x, y, clip_min, clip_max)
 
     indices = sample_indices(len(x), sample_size, seed)
     x_sample = np.asarray(x[indices], np.float32)
@@ -208,8 +241,9 @@ def sample_indices(n, sample_size, seed=0):
     """The sorted indices of the `min(sample_size, n)` inputs, drawn without
     replacement with `np.random.default_rng(seed)`, that
     `svd_universal_perturbation` attacks."""
+    n = check_positive_int("n", n)
     sample_size = check_positive_int("sample_size", sample_size)
-    return np.sort(np.random.default_rng(seed).choice(n, size=min(sample_size, n), replace=False))
+    return np.sort(np.random.default_rng(check_seed(seed)).choice(n, size=min(sample_size, n), replace=False))
 
 
 def default_probe_norm(input_shape, clip_min=0.0, clip_max=1.0):
@@ -217,6 +251,7 @@ def default_probe_norm(input_shape, clip_min=0.0, clip_max=1.0):
     signs by default: `(6 / 28) * sqrt(d) * (clip_max - clip_min)` for
     inputs of `d` values, i.e. the study's norm 6 for 28 x 28 images in
     [0, 1], at the same root-mean-square change per value elsewhere."""
+    clip_min, clip_max = check_clip_range(clip_min, clip_max)
     d = int(np.prod(input_shape))
     return float(_SIGN_PROBE_RMS * math.sqrt(d) * (clip_max - clip_min))
 
@@ -241,16 +276,23 @@ def universal_from_directions(model, directions, x, y, clip_min=0.0, clip_max=1.
     """
     classifier = load_classifier(model, output)
     clip_min, clip_max = check_clip_range(clip_min, clip_max)
-    x = np.asarray(x, np.float32)
-    if np.shape(directions) != x.shape:
-        raise ArgumentError(f"`directions` must have the shape of `x`, {x.shape}. "
-                            f"Received: shape={np.shape(directions)}")
     probe_norm = check_positive_number("probe_norm", probe_norm, allow_none=True)
+    if y is None:
+        raise ArgumentError("`y` is required: the labels whose loss decides the sign")
+    x, y = _checked_inputs(classifier, x, y, clip_min, clip_max)
+    x = x.astype(np.float32)
+    directions = np.asarray(directions, np.float64)
+    if directions.shape != x.shape:
+        raise ArgumentError(f"`directions` must have the shape of `x`, {x.shape}. "
+                            f"Received: shape={directions.shape}")
+    if not np.all(np.isfinite(directions)):
+        raise ArgumentError("`directions` holds NaN or infinite values")
+    if not np.any(directions):
+        raise ArgumentError("every direction is zero: the attack found no direction to take")
     if probe_norm is None:
         probe_norm = default_probe_norm(x.shape[1:], clip_min, clip_max)
     singular_values, vectors = singular_spectrum(directions, top=1)
-    v = _oriented(vectors[0].astype(np.float32), classifier, x, np.asarray(y, np.int64), clip_min, clip_max,
-                  probe_norm)
+    v = _oriented(vectors[0].astype(np.float32), classifier, x, y, clip_min, clip_max, probe_norm)
     v = v.reshape(x.shape[1:])
     return (v / np.linalg.norm(v)).astype(np.float32), singular_values
 
@@ -314,7 +356,8 @@ def fooling_curve(model, x, y, perturbation, eps, norm="l2", batch_size=1000, st
     batch_size = check_positive_int("batch_size", batch_size)
     clip_min, clip_max = check_clip_range(clip_min, clip_max)
     eps = _check_eps(eps)
-    x, y = _checked_inputs(classifier, x, y)
+    _check_strategy(strategy)
+    x, y = _checked_inputs(classifier, x, y, clip_min, clip_max)
     step = _unit_step(perturbation, norm, np.shape(x)[1:])
 
     runner = _runner(classifier, "labels", lambda: classifier.predict_labels, strategy, True)
@@ -336,7 +379,10 @@ def fooling_curve(model, x, y, perturbation, eps, norm="l2", batch_size=1000, st
 
 def _unit_step(perturbation, norm, shape):
     v = getattr(perturbation, "perturbation", perturbation)
-    v = np.asarray(v, np.float64)
+    try:
+        v = np.asarray(v, np.float64)
+    except (TypeError, ValueError):
+        raise ArgumentError(f"`perturbation` must be an array of numbers. Received: {type(v).__name__}") from None
     if v.size != math.prod(shape):
         raise ArgumentError(f"`perturbation` must have the shape of one input, {tuple(shape)}. "
                             f"Received: shape={v.shape}")
