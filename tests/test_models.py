@@ -22,6 +22,14 @@ def test_roteqnet_is_the_mnist_rot_network_of_the_paper():
     assert model.outputs[0].shape[1:] == (10,)
 
 
+def test_roteqnet_takes_exactly_the_sizes_that_end_at_one_pixel():
+    for side in (28, 31):
+        assert build_roteqnet((side, side, 3), num_classes=4).outputs[0].shape[1:] == (4,)
+    for shape in ((27, 28, 1), (32, 32, 3), (28, 64, 1)):
+        with pytest.raises(ValueError, match="28 to 31 pixels"):
+            build_roteqnet(shape)
+
+
 def test_roteqnet_with_four_orientations_is_invariant_to_quarter_turns():
     # With n_angles a multiple of 4 every layer commutes exactly with 90-degree
     # rotations (RotConv, pooling on even sizes, symmetric padding), and the

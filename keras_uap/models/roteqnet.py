@@ -17,7 +17,30 @@ __all__ = ["build_roteqnet", "N_ANGLES"]
 N_ANGLES = 17
 
 
+def _final_map_size(size):
+    """The side of the last RotConv's map for an input side `size`."""
+    return size // 2 // 2 + 2 - 9 + 1
+
+
 def build_roteqnet(input_shape=(28, 28, 1), num_classes=10, n_angles=N_ANGLES, name="roteqnet"):
+    """RotEqNet's MNIST-rot network (see the module docstring), logits out.
+
+    Args:
+        input_shape: (height, width, channels); height and width 28 to 31,
+            the sizes for which the last rotating convolution sees the whole
+            map and ends at 1x1 (the head classifies that single pixel).
+        num_classes: number of logits.
+        n_angles: orientations of every RotConv.
+        name: the model's name.
+
+    Raises:
+        ValueError: an input size whose last map is not 1x1 (the head would
+            flatten a larger map into more than `num_classes` outputs).
+    """
+    height, width = input_shape[0], input_shape[1]
+    if _final_map_size(height) != 1 or _final_map_size(width) != 1:
+        raise ValueError(f"build_roteqnet needs inputs of 28 to 31 pixels a side (its last map must be 1x1). "
+                         f"Received: input_shape={tuple(input_shape)}")
     return keras.Sequential(
         [
             keras.Input(shape=input_shape),
