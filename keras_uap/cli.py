@@ -15,6 +15,7 @@ from typing import Annotated, Optional
 import typer
 from typer.exceptions import TyperException
 
+import keras_uap
 from keras_uap.errors import UserError
 
 app = typer.Typer(
@@ -337,8 +338,6 @@ def _import_tensorflow_quietly():
 def main(argv=None):
     """Entry point of the `keras-uap` console script."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    import keras_uap
-
     if not keras_uap._TF_LOG_LEVEL_FROM_USER:
         # TF 2.21 logs harmless C++ "errors" while training (a tf.data attribute its
         # kernels do not know, oneDNN's int32 fallback); real failures still raise.

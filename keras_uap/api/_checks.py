@@ -11,7 +11,10 @@ import numbers
 from keras_uap.errors import UserError
 
 __all__ = ["ArgumentError", "check_choice", "check_positive_int", "check_positive_number", "check_clip_range",
-           "check_seed"]
+           "check_seed", "RANGE_TOL", "range_if_outside"]
+
+# How far outside [clip_min, clip_max] inputs may lie: float rounding (e.g. after a division by 255).
+RANGE_TOL = 1e-5
 
 
 class ArgumentError(UserError, ValueError):
@@ -57,3 +60,10 @@ def check_seed(value):
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
         raise ArgumentError(f"`seed` must be an int >= 0. Received: seed={value!r}")
     return int(value)
+
+
+def range_if_outside(x, clip_min, clip_max):
+    """(min, max) of the array `x` when it leaves [clip_min, clip_max] by more
+    than `RANGE_TOL`, else None."""
+    low, high = float(x.min()), float(x.max())
+    return (low, high) if low < clip_min - RANGE_TOL or high > clip_max + RANGE_TOL else None

@@ -21,6 +21,7 @@ from keras_uap.api._checks import (
     check_positive_int,
     check_positive_number,
     check_seed,
+    range_if_outside,
 )
 from keras_uap.api.classifier import load_classifier
 from keras_uap.api.datasets import check_compatible, prepare_labels
@@ -126,6 +127,11 @@ def attack_directions(model, x, y, attack="deepfool", clip_min=0.0, clip_max=1.0
     if y is None:
         raise ArgumentError("`y` is required: the labels the attack moves the inputs away from")
     x, y = _checked_inputs(classifier, x, y, clip_min, clip_max)
+    return _attack_directions(classifier, x, y, attack, clip_min, clip_max, batch_size, strategy)
+
+
+def _attack_directions(classifier, x, y, attack, clip_min, clip_max, batch_size, strategy):
+    """`attack_directions` on arguments already checked."""
     fn, compiled = _attack_fn(attack, classifier, clip_min, clip_max)
     # A callable is keyed by id: its cached runner keeps it alive, so the id is not reused.
     key = ("attack", attack if isinstance(attack, str) else id(attack), clip_min, clip_max)
@@ -137,10 +143,6 @@ def attack_directions(model, x, y, attack="deepfool", clip_min=0.0, clip_max=1.0
     return directions.astype(np.float32)
 
 
-# Inputs may exceed the valid range by float rounding (e.g. after a division by 255).
-_RANGE_TOL = 1e-5
-
-
 def _checked_inputs(classifier, x, y, clip_min, clip_max):
     """`x` as an array and `y` as int64 labels (or None), checked against the
     classifier and the valid range [clip_min, clip_max]."""
@@ -148,14 +150,15 @@ def _checked_inputs(classifier, x, y, clip_min, clip_max):
         x = np.asarray(x)
     except (TypeError, ValueError):
         x = None
-    if x is None or x.ndim == 0 or x.dtype == bool or x.dtype.kind not in "iuf":
+    if x is None or x.ndim == 0 or x.dtype.kind not in "iuf":
         raise ArgumentError("`x` must be an array of numeric inputs (N, *input_shape)")
     if len(x) == 0:
         raise ArgumentError("`x` holds no inputs")
     if not np.all(np.isfinite(x)):
         raise ArgumentError("`x` holds NaN or infinite values")
-    low, high = float(x.min()), float(x.max())
-    if low < clip_min - _RANGE_TOL or high > clip_max + _RANGE_TOL:
+    outside = range_if_outside(x, clip_min, clip_max)
+    if outside:
+        low, high = outside
         hint = "; 0..255 images: divide them by 255" if high > 1 and clip_max <= 1 else ""
         raise ArgumentError(f"`x` lies in [{low:g}, {high:g}], outside clip_min {clip_min:g} / clip_max "
                             f"{clip_max:g}; set those to the data's range{hint}")
@@ -230,9 +233,10 @@ def svd_universal_perturbation(model, x, y=None, attack="deepfool", sample_size=
         y_sample = predict_labels(classifier, x_sample, batch_size, strategy)
     else:
         y_sample = y[indices]
-    directions = attack_directions(classifier, x_sample, y_sample, attack, clip_min, clip_max, batch_size, strategy)
-    v, singular_values = universal_from_directions(classifier, directions, x_sample, y_sample, clip_min, clip_max,
-                                                   probe_norm=probe_norm)
+    # The sample is part of the checked inputs: the steps below do not check it again.
+    directions = _attack_directions(classifier, x_sample, y_sample, attack, clip_min, clip_max, batch_size, strategy)
+    v, singular_values = _universal_from_directions(classifier, directions, x_sample, y_sample, clip_min, clip_max,
+                                                    probe_norm)
     return UniversalPerturbation(perturbation=v, singular_values=singular_values, sample_indices=indices,
                                  attack=attack if isinstance(attack, str) else "custom")
 
@@ -280,7 +284,12 @@ def universal_from_directions(model, directions, x, y, clip_min=0.0, clip_max=1.
     if y is None:
         raise ArgumentError("`y` is required: the labels whose loss decides the sign")
     x, y = _checked_inputs(classifier, x, y, clip_min, clip_max)
-    x = x.astype(np.float32)
+    return _universal_from_directions(classifier, directions, x, y, clip_min, clip_max, probe_norm)
+
+
+def _universal_from_directions(classifier, directions, x, y, clip_min, clip_max, probe_norm):
+    """`universal_from_directions` on checked inputs; the directions are checked here."""
+    x = np.asarray(x, np.float32)
     directions = np.asarray(directions, np.float64)
     if directions.shape != x.shape:
         raise ArgumentError(f"`directions` must have the shape of `x`, {x.shape}. "

@@ -134,10 +134,9 @@ class StudyConfig:
             raise UserError("split sizes must be positive")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise UserError(f"--seed must be an integer >= 0, got {self.seed!r}")
-        if self.data_dir is not None:
-            check_input_dir(self.data_dir, "data directory")
-        elif os.environ.get(DATA_DIR_ENV):
-            check_input_dir(os.environ[DATA_DIR_ENV], f"data directory (from ${DATA_DIR_ENV})")
+        source = resolve_data_dir(self.dataset, self.data_dir)
+        if source is not None:
+            check_input_dir(source, "data directory" if self.data_dir else f"data directory (from ${DATA_DIR_ENV})")
         check_output_dir(self.run_dir, "--run-dir")
         check_output_dir(self.export_dir, "--export-dir")
         return self

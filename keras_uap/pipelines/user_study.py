@@ -37,6 +37,7 @@ import uuid
 import numpy as np
 
 from keras_uap.api import ATTACKS, NORMS, STRATEGIES
+from keras_uap.api._checks import range_if_outside
 from keras_uap.errors import UserError
 from keras_uap.pipelines.paths import check_output_dir
 from keras_uap.pipelines.runner import Stage, code_version, publish_directory, publish_file, read_lineage, run_stage
@@ -47,8 +48,6 @@ __all__ = ["UserStudyConfig", "run_user_study", "DEFAULT_EPS", "USER_DATA_STAGE"
 # Norm grids in the data's own units (for images in [0, 1]).
 DEFAULT_EPS = {"l2": (1.0, 2.0, 4.0, 8.0), "linf": (0.01, 0.02, 0.04, 0.08)}
 RANDOM_SEEDS = (0, 1, 2)
-# How far outside [clip_min, clip_max] pixel values may lie (float rounding).
-_RANGE_TOL = 1e-5
 
 
 @dataclasses.dataclass
@@ -153,10 +152,11 @@ def _user_data_stage(output_dir, model, tfds_name, split, limit, clip_min, clip_
     classifier = load_classifier(model)
     x, y = load_images(data if data is not None else tfds_name, split=split, limit=limit)
     check_compatible(classifier, x, y)
+    outside = range_if_outside(x, clip_min, clip_max)
+    if outside:
+        raise UserError(f"the images lie in [{outside[0]:g}, {outside[1]:g}], outside --clip-min {clip_min:g} / "
+                        f"--clip-max {clip_max:g}; set those to the data's range")
     low, high = float(x.min()), float(x.max())
-    if low < clip_min - _RANGE_TOL or high > clip_max + _RANGE_TOL:
-        raise UserError(f"the images lie in [{low:g}, {high:g}], outside --clip-min {clip_min:g} / --clip-max "
-                        f"{clip_max:g}; set those to the data's range")
     np.savez(os.path.join(output_dir, "data.npz"), x=x, y=y)
     summary = {"n": int(len(x)), "input_shape": list(x.shape[1:]), "num_classes": classifier.num_classes,
                "output": classifier.output, "pixel_range": [low, high],
