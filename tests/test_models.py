@@ -1,5 +1,8 @@
 """The study's models: shapes as in the papers, and RotEqNet's invariance."""
 
+import importlib
+import inspect
+
 import numpy as np
 import pytest
 
@@ -51,3 +54,27 @@ def test_registry_names_every_model_and_its_sources():
 def test_train_version_depends_only_on_the_trained_models_code():
     versions = {m: stage_version(TRAIN_STAGE, {"model": m}) for m in MODELS}
     assert len(set(versions.values())) == 3
+
+
+def _keras_uap_modules_used_by(module_name, seen=None):
+    """`module_name` and every keras_uap.layers/models module its names come from, transitively."""
+    seen = set() if seen is None else seen
+    if module_name in seen:
+        return seen
+    seen.add(module_name)
+    for value in vars(importlib.import_module(module_name)).values():
+        source = value.__name__ if inspect.ismodule(value) else getattr(value, "__module__", None)
+        if isinstance(source, str) and source.startswith(("keras_uap.layers.", "keras_uap.models.")):
+            _keras_uap_modules_used_by(source, seen)
+    return seen
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_model_sources_cover_the_code_of_every_layer_the_model_uses(name):
+    # A module missing from MODEL_SOURCES would let its changes through without a retrain.
+    model = build_model(name)
+    layer_modules = {type(layer).__module__ for layer in model._flatten_layers(include_self=False)}
+    needed = set()
+    for module_name in sorted(m for m in layer_modules if m.startswith("keras_uap.")):
+        _keras_uap_modules_used_by(module_name, needed)
+    assert needed <= set(MODEL_SOURCES[name]), sorted(needed - set(MODEL_SOURCES[name]))

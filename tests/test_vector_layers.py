@@ -34,11 +34,15 @@ before fixing seed 0 here:
   errors >= 1.37, so these tolerances do detect a wrong rotation of the vectors.
 """
 
+import doctest
+import json
+
 import numpy as np
 import pytest
 from scipy import ndimage
 
 import keras
+from keras_uap.layers import rot_conv, vector_batch_norm, vector_max_pool, vector_to_magnitude
 from keras_uap.layers import (
     RotConv,
     Vector2Magnitude,
@@ -464,6 +468,52 @@ def test_errors_are_pinned():
         VectorBatchNorm()(np.zeros((1, 4, 4, 3), "float32"))
     with pytest.raises(ValueError, match="Vector2Magnitude expects a vector field"):
         Vector2Magnitude()(np.zeros((1, 4, 4, 3), "float32"))
+    for bad in (True, 2.0, "4"):
+        with pytest.raises(ValueError, match=f"`filters` must be a positive int. Received: filters={bad}"):
+            RotConv(bad, 3)
+    with pytest.raises(ValueError, match="Received: kernel_size=9.5"):
+        RotConv(4, 9.5)
+    with pytest.raises(ValueError, match=r"`strides` must be a positive int or pair. Received: strides=\(1, 0\)"):
+        RotConv(4, 3, strides=(1, 0))
+    with pytest.raises(ValueError, match="Received: pool_size=2.5"):
+        VectorMaxPool(2.5)
+    for bad in (float("nan"), float("inf"), -1e-3):
+        with pytest.raises(ValueError, match=f"`epsilon` must be positive. Received: epsilon={bad}"):
+            VectorBatchNorm(epsilon=bad)
+
+
+@pytest.mark.parametrize("layer,shape", [
+    (RotConv(4, 9, padding="valid"), (2, 5, 12, 1)),
+    (RotConv(4, 9, mode="vector", padding="valid"), (2, 12, 8, 6)),
+    (VectorMaxPool(4), (2, 2, 2, 6)),
+    (VectorMaxPool((2, 3), strides=1), (2, 4, 2, 6)),
+])
+def test_a_valid_window_larger_than_the_input_is_an_error_not_an_empty_map(layer, shape):
+    with pytest.raises(ValueError, match=r"padding='valid' needs inputs of at least \d+x\d+ pixels"):
+        layer.compute_output_shape(shape)
+    with pytest.raises(ValueError, match=r"padding='valid' needs inputs of at least \d+x\d+ pixels"):
+        layer(np.zeros(shape, "float32"))
+
+
+def test_same_padding_takes_inputs_smaller_than_the_window():
+    assert tuple(VectorMaxPool(4, padding="same")(np.ones((1, 2, 2, 6), "float32")).shape) == (1, 1, 1, 6)
+    assert tuple(RotConv(2, 9, n_angles=4)(np.ones((1, 5, 5, 1), "float32")).shape) == (1, 5, 5, 4)
+
+
+def test_numpy_integers_are_accepted_and_configs_hold_python_ints():
+    rot = RotConv(np.int64(4), np.int32(5), n_angles=np.int64(8), strides=np.int64(1), mode="vector")
+    pool = VectorMaxPool(np.int64(2), strides=(np.int32(2), 2))
+    assert tuple(pool(rot(np.zeros((1, 8, 8, 6), "float32"))).shape) == (1, 4, 4, 8)
+    for config in (rot.get_config(), pool.get_config()):
+        json.dumps(config)  # NumPy integers would not serialise
+    assert (rot.filters, rot.kernel_size, rot.n_angles, rot.strides) == (4, (5, 5), 8, (1, 1))
+    assert all(type(v) is int for v in rot.kernel_size + rot.strides + pool.pool_size + pool.strides)
+
+
+@pytest.mark.parametrize("module", [rot_conv, vector_max_pool, vector_batch_norm, vector_to_magnitude])
+def test_docstring_examples_run_as_shown(module):
+    results = doctest.testmod(module, extraglobs={"np": np}, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert results.attempted > 0 and results.failed == 0
 
 
 def _roteqnet_like_model():

@@ -6,12 +6,15 @@ import tensorflow as tf
 import keras
 from keras import ops
 
-from keras_uap.layers.base_p4_conv import _normalize_strides, conv_output_length
+from keras_uap.layers.base_p4_conv import conv_output_length
 from keras_uap.layers.vector_ops import (
     check_vector_channels,
+    check_window_fits,
     component_rotations,
     direction_table,
     disk_mask,
+    positive_int,
+    positive_int_pair,
     rotation_transforms,
 )
 
@@ -97,10 +100,12 @@ def _orientation_pool(responses):
 
 
 def _normalize_square_kernel(kernel_size):
-    if isinstance(kernel_size, int):
-        kernel_size = (kernel_size, kernel_size)
-    kernel_size = tuple(int(k) for k in kernel_size)
-    if len(kernel_size) != 2 or kernel_size[0] != kernel_size[1] or kernel_size[0] < 1:
+    try:
+        kernel_size = positive_int_pair(kernel_size, "kernel_size")
+        square = kernel_size[0] == kernel_size[1]
+    except ValueError:
+        square = False
+    if not square:
         raise ValueError(
             "`kernel_size` must be a positive int or a square (k, k) tuple, since "
             f"the filter is rotated about its centre. Received: kernel_size={kernel_size}"
@@ -191,9 +196,9 @@ class RotConv(keras.layers.Layer):
 
     >>> x = np.random.rand(2, 28, 28, 1).astype("float32")
     >>> v = RotConv(6, 9, n_angles=17)(x)
-    >>> v.shape
+    >>> tuple(v.shape)
     (2, 28, 28, 12)
-    >>> RotConv(4, 5, mode="vector", padding="valid")(v).shape
+    >>> tuple(RotConv(4, 5, mode="vector", padding="valid")(v).shape)
     (2, 24, 24, 8)
     """
 
@@ -213,10 +218,8 @@ class RotConv(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if not isinstance(filters, int) or isinstance(filters, bool) or filters < 1:
-            raise ValueError(f"`filters` must be a positive int. Received: filters={filters}")
-        if not isinstance(n_angles, int) or isinstance(n_angles, bool) or n_angles < 1:
-            raise ValueError(f"`n_angles` must be a positive int. Received: n_angles={n_angles}")
+        filters = positive_int(filters, "filters")
+        n_angles = positive_int(n_angles, "n_angles")
         if mode not in _MODES:
             raise ValueError(f"`mode` must be one of {_MODES}. Received: mode={mode}")
         padding = str(padding).lower()
@@ -226,7 +229,7 @@ class RotConv(keras.layers.Layer):
         self.kernel_size = _normalize_square_kernel(kernel_size)
         self.n_angles = n_angles
         self.mode = mode
-        self.strides = _normalize_strides(strides)
+        self.strides = positive_int_pair(strides, "strides")
         self.padding = padding
         self.use_bias = bool(use_bias)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
@@ -241,6 +244,7 @@ class RotConv(keras.layers.Layer):
             check_vector_channels("RotConv(mode='vector')", input_shape)
         elif channels is None:
             raise ValueError(f"RotConv needs a known channel axis. Received: input_shape={tuple(input_shape)}")
+        check_window_fits("RotConv", input_shape, self.kernel_size, self.padding)
         # In "vector" mode input channel 2c holds u_c (weights of the x-component)
         # and 2c + 1 holds v_c (weights of the y-component).
         self.kernel = self.add_weight(
@@ -307,6 +311,7 @@ class RotConv(keras.layers.Layer):
         return ops.reshape(field, (shape[0], shape[1], shape[2], 2 * self.filters))
 
     def compute_output_shape(self, input_shape):
+        check_window_fits("RotConv", input_shape, self.kernel_size, self.padding)
         batch, height, width, _ = input_shape
         k, s = self.kernel_size[0], self.strides
         return (

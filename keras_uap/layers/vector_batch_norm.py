@@ -29,7 +29,7 @@ class VectorBatchNorm(keras.layers.Layer):
 
     Args:
         momentum: momentum of the running variance.
-        epsilon: added to the variance before the square root.
+        epsilon: added to the variance before the square root; positive and finite.
         centered: which second moment, see above.
         scale: learn `gamma` (one per vector map); otherwise `gamma = 1`.
         gamma_initializer, gamma_regularizer: for `gamma`.
@@ -44,7 +44,7 @@ class VectorBatchNorm(keras.layers.Layer):
     Example:
 
     >>> v = np.random.rand(2, 7, 7, 12).astype("float32")
-    >>> VectorBatchNorm()(v, training=True).shape
+    >>> tuple(VectorBatchNorm()(v, training=True).shape)
     (2, 7, 7, 12)
     """
 
@@ -63,7 +63,7 @@ class VectorBatchNorm(keras.layers.Layer):
         momentum, epsilon = float(momentum), float(epsilon)
         if not 0.0 <= momentum < 1.0:
             raise ValueError(f"`momentum` must be in [0, 1). Received: momentum={momentum}")
-        if epsilon <= 0.0:
+        if not 0.0 < epsilon < float("inf"):  # also rejects NaN
             raise ValueError(f"`epsilon` must be positive. Received: epsilon={epsilon}")
         self.momentum = momentum
         self.epsilon = epsilon

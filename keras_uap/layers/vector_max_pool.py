@@ -2,19 +2,12 @@ import keras
 from keras import ops
 
 from keras_uap.layers.base_p4_conv import conv_output_length
-from keras_uap.layers.vector_ops import check_vector_channels, merge_vector_field
-
-
-def _normalize_pair(value, name):
-    if isinstance(value, int) and not isinstance(value, bool):
-        value = (value, value)
-    try:
-        value = tuple(int(v) for v in value)
-    except TypeError:
-        value = (value,)
-    if len(value) != 2 or min(value) < 1:
-        raise ValueError(f"`{name}` must be a positive int or pair. Received: {name}={value}")
-    return value
+from keras_uap.layers.vector_ops import (
+    check_vector_channels,
+    check_window_fits,
+    merge_vector_field,
+    positive_int_pair,
+)
 
 
 @keras.saving.register_keras_serializable(package="keras_uap")
@@ -48,14 +41,14 @@ class VectorMaxPool(keras.layers.Layer):
     Example:
 
     >>> v = np.random.rand(2, 28, 28, 12).astype("float32")
-    >>> VectorMaxPool(2)(v).shape
+    >>> tuple(VectorMaxPool(2)(v).shape)
     (2, 14, 14, 12)
     """
 
     def __init__(self, pool_size=2, strides=None, padding="valid", **kwargs):
         super().__init__(**kwargs)
-        self.pool_size = _normalize_pair(pool_size, "pool_size")
-        self.strides = self.pool_size if strides is None else _normalize_pair(strides, "strides")
+        self.pool_size = positive_int_pair(pool_size, "pool_size")
+        self.strides = self.pool_size if strides is None else positive_int_pair(strides, "strides")
         padding = str(padding).lower()
         if padding not in ("valid", "same"):
             raise ValueError(f"`padding` must be 'valid' or 'same'. Received: padding={padding}")
@@ -64,6 +57,7 @@ class VectorMaxPool(keras.layers.Layer):
 
     def build(self, input_shape):
         check_vector_channels("VectorMaxPool", input_shape)
+        check_window_fits("VectorMaxPool", input_shape, self.pool_size, self.padding)
         self.input_spec = keras.layers.InputSpec(ndim=4, axes={-1: input_shape[-1]})
 
     def _windows(self, inputs):
@@ -101,6 +95,7 @@ class VectorMaxPool(keras.layers.Layer):
         return merge_vector_field(ops.sum(windows * ops.expand_dims(winner, -1), axis=3))
 
     def compute_output_shape(self, input_shape):
+        check_window_fits("VectorMaxPool", input_shape, self.pool_size, self.padding)
         batch, height, width, channels = input_shape
         return (
             batch,

@@ -26,7 +26,7 @@ class Vector2Magnitude(keras.layers.Layer):
     Example:
 
     >>> v = np.random.rand(2, 7, 7, 12).astype("float32")
-    >>> Vector2Magnitude()(v).shape
+    >>> tuple(Vector2Magnitude()(v).shape)
     (2, 7, 7, 6)
     """
 

@@ -21,7 +21,7 @@ _VECTOR_LAYERS = ("keras_uap.layers.rot_conv", "keras_uap.layers.vector_ops", "k
 MODEL_SOURCES = {
     "stdcnn": ("keras_uap.models.table2",),
     "gcnn": ("keras_uap.models.table2",) + _P4_LAYERS,
-    "roteqnet": ("keras_uap.models.roteqnet",) + _VECTOR_LAYERS,
+    "roteqnet": ("keras_uap.models.roteqnet", "keras_uap.layers.base_p4_conv") + _VECTOR_LAYERS,
 }
 
 
