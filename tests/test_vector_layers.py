@@ -232,7 +232,9 @@ def test_precomputed_rotation_equals_the_affine_transform_bank(mode, channels, k
 
 @pytest.mark.parametrize("mode, channels, k, n_angles, padding, size", [
     ("scalar", 1, 9, 17, "same", 16), ("scalar", 2, 5, 8, "valid", 11), ("scalar", 1, 3, 4, "same", 8),
-    ("vector", 4, 7, 17, "same", 10), ("vector", 6, 9, 17, "valid", 9), ("vector", 4, 5, 4, "valid", 9)])
+    ("vector", 4, 7, 17, "same", 10), ("vector", 6, 9, 17, "valid", 9), ("vector", 4, 5, 4, "valid", 9),
+    # Kernel as large as the input: RotConv's product over the disk pixels instead of a convolution.
+    ("scalar", 2, 5, 8, "valid", 5), ("scalar", 1, 9, 17, "valid", 9), ("vector", 4, 7, 17, "valid", 7)])
 def test_outputs_and_gradients_match_the_affine_transform_and_argmax_implementation(
         mode, channels, k, n_angles, padding, size):
     """Against RotConv as it was (bank by affine_transform per call; max, argmax and
@@ -268,6 +270,30 @@ def test_outputs_and_gradients_match_the_affine_transform_and_argmax_implementat
     if n_angles % 4 == 0 and n_angles <= 4:  # rotations by multiples of 90 degrees: permutations
         assert _relative_error(kernel_gradient, tape.gradient(old_loss, layer.kernel)) < 1e-5
     assert np.asarray(new).any()
+
+
+@pytest.mark.parametrize("mode, channels", [("scalar", 3), ("vector", 8)])
+def test_the_whole_input_product_agrees_with_the_convolution(mode, channels):
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(0)
+    layer = RotConv(5, 9, mode=mode, padding="valid", bias_initializer="random_normal")
+    x = tf.constant(_rng_input((4, 9, 9, channels), seed=3))
+    assert layer._covers_whole_input(x)
+    # Height and width unknown when traced: the convolution path.
+    spec = tf.TensorSpec((None, None, None, channels), tf.float32)
+
+    def loss_and_kernel_gradient(inputs):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(layer(inputs) * tf.range(10, dtype=tf.float32))
+        return loss, tape.gradient(loss, layer.kernel)
+
+    product = loss_and_kernel_gradient(x)
+    convolution = tf.function(loss_and_kernel_gradient, input_signature=[spec])(x)
+    assert not layer._covers_whole_input(spec)
+    assert _relative_error(product[0], convolution[0]) < 1e-5
+    assert _relative_error(product[1], convolution[1]) < 1e-5
+    assert _relative_error(layer(x), tf.function(layer, input_signature=[spec])(x)) < 1e-5
 
 
 @pytest.mark.parametrize("n_angles", [4, 8])
