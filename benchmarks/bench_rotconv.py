@@ -21,7 +21,6 @@ import tensorflow as tf  # noqa: E402
 
 import keras  # noqa: E402
 from keras_uap.layers import RotConv  # noqa: E402
-from keras_uap.layers.rot_conv import _orientation_major_operator  # noqa: E402
 from keras_uap.models import build_gcnn, build_roteqnet  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -113,10 +112,7 @@ def bank_as_built(rot, x):
     """The filter bank as RotConv's call builds it for `x`: orientation-major
     over the disk pixels when the kernel covers the whole input, else the
     k x k bank of `rotated_filter_bank` (the layer's internals, on purpose)."""
-    if rot._covers_whole_input(x):
-        operator = _orientation_major_operator(rot.n_angles, rot.kernel_size[0], rot.mode == "vector")
-        return tf.matmul(tf.constant(operator), rot._disk_filters(), transpose_a=True)
-    return rot.rotated_filter_bank()
+    return rot._orientation_major_bank() if rot._covers_whole_input(x) else rot.rotated_filter_bank()
 
 
 def extra_work_floor(bank_shape, responses_shape):

@@ -1,3 +1,5 @@
+import doctest
+import json
 import os
 import subprocess
 import sys
@@ -13,6 +15,13 @@ from keras_uap.layers import (
     P4ConvP4,
     P4ConvZ2,
     check_equivariance,
+)
+from keras_uap.layers import (
+    conv_args,
+    group_pooling,
+    group_spatial_max_pooling_2d,
+    p4_conv_p4,
+    p4_conv_z2,
 )
 
 ATOL = 1e-5
@@ -141,6 +150,50 @@ def test_errors_are_pinned():
         P4ConvP4(4, 3)(np.zeros((1, 8, 8, 6), "float32"))
     with pytest.raises(ValueError, match="Received: mode=sum"):
         GroupPooling("sum")
+    for bad in (True, 2.0, "4", 0):
+        with pytest.raises(ValueError, match=f"`filters` must be a positive int. Received: filters={bad}"):
+            P4ConvZ2(bad, 3)
+    with pytest.raises(ValueError, match="square.*Received: kernel_size=3.5"):
+        P4ConvP4(4, 3.5)
+    with pytest.raises(ValueError, match=r"`strides` must be a positive int or pair. Received: strides=\(1, 0\)"):
+        P4ConvZ2(4, 3, strides=(1, 0))
+    with pytest.raises(ValueError, match="channels-last only. Received: data_format=channels_first"):
+        GroupSpatialMaxPooling2D(2, data_format="channels_first")
+
+
+@pytest.mark.parametrize("layer,shape", [
+    (P4ConvZ2(4, 5), (2, 4, 8, 1)),
+    (P4ConvP4(4, 3, strides=2), (2, 8, 2, 8)),
+])
+def test_a_valid_kernel_larger_than_the_input_is_an_error_not_an_empty_map(layer, shape):
+    with pytest.raises(ValueError, match=r"padding='valid' needs inputs of at least \d+x\d+ pixels"):
+        layer.compute_output_shape(shape)
+    with pytest.raises(ValueError, match=r"padding='valid' needs inputs of at least \d+x\d+ pixels"):
+        layer(np.zeros(shape, "float32"))
+
+
+def test_numpy_integers_are_accepted_and_configs_hold_python_ints():
+    lift = P4ConvZ2(np.int64(3), np.int32(3), strides=np.int64(1), padding="SAME")
+    group = P4ConvP4(np.int32(2), (np.int64(3), 3), strides=(np.int32(1), 1))
+    assert tuple(group(lift(np.zeros((1, 6, 6, 1), "float32"))).shape) == (1, 4, 4, 8)
+    for layer in (lift, group):
+        json.dumps(layer.get_config())  # NumPy integers would not serialise
+        assert all(type(v) is int for v in (layer.filters,) + layer.kernel_size + layer.strides)
+    assert lift.padding == "same"
+
+
+def test_conv_output_length_matches_the_backend_convolution():
+    for size, kernel, stride, padding in [(7, 3, 2, "valid"), (7, 3, 2, "same"), (8, 8, 3, "valid"), (5, 9, 4, "same")]:
+        expected = keras.ops.conv(np.zeros((1, size, size, 1), "float32"), np.zeros((kernel, kernel, 1, 1), "float32"),
+                                  strides=stride, padding=padding).shape[1]
+        assert conv_args.conv_output_length(size, kernel, stride, padding) == expected
+    assert conv_args.conv_output_length(None, 3, 1, "valid") is None
+
+
+@pytest.mark.parametrize("module", [p4_conv_z2, p4_conv_p4, group_spatial_max_pooling_2d, group_pooling])
+def test_docstring_examples_run_as_shown(module):
+    results = doctest.testmod(module, extraglobs={"np": np}, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert results.attempted > 0 and results.failed == 0
 
 
 def _functional_model():

@@ -3,37 +3,16 @@
 import keras
 from keras import ops
 
+from keras_uap.layers.conv_args import (
+    check_window_fits,
+    conv_output_length,
+    padding_mode,
+    positive_int,
+    positive_int_pair,
+    square_kernel_size,
+)
+
 GROUP_ORDER = 4
-
-
-def _normalize_kernel_size(kernel_size):
-    if isinstance(kernel_size, int):
-        kernel_size = (kernel_size, kernel_size)
-    kernel_size = tuple(int(k) for k in kernel_size)
-    if len(kernel_size) != 2 or kernel_size[0] != kernel_size[1] or kernel_size[0] < 1:
-        raise ValueError(
-            "`kernel_size` must be a positive int or a square (k, k) tuple, since "
-            f"the filter is rotated by 90 degrees. Received: kernel_size={kernel_size}"
-        )
-    return kernel_size
-
-
-def _normalize_strides(strides):
-    if isinstance(strides, int):
-        strides = (strides, strides)
-    strides = tuple(int(s) for s in strides)
-    if len(strides) != 2 or min(strides) < 1:
-        raise ValueError(f"`strides` must be a positive int or pair. Received: strides={strides}")
-    return strides
-
-
-def conv_output_length(length, kernel, stride, padding):
-    """Spatial size after a convolution (None stays None)."""
-    if length is None:
-        return None
-    if padding == "same":
-        return (length + stride - 1) // stride
-    return (length - kernel) // stride + 1
 
 
 class BaseP4Conv(keras.layers.Layer):
@@ -61,15 +40,10 @@ class BaseP4Conv(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if not isinstance(filters, int) or filters < 1:
-            raise ValueError(f"`filters` must be a positive int. Received: filters={filters}")
-        padding = str(padding).lower()
-        if padding not in ("valid", "same"):
-            raise ValueError(f"`padding` must be 'valid' or 'same'. Received: padding={padding}")
-        self.filters = filters
-        self.kernel_size = _normalize_kernel_size(kernel_size)
-        self.strides = _normalize_strides(strides)
-        self.padding = padding
+        self.filters = positive_int(filters, "filters")
+        self.kernel_size = square_kernel_size(kernel_size, "the filter is rotated by 90 degrees")
+        self.strides = positive_int_pair(strides, "strides")
+        self.padding = padding_mode(padding)
         self.activation = keras.activations.get(activation)
         self.use_bias = bool(use_bias)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
@@ -88,6 +62,7 @@ class BaseP4Conv(keras.layers.Layer):
                 f"{type(self).__name__} expects the channel axis to be a multiple of "
                 f"{self._input_group_order}. Received: input_shape={tuple(input_shape)}"
             )
+        check_window_fits(type(self).__name__, input_shape, self.kernel_size, self.padding)
         self.kernel = self.add_weight(
             name="kernel",
             shape=self.kernel_size + (channels, self.filters),
@@ -119,6 +94,7 @@ class BaseP4Conv(keras.layers.Layer):
         return outputs
 
     def compute_output_shape(self, input_shape):
+        check_window_fits(type(self).__name__, input_shape, self.kernel_size, self.padding)
         batch, height, width, _ = input_shape
         k, s = self.kernel_size[0], self.strides
         return (

@@ -26,7 +26,7 @@ class GroupPooling(keras.layers.Layer):
     Example:
 
     >>> x = np.random.rand(2, 4, 4, 80).astype("float32")
-    >>> GroupPooling("max")(x).shape
+    >>> tuple(GroupPooling("max")(x).shape)
     (2, 4, 4, 20)
     """
 

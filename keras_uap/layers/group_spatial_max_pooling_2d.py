@@ -13,8 +13,10 @@ class GroupSpatialMaxPooling2D(keras.layers.MaxPooling2D):
     exactly with 90 degree rotations.
 
     Args:
-        pool_size, strides, padding: as in `keras.layers.MaxPooling2D`
-            (channels-last only).
+        pool_size, strides, padding: as in `keras.layers.MaxPooling2D`.
+        data_format: channels-last only (None or "channels_last"; anything
+            else is an error, since the group axis is folded into the
+            channels as `c * 4 + r`).
 
     Input shape:
         4D tensor `(batch, height, width, 4 * C)`.
@@ -25,12 +27,13 @@ class GroupSpatialMaxPooling2D(keras.layers.MaxPooling2D):
     Example:
 
     >>> x = np.random.rand(2, 24, 24, 40).astype("float32")
-    >>> GroupSpatialMaxPooling2D(2)(x).shape
+    >>> tuple(GroupSpatialMaxPooling2D(2)(x).shape)
     (2, 12, 12, 40)
     """
 
-    def __init__(self, pool_size=(2, 2), strides=None, padding="valid", **kwargs):
-        kwargs.pop("data_format", None)
+    def __init__(self, pool_size=(2, 2), strides=None, padding="valid", data_format=None, **kwargs):
+        if data_format not in (None, "channels_last"):
+            raise ValueError(f"GroupSpatialMaxPooling2D is channels-last only. Received: data_format={data_format}")
         super().__init__(
             pool_size=pool_size, strides=strides, padding=padding, data_format="channels_last", **kwargs
         )

@@ -29,7 +29,7 @@ class P4ConvP4(BaseP4Conv):
     Example:
 
     >>> x = np.random.rand(2, 26, 26, 40).astype("float32")
-    >>> P4ConvP4(10, 3)(x).shape
+    >>> tuple(P4ConvP4(10, 3)(x).shape)
     (2, 24, 24, 40)
     """
 

@@ -35,7 +35,7 @@ class P4ConvZ2(BaseP4Conv):
     Example:
 
     >>> x = np.random.rand(2, 28, 28, 1).astype("float32")
-    >>> P4ConvZ2(10, 3)(x).shape
+    >>> tuple(P4ConvZ2(10, 3)(x).shape)
     (2, 26, 26, 40)
     """
 

@@ -6,15 +6,19 @@ import tensorflow as tf
 import keras
 from keras import ops
 
-from keras_uap.layers.base_p4_conv import conv_output_length
+from keras_uap.layers.conv_args import (
+    check_window_fits,
+    conv_output_length,
+    padding_mode,
+    positive_int,
+    positive_int_pair,
+    square_kernel_size,
+)
 from keras_uap.layers.vector_ops import (
     check_vector_channels,
-    check_window_fits,
     component_rotations,
     direction_table,
     disk_mask,
-    positive_int,
-    positive_int_pair,
     rotation_transforms,
 )
 
@@ -133,20 +137,6 @@ def _orientation_pool(responses):
     return (values[..., 0], indices[..., 0]), grad
 
 
-def _normalize_square_kernel(kernel_size):
-    try:
-        kernel_size = positive_int_pair(kernel_size, "kernel_size")
-        square = kernel_size[0] == kernel_size[1]
-    except ValueError:
-        square = False
-    if not square:
-        raise ValueError(
-            "`kernel_size` must be a positive int or a square (k, k) tuple, since "
-            f"the filter is rotated about its centre. Received: kernel_size={kernel_size}"
-        )
-    return kernel_size
-
-
 @keras.saving.register_keras_serializable(package="keras_uap")
 class RotConv(keras.layers.Layer):
     """Rotating convolution with orientation pooling (RotEqNet, Marcos et al., ICCV 2017).
@@ -261,15 +251,12 @@ class RotConv(keras.layers.Layer):
         n_angles = positive_int(n_angles, "n_angles")
         if mode not in _MODES:
             raise ValueError(f"`mode` must be one of {_MODES}. Received: mode={mode}")
-        padding = str(padding).lower()
-        if padding not in ("valid", "same"):
-            raise ValueError(f"`padding` must be 'valid' or 'same'. Received: padding={padding}")
         self.filters = filters
-        self.kernel_size = _normalize_square_kernel(kernel_size)
+        self.kernel_size = square_kernel_size(kernel_size, "the filter is rotated about its centre")
         self.n_angles = n_angles
         self.mode = mode
         self.strides = positive_int_pair(strides, "strides")
-        self.padding = padding
+        self.padding = padding_mode(padding)
         self.use_bias = bool(use_bias)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)
@@ -344,44 +331,55 @@ class RotConv(keras.layers.Layer):
         # Known at trace time; a dynamic height or width takes the convolution.
         return self.padding == "valid" and tuple(inputs.shape[1:3]) == self.kernel_size
 
+    def _orientation_major_bank(self):
+        """The bank as the whole-input product reads it: `(n_angles, D * C_in, F)`,
+        per orientation the disk pixels' rows `(i[, p], c)` by the filters.
+        Built from the same matrix as `rotated_filter_bank` with its columns
+        reordered, so it needs no transpose and no scatter into k x k."""
+        k, n = self.kernel_size[0], self.n_angles
+        vector = self.mode == "vector"
+        disk, _ = _bank_operator(n, k, vector)
+        # Rows (a, i[, p]), columns (c, f).
+        bank = tf.matmul(tf.constant(_orientation_major_operator(n, k, vector)), self._disk_filters(),
+                         transpose_a=True)
+        return tf.reshape(bank, (n, len(disk) * self.kernel.shape[2], self.filters))
+
     def _whole_input_responses(self, inputs):
         """Responses `(N, 1, 1, F, n_angles)` when the kernel covers the whole
         input ("valid", height = width = k): the convolution is then one
-        product of the input's disk pixels with each orientation's filters.
-        The bank is built orientation-major, as that product reads it, from
-        the same matrix with its columns reordered: no transpose of the bank,
-        no scatter into the k x k layout and no multiply-adds with the zero
-        pixels outside the disk (D of k * k, 49 of 81 for k = 9)."""
+        product of the input's disk pixels with each orientation's filters,
+        and no multiply-adds with the zero pixels outside the disk
+        (D of k * k, 49 of 81 for k = 9)."""
         k, n = self.kernel_size[0], self.n_angles
-        vector = self.mode == "vector"
         channels = inputs.shape[-1]
-        disk, _ = _bank_operator(n, k, vector)
+        disk, _ = _bank_operator(n, k, self.mode == "vector")
         size = len(disk)
-        # Rows (a, i[, p]), columns (c, f): per orientation, (D * C_in, F) with rows (i[, p], c).
-        bank = tf.matmul(tf.constant(_orientation_major_operator(n, k, vector)), self._disk_filters(),
-                         transpose_a=True)
-        bank = tf.reshape(bank, (n, size * channels, self.filters))
         pixels = tf.gather(tf.reshape(inputs, (-1, k * k, channels)), disk, axis=1)  # (N, D, C_in)
-        if vector:  # channels (c, p) -> (p, c), the bank's row order
+        if self.mode == "vector":  # channels (c, p) -> (p, c), the bank's row order
             pixels = tf.transpose(tf.reshape(pixels, (-1, size, channels // 2, 2)), (0, 1, 3, 2))
         pixels = tf.reshape(pixels, (-1, size * channels))
-        responses = tf.transpose(_per_orientation_products(pixels, bank), (1, 2, 0))  # (n, N, F) -> (N, F, n)
+        products = _per_orientation_products(pixels, self._orientation_major_bank())  # (n, N, F)
+        responses = tf.transpose(products, (1, 2, 0))
         return tf.reshape(responses, (-1, 1, 1, self.filters, n))
+
+    def _convolution_responses(self, inputs):
+        """Responses `(N, H', W', F, n_angles)`: one convolution with the k x k bank."""
+        responses = ops.conv(
+            inputs,
+            self.rotated_filter_bank(),
+            strides=self.strides,
+            padding=self.padding,
+            data_format="channels_last",
+        )
+        shape = ops.shape(responses)
+        return ops.reshape(responses, (shape[0], shape[1], shape[2], self.filters, self.n_angles))
 
     def call(self, inputs):
         if self._covers_whole_input(inputs):
             responses = self._whole_input_responses(inputs)
-            shape = ops.shape(responses)
         else:
-            responses = ops.conv(
-                inputs,
-                self.rotated_filter_bank(),
-                strides=self.strides,
-                padding=self.padding,
-                data_format="channels_last",
-            )
-            shape = ops.shape(responses)
-            responses = ops.reshape(responses, (shape[0], shape[1], shape[2], self.filters, self.n_angles))
+            responses = self._convolution_responses(inputs)
+        shape = ops.shape(responses)
         strength, winner = _orientation_pool(responses)
         if self.use_bias:
             strength = strength + self.bias

@@ -1,13 +1,8 @@
 import keras
 from keras import ops
 
-from keras_uap.layers.base_p4_conv import conv_output_length
-from keras_uap.layers.vector_ops import (
-    check_vector_channels,
-    check_window_fits,
-    merge_vector_field,
-    positive_int_pair,
-)
+from keras_uap.layers.conv_args import check_window_fits, conv_output_length, padding_mode, positive_int_pair
+from keras_uap.layers.vector_ops import check_vector_channels, merge_vector_field
 
 
 @keras.saving.register_keras_serializable(package="keras_uap")
@@ -49,10 +44,7 @@ class VectorMaxPool(keras.layers.Layer):
         super().__init__(**kwargs)
         self.pool_size = positive_int_pair(pool_size, "pool_size")
         self.strides = self.pool_size if strides is None else positive_int_pair(strides, "strides")
-        padding = str(padding).lower()
-        if padding not in ("valid", "same"):
-            raise ValueError(f"`padding` must be 'valid' or 'same'. Received: padding={padding}")
-        self.padding = padding
+        self.padding = padding_mode(padding)
         self.input_spec = keras.layers.InputSpec(ndim=4)
 
     def build(self, input_shape):

@@ -18,15 +18,11 @@ spatially and each vector ``(x, y)`` becomes ``(-y, x)``
 """
 
 import functools
-import numbers
 
 import numpy as np
 from keras import ops
 
 __all__ = [
-    "positive_int",
-    "positive_int_pair",
-    "check_window_fits",
     "check_vector_channels",
     "split_vector_field",
     "merge_vector_field",
@@ -41,41 +37,6 @@ __all__ = [
 
 # Below this squared magnitude `safe_sqrt` switches to a finite-gradient branch.
 _SQRT_FLOOR = 1e-12
-
-
-def _is_int(value):
-    # NumPy integers count (numbers.Integral); True and False do not.
-    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
-
-
-def positive_int(value, name):
-    """`value` as a Python int, or a ValueError unless it is an integer >= 1."""
-    if not _is_int(value) or value < 1:
-        raise ValueError(f"`{name}` must be a positive int. Received: {name}={value}")
-    return int(value)
-
-
-def positive_int_pair(value, name):
-    """An integer or a pair of integers, each >= 1, as a pair of Python ints."""
-    if _is_int(value):
-        value = (value, value)
-    try:
-        pair = tuple(value)
-    except TypeError:
-        pair = (value,)
-    if len(pair) != 2 or not all(_is_int(v) and v >= 1 for v in pair):
-        raise ValueError(f"`{name}` must be a positive int or pair. Received: {name}={value}")
-    return tuple(int(v) for v in pair)
-
-
-def check_window_fits(layer_name, input_shape, window, padding):
-    """Raises if a "valid" window is larger than the (known) height or width."""
-    sizes = tuple(input_shape)[1:3]
-    if padding == "valid" and any(size is not None and size < w for size, w in zip(sizes, window)):
-        raise ValueError(
-            f"{layer_name} with padding='valid' needs inputs of at least {window[0]}x{window[1]} pixels, "
-            f"its window. Received: input_shape={tuple(input_shape)}"
-        )
 
 
 def check_vector_channels(layer_name, input_shape):
