@@ -1,5 +1,7 @@
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -96,3 +98,25 @@ def test_leftovers_of_a_killed_run_are_cleaned_and_the_stage_reruns(tmp_path, so
     result = run_stage(STAGE, tmp_path / "out", {"source": source}, {"factor": 2})
     assert not result.cached and not stale.exists()
     assert (tmp_path / "out" / "out.txt").read_text() == "42"
+
+
+_KERNELS_SCRIPT = """
+import sys
+from tensorflow.python.framework import config
+from keras_uap.pipelines.runner import Stage, run_stage
+
+def kernels(output_dir):
+    return {"deterministic": config.is_op_determinism_enabled()}
+
+assert not config.is_op_determinism_enabled()
+print(run_stage(Stage("kernels", kernels, "1"), sys.argv[1]).summary["deterministic"])
+"""
+
+
+def test_every_stage_runs_with_deterministic_kernels(tmp_path):
+    # A fresh process: the switch is process-wide, and other tests (training) set it.
+    # Without it, RotEqNet's directions depended on whether its training ran in the same process.
+    result = subprocess.run([sys.executable, "-c", _KERNELS_SCRIPT, str(tmp_path / "out")],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "True"

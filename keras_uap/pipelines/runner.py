@@ -12,7 +12,13 @@ only into `output_dir` and returns a small JSON-able summary. The runner:
   renames it into place, so an interrupted run never leaves a half-written
   artifact;
 - writes `lineage.json` into the output and appends one line per run to
-  `lineage.jsonl` beside it.
+  `lineage.jsonl` beside it;
+- runs every stage with TensorFlow's deterministic kernels
+  (`tf.config.experimental.enable_op_determinism`). The switch is
+  process-wide and some kernels round differently under it (RotEqNet's
+  gradients do), so a stage must not depend on whether a stage that sets it
+  (training) happened to run earlier in the same process, i.e. on what the
+  cache held.
 """
 
 import dataclasses
@@ -134,6 +140,12 @@ def _versions():
     }
 
 
+def _use_deterministic_kernels():
+    import tensorflow as tf
+
+    tf.config.experimental.enable_op_determinism()
+
+
 def stage_version(stage, params):
     """The stage's version string for these parameters."""
     return stage.version(params) if callable(stage.version) else stage.version
@@ -229,6 +241,7 @@ def run_stage(stage, output_dir, inputs=None, params=None, settings=None, force=
     _remove_stale_scratch(parent, os.path.basename(output_dir))
     tmp_dir = os.path.join(parent, f".tmp-{os.path.basename(output_dir)}-{uuid.uuid4().hex[:8]}")
     os.makedirs(tmp_dir)
+    _use_deterministic_kernels()
     started = time.time()
     if log:
         log(f"{label}: running")
