@@ -75,32 +75,20 @@ def compare_layer(shape, batch, budget, rng, boot):
     assert tuple(rot.rotated_filter_bank().shape) == tuple(conv.kernel.shape)
     row = {"name": name, "batch": batch, "input": f"{h}x{w}x{c}",
            "bank": "x".join(str(d) for d in conv.kernel.shape)}
-    floor_fns = extra_work_floor(conv.kernel.shape, (batch, *out_hw, filters, N_ANGLES))
     for kind in ("fwd", "train"):
         fns = {"rot": lambda s=steps[f"rot_{kind}"]: s(x), "conv": lambda s=steps[f"conv_{kind}"]: s(x)}
         fns = {k: (lambda f=f: tf.nest.flatten(f())[0]) for k, f in fns.items()}
         rounds = rounds_for(fns, budget, 10, 400)
-        # The floor's ops run in the same rounds, so that it is compared with this kind's
-        # allowance under the same load.
-        wall, cpu = interleaved({**fns, **floor_fns}, rounds, 1)
+        wall, cpu = interleaved(fns, rounds, 1)
         ratios, cpu_ratios = wall["rot"] / wall["conv"], cpu["rot"] / cpu["conv"]
-        write_bank = np.maximum(wall["fill"] - wall["empty"], 0.0)
-        max_responses = np.maximum(wall["pool"] - wall["empty"], 0.0)
-        floor_share = (write_bank + max_responses) / ((RATIO_BAR - 1) * wall["conv"])
         row[kind] = {"rot_ms": 1e3 * float(np.median(wall["rot"])),
                      "conv_ms": 1e3 * float(np.median(wall["conv"])),
                      "ratio": float(np.median(ratios)), "ratio_ci": bootstrap_median_ci(ratios, boot),
-                     "cpu_ratio": float(np.median(cpu_ratios)), "rounds": rounds,
-                     "write_bank_ms": 1e3 * float(np.median(write_bank)),
-                     "max_responses_ms": 1e3 * float(np.median(max_responses)),
-                     "call_ms": 1e3 * float(np.median(wall["empty"])),
-                     "floor_share": float(np.median(floor_share)),
-                     "floor_share_ci": bootstrap_median_ci(floor_share, boot)}
+                     "cpu_ratio": float(np.median(cpu_ratios)), "rounds": rounds}
         r = row[kind]
         print(f"{name:20s} batch {batch:3d} {kind:5s}: RotConv {r['rot_ms']:7.2f} ms  Conv2D {r['conv_ms']:7.2f} ms  "
               f"ratio {r['ratio']:.3f} [{r['ratio_ci'][0]:.3f}-{r['ratio_ci'][1]:.3f}] "
-              f"CPU {r['cpu_ratio']:.3f} ({rounds} rounds); floor {r['write_bank_ms']:.2f} + "
-              f"{r['max_responses_ms']:.2f} ms = {r['floor_share']:.2f} x the allowance", flush=True)
+              f"CPU {r['cpu_ratio']:.3f} ({rounds} rounds)", flush=True)
     bank_fn = tf.function(lambda: corner(bank_as_built(rot, x)), jit_compile=False)
     bank_wall, _ = interleaved({"bank": lambda: bank_fn()}, 50, 1)
     row["bank_ms"] = 1e3 * float(np.median(bank_wall["bank"]))
@@ -113,29 +101,6 @@ def bank_as_built(rot, x):
     over the disk pixels when the kernel covers the whole input, else the
     k x k bank of `rotated_filter_bank` (the layer's internals, on purpose)."""
     return rot._orientation_major_bank() if rot._covers_whole_input(x) else rot.rotated_filter_bank()
-
-
-def extra_work_floor(bank_shape, responses_shape):
-    """The two cheapest TF ops that do what RotConv must do beyond the Conv2D,
-    and an empty call, as zero-argument timing functions.
-
-    Whatever computes the bank has to write a tensor of the bank's size (the
-    Conv2D reads its bank from a variable), and whatever pools the orientations
-    has to read every response once: `tf.fill` of the bank's shape (a value
-    from a variable, so that nothing is folded into a constant) and
-    `reduce_max` over the orientation axis of the responses. Inside RotConv's
-    graph these ops pay no function call, so the empty call's time is to be
-    taken off theirs.
-    """
-    value = tf.Variable(1.0)
-    responses = tf.constant(np.random.default_rng(0).standard_normal(responses_shape).astype("float32"))
-    fill = tf.function(lambda: corner(tf.fill(tuple(bank_shape), value.read_value())), jit_compile=False)
-    pool = tf.function(lambda: corner(tf.reduce_max(responses, axis=-1)), jit_compile=False)
-    empty = tf.function(lambda: value.read_value(), jit_compile=False)
-    fns = {"fill": fill, "pool": pool, "empty": empty}
-    for fn in fns.values():  # trace outside the timed rounds (rounds_for warms only the layers)
-        fn()
-    return fns
 
 
 def bench_layers(budget, seed=0):
@@ -193,12 +158,31 @@ def where_the_time_goes(rows):
         "2026-11-26 RotConv convolved with the 9x9 bank here too, at 1.8x-1.9x forward + backward and "
         "2.1x-2.3x forward. First layer (one input channel): the convolution spends 81 multiply-adds per "
         "response, the orientation pooling has to read every one of the 17 x 6 responses per pixel at "
-        f"least once; measured, the pooling and vector output add {pool_first:.1f} ms to the convolution's "
-        f"{first['fwd']['conv_ms']:.1f} ms forward. With a backward pass the convolution's share grows "
+        f"least once; measured, the bank, the pooling and the vector output add {pool_first + first['bank_ms']:.1f} "
+        f"ms to the convolution's {first['fwd']['conv_ms']:.1f} ms forward (as TF ops, before the fourth run of "
+        "2026-11-26, the pooling alone added 12.0-12.7 ms). With a backward pass the convolution's share grows "
         "(its two gradient convolutions), and so the forward + backward ratios are lower.",
         "",
-        "Alternatives measured by hand on 2026-11-26 (same machine, quiet, interleaved medians; not "
-        "rerun by this script): the bilinear rotation as a sparse matrix (`tf.sparse.sparse_dense_matmul`, "
+        "The pooling's XLA kernels (fourth run of 2026-11-26; measured by hand the same day at the first layer's "
+        "shape, batch 64, interleaved medians, forward ratios against the Conv2D unless said). TF's own "
+        "`reduce_max` over the responses alone took 1.7x the time the target leaves beside the convolution, so "
+        "no pooling made of TF kernels could meet it; XLA fuses the maximum, the arg-max, bias, ReLU and the "
+        "vector output into one pass. The maximum and the index of its first occurrence come from ONE variadic "
+        "reduction (`tf.reduce_max` and `tf.argmax` under XLA are two passes: 3.9 against 2.2-2.5 ms for the "
+        "pooling alone); its step takes the maximum and picks the lower index on ties with nested `where`s "
+        "(1.23x with the convolution of a constant bank, against 1.27x for a step with a single `>` and 1.34x "
+        "for `reduce_max` + `argmax`). The bank is orientation-major (channel a * F + f), so the reduction runs "
+        "over an outer axis of each pixel's responses: 1.27x against 1.58x filter-major. The forward kernel "
+        "writes only the field, so that a forward pass alone (the attack and evaluation stages) writes "
+        "nothing else; the backward one redoes the reduction, counting the tied maxima, rather than keep "
+        "results from the forward pass. XLA compiles once per input shape (0.1-0.3 s a "
+        "kernel), which had kept the pooling out of RotConv until then: DeepFool's set of unfinished inputs "
+        "shrinks at every iteration. RotConv therefore pads its batch with zero images to 1, 2, 4, 8 or 16, "
+        "then a multiple of 16: at most 2x the work for small batches, where it is cheap, and about a dozen "
+        "shapes per DeepFool run. The bank under XLA was slower (last layer 1.20x against 1.09x forward).",
+        "",
+        "Alternatives measured by hand on 2026-11-26 before the fourth run (same machine, quiet, "
+        "interleaved medians; not rerun by this script): the bilinear rotation as a sparse matrix (`tf.sparse.sparse_dense_matmul`, "
         "at most 8 non-zeros per bank weight instead of 98) is slower than the dense product, 9.3-13.5 vs 4.4 ms (two runs) "
         "forward at the last layer (2.8 vs 1.8 ms at the second); the bank under XLA 3.8 vs 4.3 ms forward, "
         "7.2 vs 6.1 ms with backward; a depth-wise `max_pool` gives the maximum in 3.0 ms against `top_k`'s "
@@ -206,7 +190,7 @@ def where_the_time_goes(rows):
         "pooling compiled with XLA (`reduce_max` + `argmax` + direction, gradient as `reduce_max`'s) is "
         "faster, 8.4 vs 13.5 ms forward and 17.2 vs 26.8 ms with backward at the first layer's shape, "
         "but XLA compiles once per batch size (about 0.3 s a layer) and DeepFool's active batch shrinks "
-        "at every iteration, so it is not used. Measured by hand later the same day (bank-sized results "
+        "at every iteration, so it was not used until the padded batches above. Measured by hand later the same day (bank-sized results "
         "copied into NumPy in every timing, about 0.4 ms): the bank as a gather of its at most 8 taps per "
         "weight and a weighted sum (`tf.gather` + `einsum`, the last layer's shapes) 2.9 ms against 2.0 ms for "
         "the dense product alone (without the bank's transposes and scatter); that gather form compiled with "
@@ -217,42 +201,6 @@ def where_the_time_goes(rows):
         "`reduce_max` then the first arg-max by `where` + `reduce_max` 14.6 ms, `top_k` 9.8 ms, `reduce_max` "
         "alone 3.2 ms.",
     ]
-
-
-def floor_lines(rows):
-    """The target's allowance beside the least any RotConv must add to the convolution."""
-    call_ms = np.median([r[kind]["call_ms"] for r in rows for kind in ("fwd", "train")])
-    lines = ["### The allowance against a floor", "",
-             f"What the target leaves for RotConv's own work ({RATIO_BAR - 1:.2f} x the Conv2D's time) beside a "
-             "floor on that work: the cheapest TF op that writes a tensor of the bank's size (`tf.fill`; the "
-             "Conv2D reads its bank from a variable, RotConv has to produce one) plus the cheapest that reads "
-             "every response once (`reduce_max` over the 17 orientations; any orientation pooling does at least "
-             f"that), each less the time of an empty `tf.function` call ({call_ms:.2f} ms). Both ran in the same "
-             "interleaved rounds as the comparison above, forward and forward + backward; 'floor / allowance' is "
-             "the median of the per-round quotients with a bootstrap 95% interval. Both floors are forward work "
-             "only, so against forward + backward they are loose.", "",
-             "| Layer | pass | allowance ms | write a bank-sized tensor ms | reduce_max over the responses ms | "
-             "floor / allowance [95% CI] | RotConv's extra ms (RotConv - Conv2D) |", "|---|---|---|---|---|---|---|"]
-    below = {"fwd": [], "train": []}
-    for r in rows:
-        for kind, label in (("fwd", "forward"), ("train", "forward + backward")):
-            k = r[kind]
-            if k["floor_share_ci"][0] > 1:
-                below[kind].append(r["name"].split(" (")[0])
-            lines.append(f"| {r['name']} | {label} | {(RATIO_BAR - 1) * k['conv_ms']:.2f} | {k['write_bank_ms']:.2f} | "
-                         f"{k['max_responses_ms']:.2f} | {k['floor_share']:.2f} [{k['floor_share_ci'][0]:.2f}-"
-                         f"{k['floor_share_ci'][1]:.2f}] | {k['rot_ms'] - k['conv_ms']:.2f} |")
-    said = {kind: ", ".join(names) if names else "none" for kind, names in below.items()}
-    verdict = (f"Layers whose floor exceeds the allowance (the whole interval above 1): forward {said['fwd']}; "
-               f"forward + backward {said['train']}.")
-    if below["fwd"] or below["train"]:
-        verdict += (f" There, no RotConv built from TF ops that produce the bank and pool in passes of their own "
-                    f"can meet the target at batch {BATCH}, whatever the bank's arithmetic; it would take a kernel "
-                    "that fuses the bank or the pooling into the convolution (a custom op, outside the project's "
-                    "stack), or a convolution cheaper than the Conv2D's, as at the last layer, where RotConv's "
-                    "product over the disk pixels does 49/81 of the Conv2D's multiply-adds.")
-    lines += ["", verdict, ""]
-    return lines
 
 
 def render(info, rows, sweep, models, settings):
@@ -267,7 +215,8 @@ def render(info, rows, sweep, models, settings):
              f"(one matrix product with the rotation matrix precomputed at build time; 'bank ms': its forward "
              f"time alone), convolves once with the whole bank (at the last layer, whose kernel covers "
              f"its input, multiplies the input's disk pixels by each orientation's filters instead) and "
-             f"pools over orientations (one `top_k`, vector output). The Conv2D has the same bank shape "
+             f"pools over orientations (one XLA kernel forward, one backward; since the fourth run of "
+             f"2026-11-26, before it TF ops: `top_k`, gather, ReLU, product). The Conv2D has the same bank shape "
              f"(`k x k x C_in x filters*17`), so the same convolution FLOPs, and nothing else: the "
              f"physical bound of a RotConv that convolves with its bank. Forward, and forward + backward (the loss `sum(y * dy)` and its gradients "
              f"with respect to the input and all weights, the loss returned so that the Conv2D's forward "
@@ -275,16 +224,17 @@ def render(info, rows, sweep, models, settings):
              f"2026-11-26 timed the Conv2D without its forward); every timed function returns one element of "
              f"its result, so that no timing includes a copy into NumPy (the forward timings before the "
              f"second run of 2026-11-26 did, of an output 8.5x larger for the Conv2D, which flattered RotConv's "
-             f"forward ratios); `tf.function` without XLA; interleaved "
+             f"forward ratios); timed functions are `tf.function`s without XLA (RotConv's pooling kernels "
+             f"are compiled before the timed rounds); interleaved "
              f"rounds; median of the "
              f"per-round ratios with a bootstrap 95% interval. Target: at most {RATIO_BAR:.2f}x.", "",
-             "| Layer | input | bank | bank ms | fwd RotConv ms | fwd Conv2D ms | fwd ratio | fwd+bwd RotConv ms | "
-             "fwd+bwd Conv2D ms | fwd+bwd ratio [95% CI] | CPU-time ratio |",
+             "| Layer | input | bank | bank ms | fwd RotConv ms | fwd Conv2D ms | fwd ratio [95% CI] | "
+             "fwd+bwd RotConv ms | fwd+bwd Conv2D ms | fwd+bwd ratio [95% CI] | CPU-time ratio |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         f, t = r["fwd"], r["train"]
         lines.append(f"| {r['name']} | {r['input']} | {r['bank']} | {r['bank_ms']:.2f} | {f['rot_ms']:.2f} | {f['conv_ms']:.2f} | "
-                     f"{f['ratio']:.3f} | {t['rot_ms']:.2f} | {t['conv_ms']:.2f} | {t['ratio']:.3f} "
+                     f"{f['ratio']:.3f} [{f['ratio_ci'][0]:.3f}-{f['ratio_ci'][1]:.3f}] | {t['rot_ms']:.2f} | {t['conv_ms']:.2f} | {t['ratio']:.3f} "
                      f"[{t['ratio_ci'][0]:.3f}-{t['ratio_ci'][1]:.3f}] | {t['cpu_ratio']:.3f} |")
     together = {kind: (sum(r[kind]["rot_ms"] for r in rows), sum(r[kind]["conv_ms"] for r in rows))
                 for kind in ("fwd", "train")}
@@ -296,15 +246,15 @@ def render(info, rows, sweep, models, settings):
     lines += ["", f"Worst ratio: forward {worst_fwd:.3f}, forward + backward {worst:.3f}; the "
                   f"{RATIO_BAR:.2f}x target {verdict} for every layer in this run (the target is per layer; "
                   f"the summed row, the three layers of one RotEqNet step, is for information).", ""]
-    lines += floor_lines(rows)
     lines += ["### The last layer against batch size", "",
               f"{rows[-1]['name']} again, at the batch sizes of the attack stages (250 and 500 images) and 128: "
               f"the bank costs the same at every batch size, the convolution grows with it.", "",
-              "| batch | bank ms | fwd RotConv ms | fwd Conv2D ms | fwd ratio | fwd+bwd RotConv ms | fwd+bwd Conv2D ms "
+              "| batch | bank ms | fwd RotConv ms | fwd Conv2D ms | fwd ratio [95% CI] | fwd+bwd RotConv ms | fwd+bwd Conv2D ms "
               "| fwd+bwd ratio [95% CI] |", "|---|---|---|---|---|---|---|---|"]
     for r in [rows[-1]] + list(sweep):
         f, t = r["fwd"], r["train"]
-        lines.append(f"| {r['batch']} | {r['bank_ms']:.2f} | {f['rot_ms']:.2f} | {f['conv_ms']:.2f} | {f['ratio']:.3f} | "
+        lines.append(f"| {r['batch']} | {r['bank_ms']:.2f} | {f['rot_ms']:.2f} | {f['conv_ms']:.2f} | {f['ratio']:.3f} "
+                     f"[{f['ratio_ci'][0]:.3f}-{f['ratio_ci'][1]:.3f}] | "
                      f"{t['rot_ms']:.2f} | {t['conv_ms']:.2f} | {t['ratio']:.3f} "
                      f"[{t['ratio_ci'][0]:.3f}-{t['ratio_ci'][1]:.3f}] |")
     lines += ["", *where_the_time_goes(rows), ""]

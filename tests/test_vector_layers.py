@@ -123,17 +123,17 @@ def test_filter_bank_is_the_rot90_of_the_disk_masked_filter():
     layer = RotConv(3, 5, n_angles=4)
     layer.build((None, 9, 9, 2))
     kernel = layer.kernel.numpy() * disk_mask(5)[:, :, None, None]
-    bank = layer.rotated_filter_bank().numpy().reshape(5, 5, 2, 3, 4)
+    bank = layer.rotated_filter_bank().numpy().reshape(5, 5, 2, 4, 3)
     for a in range(4):
-        np.testing.assert_allclose(bank[..., a], np.rot90(kernel, a, axes=(0, 1)), atol=1e-7)
-    # 17 angles: orientation 0 is the masked filter itself (channel f * 17 + a),
+        np.testing.assert_allclose(bank[..., a, :], np.rot90(kernel, a, axes=(0, 1)), atol=1e-7)
+    # 17 angles: orientation 0 is the masked filter itself (channel a * 3 + f),
     # and the corners outside the inscribed disk are zero at every orientation.
     layer17 = RotConv(3, 5, n_angles=17)
     layer17.build((None, 9, 9, 2))
     bank17 = layer17.rotated_filter_bank().numpy()
     assert bank17.shape == (5, 5, 2, 3 * 17)
     masked17 = layer17.kernel.numpy() * disk_mask(5)[:, :, None, None]
-    np.testing.assert_allclose(bank17.reshape(5, 5, 2, 3, 17)[..., 0], masked17, atol=1e-7)
+    np.testing.assert_allclose(bank17.reshape(5, 5, 2, 17, 3)[..., 0, :], masked17, atol=1e-7)
     assert np.all(bank17[disk_mask(5) == 0] == 0)
 
 
@@ -141,12 +141,12 @@ def test_vector_filter_bank_rotates_the_components_too():
     layer = RotConv(2, 5, n_angles=4, mode="vector")
     layer.build((None, 9, 9, 6))
     kernel = (layer.kernel.numpy() * disk_mask(5)[:, :, None, None]).reshape(5, 5, 3, 2, 2)
-    bank = layer.rotated_filter_bank().numpy().reshape(5, 5, 3, 2, 2, 4)
+    bank = layer.rotated_filter_bank().numpy().reshape(5, 5, 3, 2, 4, 2)
     u, v = kernel[:, :, :, 0], kernel[:, :, :, 1]
     for a, (cos, sin) in enumerate([(1, 0), (0, 1), (-1, 0), (0, -1)]):
         ru, rv = np.rot90(u, a, axes=(0, 1)), np.rot90(v, a, axes=(0, 1))
-        np.testing.assert_allclose(bank[:, :, :, 0, :, a], cos * ru - sin * rv, atol=1e-7)
-        np.testing.assert_allclose(bank[:, :, :, 1, :, a], sin * ru + cos * rv, atol=1e-7)
+        np.testing.assert_allclose(bank[:, :, :, 0, a], cos * ru - sin * rv, atol=1e-7)
+        np.testing.assert_allclose(bank[:, :, :, 1, a], sin * ru + cos * rv, atol=1e-7)
 
 
 def test_output_matches_an_explicit_loop_reference():
@@ -226,7 +226,9 @@ def test_precomputed_rotation_equals_the_affine_transform_bank(mode, channels, k
     keras.utils.set_random_seed(0)
     layer = RotConv(3, k, n_angles=n_angles, mode=mode)
     layer.build((None, 12, 12, channels))
-    bank = layer.rotated_filter_bank()
+    # RotConv's bank is orientation-major (channel a * F + f), the former one filter-major.
+    bank = np.asarray(layer.rotated_filter_bank()).reshape(k, k, channels, n_angles, 3)
+    bank = bank.swapaxes(-1, -2).reshape(k, k, channels, 3 * n_angles)
     assert _relative_error(bank, _affine_transform_bank(layer.kernel, n_angles, mode)) < 1e-6
 
 
@@ -270,6 +272,40 @@ def test_outputs_and_gradients_match_the_affine_transform_and_argmax_implementat
     if n_angles % 4 == 0 and n_angles <= 4:  # rotations by multiples of 90 degrees: permutations
         assert _relative_error(kernel_gradient, tape.gradient(old_loss, layer.kernel)) < 1e-5
     assert np.asarray(new).any()
+
+
+def test_zero_input_picks_the_first_orientation_everywhere():
+    """All 17 responses tie at 0: the first orientation (angle 0) wins, as for argmax."""
+    layer = RotConv(3, 5, bias_initializer="ones")
+    field = _pairs(layer(np.zeros((2, 9, 9, 1), "float32")))
+    np.testing.assert_array_equal(field, np.broadcast_to([1.0, 0.0], field.shape))
+
+
+def test_padded_batch_sizes():
+    import tensorflow as tf
+
+    from keras_uap.layers.rot_conv import _padded_batch
+
+    padded = [int(_padded_batch(tf.constant(b))) for b in range(130)]
+    assert [padded[b] for b in (0, 1, 2, 3, 5, 9, 16, 17, 33, 125, 128, 129)] == [
+        0, 1, 2, 4, 8, 16, 16, 32, 48, 128, 128, 144]
+    assert all(b <= p <= max(2 * b, b + 15) for b, p in enumerate(padded))
+    # What XLA compiles for DeepFool's chunks of 1 to 128 inputs: 12 shapes, not 128.
+    assert len(set(padded[1:129])) == 12
+
+
+@pytest.mark.parametrize("mode, channels, padding, size", [
+    ("scalar", 1, "same", 12), ("vector", 4, "same", 10), ("vector", 4, "valid", 7)])
+def test_a_batch_alone_equals_its_rows_in_a_larger_batch(mode, channels, padding, size):
+    """RotConv pads each batch with zero images to one of a few sizes (XLA
+    compiles once per shape); the padding must not leak into the rows."""
+    layer = RotConv(3, 7, n_angles=8, mode=mode, padding=padding, bias_initializer="random_normal")
+    x = _rng_input((20, size, size, channels), seed=4)
+    whole = np.asarray(layer(x))
+    for batch in (0, 1, 3, 5, 16, 17):
+        alone = np.asarray(layer(x[:batch]))
+        assert alone.shape == (batch,) + whole.shape[1:]
+        np.testing.assert_allclose(alone, whole[:batch], rtol=0, atol=1e-6 * np.abs(whole).max())
 
 
 @pytest.mark.parametrize("mode, channels", [("scalar", 3), ("vector", 8)])

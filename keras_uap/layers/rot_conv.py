@@ -14,15 +14,26 @@ from keras_uap.layers.conv_args import (
     positive_int_pair,
     square_kernel_size,
 )
+from keras_uap.layers.orientation_pooling import orientation_pooled_field
 from keras_uap.layers.vector_ops import (
     check_vector_channels,
     component_rotations,
-    direction_table,
     disk_mask,
     rotation_transforms,
 )
 
 _MODES = ("scalar", "vector")
+_BATCH_MULTIPLE = 16
+
+
+def _padded_batch(batch):
+    """The batch size RotConv computes for `batch` (a scalar int32 tensor):
+    the next power of two up to _BATCH_MULTIPLE, the next multiple of it
+    beyond (1, 2, 4, 8, 16, 32, 48, ...: at most 2x the work for small
+    batches, where it is cheap, and 1 + 15 / batch for larger ones)."""
+    powers = tf.constant([0] + [2 ** int(np.ceil(np.log2(b))) for b in range(1, _BATCH_MULTIPLE + 1)])
+    return tf.where(batch <= _BATCH_MULTIPLE, tf.gather(powers, tf.minimum(batch, _BATCH_MULTIPLE)),
+                    (batch + _BATCH_MULTIPLE - 1) // _BATCH_MULTIPLE * _BATCH_MULTIPLE)
 
 
 @functools.lru_cache(maxsize=None)
@@ -120,23 +131,6 @@ def _per_orientation_products(pixels, bank):
     return products, grad
 
 
-@tf.custom_gradient
-def _orientation_pool(responses):
-    """Max over the last axis and the index of its FIRST maximum (as argmax).
-
-    One `top_k(k=1)` pass (ties: the lower index first) instead of max + argmax.
-    The gradient is that of `reduce_max`: split equally among tied maxima.
-    """
-    values, indices = tf.math.top_k(responses, 1, sorted=False)
-
-    def grad(upstream, _):
-        winners = tf.cast(tf.equal(responses, values), responses.dtype)
-        count = tf.reduce_sum(winners, axis=-1, keepdims=True)
-        return winners * (tf.expand_dims(upstream, -1) / count)
-
-    return (values[..., 0], indices[..., 0]), grad
-
-
 @keras.saving.register_keras_serializable(package="keras_uap")
 class RotConv(keras.layers.Layer):
     """Rotating convolution with orientation pooling (RotEqNet, Marcos et al., ICCV 2017).
@@ -161,11 +155,12 @@ class RotConv(keras.layers.Layer):
     order the product reads it (same result to float rounding, about half
     the time at RotEqNet's last layer). Orientation pooling
     then keeps, per pixel and filter, the largest response `s` over the
-    orientations and its angle `alpha_a*` (the first one on ties; one
-    `top_k` pass; the gradient of `s` is split equally among tied maxima,
-    as for `max`), and outputs the vector
-    `relu(s + b) * (cos alpha_a*, sin alpha_a*)` (`b` one bias per filter,
-    shared by its orientations).
+    orientations and its angle `alpha_a*` (the first one on ties; the
+    gradient of `s` is split equally among tied maxima, as for `max`), and
+    outputs the vector `relu(s + b) * (cos alpha_a*, sin alpha_a*)` (`b` one
+    bias per filter, shared by its orientations): one XLA kernel forward,
+    one backward (`orientation_pooling.py`), each compiled once per input
+    shape; first-order gradients only.
 
     Vector-field layout (input in "vector" mode, and always the output):
     `(batch, height, width, 2 * F)`, channel `2 f` the x-component (along the
@@ -308,24 +303,27 @@ class RotConv(keras.layers.Layer):
         return tf.reshape(inside, (size, channels * filters))
 
     def rotated_filter_bank(self):
-        """The oriented filters `(k, k, C_in, filters * n_angles)`.
+        """The oriented filters `(k, k, C_in, n_angles * filters)`.
 
-        Output channel `f * n_angles + a` is filter `f` at orientation
-        `alpha_a = 360 * a / n_angles` degrees.
+        Output channel `a * filters + f` is filter `f` at orientation
+        `alpha_a = 360 * a / n_angles` degrees: orientation-major, so that
+        each pixel's responses to one orientation are adjacent and the
+        pooling over orientations reads whole rows of filters.
         """
         k = self.kernel_size[0]
         n = self.n_angles
         channels, filters = self.kernel.shape[2], self.kernel.shape[3]
         disk, matrix = _bank_operator(n, k, self.mode == "vector")
         size = len(disk)
-        bank = tf.matmul(self._disk_filters(), tf.constant(matrix), transpose_a=True)
-        if self.mode == "vector":  # (C/2 * F, D * 2 * n)
-            bank = tf.transpose(tf.reshape(bank, (channels // 2, filters, size, 2, n)), (2, 0, 3, 1, 4))
-        else:  # (C_in * F, D * n)
-            bank = tf.transpose(tf.reshape(bank, (channels, filters, size, n)), (2, 0, 1, 3))
-        bank = tf.reshape(bank, (size, channels, filters * n))
-        bank = tf.scatter_nd(tf.constant(disk[:, None].astype("int32")), bank, (k * k, channels, filters * n))
-        return tf.reshape(bank, (k, k, channels, filters * n))
+        # Rows (i[, p], a) of the rotated disk pixels, columns (c, f).
+        bank = tf.matmul(tf.constant(matrix), self._disk_filters(), transpose_a=True)
+        if self.mode == "vector":
+            bank = tf.transpose(tf.reshape(bank, (size, 2, n, channels // 2, filters)), (0, 3, 1, 2, 4))
+        else:
+            bank = tf.transpose(tf.reshape(bank, (size, n, channels, filters)), (0, 2, 1, 3))
+        bank = tf.reshape(bank, (size, channels, n * filters))
+        bank = tf.scatter_nd(tf.constant(disk[:, None].astype("int32")), bank, (k * k, channels, n * filters))
+        return tf.reshape(bank, (k, k, channels, n * filters))
 
     def _covers_whole_input(self, inputs):
         # Known at trace time; a dynamic height or width takes the convolution.
@@ -345,7 +343,7 @@ class RotConv(keras.layers.Layer):
         return tf.reshape(bank, (n, len(disk) * self.kernel.shape[2], self.filters))
 
     def _whole_input_responses(self, inputs):
-        """Responses `(N, 1, 1, F, n_angles)` when the kernel covers the whole
+        """Responses `(N, 1, 1, n_angles, F)` when the kernel covers the whole
         input ("valid", height = width = k): the convolution is then one
         product of the input's disk pixels with each orientation's filters,
         and no multiply-adds with the zero pixels outside the disk
@@ -359,11 +357,10 @@ class RotConv(keras.layers.Layer):
             pixels = tf.transpose(tf.reshape(pixels, (-1, size, channels // 2, 2)), (0, 1, 3, 2))
         pixels = tf.reshape(pixels, (-1, size * channels))
         products = _per_orientation_products(pixels, self._orientation_major_bank())  # (n, N, F)
-        responses = tf.transpose(products, (1, 2, 0))
-        return tf.reshape(responses, (-1, 1, 1, self.filters, n))
+        return tf.reshape(tf.transpose(products, (1, 0, 2)), (-1, 1, 1, n, self.filters))
 
     def _convolution_responses(self, inputs):
-        """Responses `(N, H', W', F, n_angles)`: one convolution with the k x k bank."""
+        """Responses `(N, H', W', n_angles, F)`: one convolution with the k x k bank."""
         responses = ops.conv(
             inputs,
             self.rotated_filter_bank(),
@@ -372,21 +369,27 @@ class RotConv(keras.layers.Layer):
             data_format="channels_last",
         )
         shape = ops.shape(responses)
-        return ops.reshape(responses, (shape[0], shape[1], shape[2], self.filters, self.n_angles))
+        return ops.reshape(responses, (shape[0], shape[1], shape[2], self.n_angles, self.filters))
 
     def call(self, inputs):
+        inputs = tf.convert_to_tensor(inputs)
+        batch = tf.shape(inputs)[0]
+        # XLA compiles the pooling once per shape: zero images pad the batch to
+        # one of a few sizes, so that callers whose batch size changes all the
+        # time (DeepFool's shrinking set of unfinished inputs) compile a few
+        # shapes, not one per size.
+        filler = tf.zeros(tf.concat([[_padded_batch(batch) - batch], tf.shape(inputs)[1:]], 0), inputs.dtype)
+        padded = tf.concat([inputs, filler], 0)
         if self._covers_whole_input(inputs):
-            responses = self._whole_input_responses(inputs)
+            responses = self._whole_input_responses(padded)
         else:
-            responses = self._convolution_responses(inputs)
+            responses = self._convolution_responses(padded)
         shape = ops.shape(responses)
-        strength, winner = _orientation_pool(responses)
-        if self.use_bias:
-            strength = strength + self.bias
-        directions = ops.take(ops.convert_to_tensor(direction_table(self.n_angles), dtype=strength.dtype),
-                              winner, axis=0)  # (N, H, W, F, 2)
-        field = ops.expand_dims(ops.relu(strength), -1) * directions
-        return ops.reshape(field, (shape[0], shape[1], shape[2], 2 * self.filters))
+        bias = tf.convert_to_tensor(self.bias) if self.use_bias else tf.zeros((self.filters,), responses.dtype)
+        field = orientation_pooled_field(responses, bias)  # (N, H, W, F, 2)
+        field = tf.reshape(field, (shape[0], shape[1], shape[2], 2 * self.filters))[:batch]
+        field.set_shape(self.compute_output_shape(inputs.shape))
+        return field
 
     def compute_output_shape(self, input_shape):
         check_window_fits("RotConv", input_shape, self.kernel_size, self.padding)
