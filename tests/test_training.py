@@ -71,6 +71,29 @@ def test_rerun_is_cached_and_same_seed_gives_same_weights(tiny_run, tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
+def test_roteqnet_trains_to_the_same_weights_twice(tiny_run):
+    """RotEqNet's orientation pooling runs as XLA kernels; with the seed and TF's
+    deterministic kernels its training must still repeat bit for bit."""
+    from keras_uap.models import build_roteqnet
+    from keras_uap.training import set_determinism, train_model
+
+    _, results = tiny_run
+    data = np.load(os.path.join(results["data"].output_dir, "train.npz"))
+    x, y = data["x"][:200], data["y"][:200]
+    weights, logits = [], []
+    for _ in range(2):
+        set_determinism(0)
+        model = build_roteqnet()
+        train_model(model, (x, y), (x[:40], y[:40]), epochs=1, batch_size=64, optimizer="adam",
+                    learning_rate=1e-3, seed=0, verbose=0)
+        weights.append(model.get_weights())
+        logits.append(model(x[:37], training=False).numpy())  # 37: a padded batch
+    for a, b in zip(*weights):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(*logits)
+    assert not np.array_equal(weights[0][0], build_roteqnet().get_weights()[0])
+
+
 def test_each_epoch_sees_new_rotations_and_streams_are_reproducible():
     images = np.random.default_rng(0).integers(0, 256, (10, 28, 28), dtype=np.uint8)
     labels = np.arange(10)
