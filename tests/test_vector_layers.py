@@ -232,15 +232,18 @@ def test_precomputed_rotation_equals_the_affine_transform_bank(mode, channels, k
     assert _relative_error(bank, _affine_transform_bank(layer.kernel, n_angles, mode)) < 1e-6
 
 
-@pytest.mark.parametrize("mode, channels, k, n_angles, padding, size", [
-    ("scalar", 1, 9, 17, "same", 16), ("scalar", 2, 5, 8, "valid", 11), ("scalar", 1, 3, 4, "same", 8),
-    ("vector", 4, 7, 17, "same", 10), ("vector", 6, 9, 17, "valid", 9), ("vector", 4, 5, 4, "valid", 9),
-    # Kernel as large as the input: RotConv's product over the disk pixels instead of a convolution.
-    ("scalar", 2, 5, 8, "valid", 5), ("scalar", 1, 9, 17, "valid", 9), ("vector", 4, 7, 17, "valid", 7)])
+@pytest.mark.parametrize("mode, channels, k, n_angles, padding, size, strides", [
+    ("scalar", 1, 9, 17, "same", 16, 1), ("scalar", 2, 5, 8, "valid", 11, 1), ("scalar", 1, 3, 4, "same", 8, 1),
+    ("vector", 4, 7, 17, "same", 10, 1), ("vector", 6, 9, 17, "valid", 9, 1), ("vector", 4, 5, 4, "valid", 9, 1),
+    # Strides, with odd and even input sizes (TF's "same" pads the extra pixel after).
+    ("scalar", 1, 5, 8, "same", 11, 2), ("scalar", 2, 5, 8, "same", 12, (2, 3)),
+    ("vector", 4, 5, 8, "valid", 12, 2), ("vector", 4, 3, 4, "same", 10, 3),
+    # Kernel as large as the input: one product per orientation over the disk pixels.
+    ("scalar", 2, 5, 8, "valid", 5, 1), ("scalar", 1, 9, 17, "valid", 9, 1), ("vector", 4, 7, 17, "valid", 7, 1)])
 def test_outputs_and_gradients_match_the_affine_transform_and_argmax_implementation(
-        mode, channels, k, n_angles, padding, size):
-    """Against RotConv as it was (bank by affine_transform per call; max, argmax and
-    take): outputs, gradients w.r.t. the input and the bias, and w.r.t. the kernel
+        mode, channels, k, n_angles, padding, size, strides):
+    """Against RotConv as it was (bank by affine_transform per call, convolved with
+    the input; max, argmax and take): outputs, gradients w.r.t. the input and the bias, and w.r.t. the kernel
     against the exact derivative of the former bank. (affine_transform's registered
     gradient is not its exact transpose: it differed from the exact kernel gradient
     by 6-13% of its largest entry for 17 angles; exact for multiples of 90 degrees.)
@@ -249,7 +252,7 @@ def test_outputs_and_gradients_match_the_affine_transform_and_argmax_implementat
     import tensorflow as tf
 
     keras.utils.set_random_seed(0)
-    layer = RotConv(3, k, n_angles=n_angles, mode=mode, padding=padding, bias_initializer="ones")
+    layer = RotConv(3, k, n_angles=n_angles, mode=mode, padding=padding, strides=strides, bias_initializer="ones")
     x = _rng_input((3, size, size, channels), seed=1)
     x[:, :, : k // 2 + 1] = 0.0  # whole receptive fields of zeros: exact ties
     x = tf.constant(x)
@@ -261,7 +264,7 @@ def test_outputs_and_gradients_match_the_affine_transform_and_argmax_implementat
         new_loss = tf.reduce_sum(new * upstream)
         bank = _affine_transform_bank(layer.kernel, n_angles, mode)
         tape.watch(bank)
-        old = _max_argmax_pooling(layer, keras.ops.conv(x, bank, strides=1, padding=padding))
+        old = _max_argmax_pooling(layer, keras.ops.conv(x, bank, strides=strides, padding=padding))
         old_loss = tf.reduce_sum(old * upstream)
     assert _relative_error(new, old) < 1e-5
     assert _relative_error(tape.gradient(new_loss, x), tape.gradient(old_loss, x)) < 1e-5
@@ -292,6 +295,26 @@ def test_padded_batch_sizes():
     assert all(b <= p <= max(2 * b, b + 15) for b, p in enumerate(padded))
     # What XLA compiles for DeepFool's chunks of 1 to 128 inputs: 12 shapes, not 128.
     assert len(set(padded[1:129])) == 12
+
+
+@pytest.mark.parametrize("vector, channels, size, height, width, strides, padding", [
+    (False, 1, 9, 28, 28, 1, "same"), (False, 3, 5, 12, 11, (2, 3), "same"), (False, 2, 7, 13, 9, 2, "valid"),
+    (True, 4, 5, 10, 10, 1, "same"), (True, 6, 3, 9, 8, (3, 2), "valid"), (True, 4, 9, 9, 9, 1, "valid")])
+def test_disk_window_columns_match_extract_patches(vector, channels, size, height, width, strides, padding):
+    """Every window's disk pixels against TF's own `extract_patches` (same
+    windows, same padding), in the documented row and column order."""
+    import tensorflow as tf
+
+    from keras_uap.layers.disk_windows import disk_pixels, disk_window_columns
+
+    x = _rng_input((3, height, width, channels), seed=5)
+    stride_pair = (strides, strides) if isinstance(strides, int) else strides
+    columns = np.asarray(disk_window_columns(x, size, stride_pair, padding, vector=vector))
+    patches = tf.image.extract_patches(x, [1, size, size, 1], [1, *stride_pair, 1], [1, 1, 1, 1], padding.upper())
+    patches = np.asarray(patches).reshape(-1, size * size, channels)[:, disk_pixels(size)]  # (windows, D, C)
+    if vector:  # channel 2c + p -> row (d, p, c)
+        patches = patches.reshape(len(patches), -1, channels // 2, 2).swapaxes(-1, -2)
+    np.testing.assert_array_equal(columns, patches.reshape(len(patches), -1).T)
 
 
 @pytest.mark.parametrize("mode, channels, padding, size", [

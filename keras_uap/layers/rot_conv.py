@@ -14,6 +14,7 @@ from keras_uap.layers.conv_args import (
     positive_int_pair,
     square_kernel_size,
 )
+from keras_uap.layers.disk_windows import disk_pixels, disk_window_columns
 from keras_uap.layers.orientation_pooling import orientation_pooled_field
 from keras_uap.layers.vector_ops import (
     check_vector_channels,
@@ -31,7 +32,7 @@ def _padded_batch(batch):
     the next power of two up to _BATCH_MULTIPLE, the next multiple of it
     beyond (1, 2, 4, 8, 16, 32, 48, ...: at most 2x the work for small
     batches, where it is cheap, and 1 + 15 / batch for larger ones)."""
-    powers = tf.constant([0] + [2 ** int(np.ceil(np.log2(b))) for b in range(1, _BATCH_MULTIPLE + 1)])
+    powers = tf.constant([0] + [1 << (b - 1).bit_length() for b in range(1, _BATCH_MULTIPLE + 1)])
     return tf.where(batch <= _BATCH_MULTIPLE, tf.gather(powers, tf.minimum(batch, _BATCH_MULTIPLE)),
                     (batch + _BATCH_MULTIPLE - 1) // _BATCH_MULTIPLE * _BATCH_MULTIPLE)
 
@@ -81,7 +82,7 @@ def _bank_operator(n_angles, size, vector):
     rotation `R(alpha_a)[p, q]`).
     """
     operator = _spatial_rotation_operator(n_angles, size)  # (a, ij, p)
-    disk = np.flatnonzero(disk_mask(size).reshape(-1))
+    disk = disk_pixels(size)
     outside = np.setdiff1d(np.arange(size * size), disk)
     assert not operator[:, :, outside].any() and not operator[:, outside, :].any()
     sub = operator[:, disk][:, :, disk]  # (a, i, d)
@@ -93,7 +94,6 @@ def _bank_operator(n_angles, size, vector):
         matrix = sub.transpose(2, 1, 0).reshape(len(disk), len(disk) * n_angles)
     matrix = np.ascontiguousarray(matrix, dtype="float32")
     matrix.flags.writeable = False
-    disk.flags.writeable = False
     return disk, matrix
 
 
@@ -148,12 +148,14 @@ class RotConv(keras.layers.Layer):
     rebuilds the bank from the learned filter with ONE matrix product over
     the disk pixels (equal to rotating the filter, to float rounding, and
     differentiated exactly), and all `filters * n_angles` oriented filters
-    are correlated with the input in ONE convolution. When the kernel covers
-    the whole input ("valid" padding, height = width = k known when traced,
-    as in RotEqNet's last layer) that convolution is one matrix product per
-    orientation over the disk pixels instead, with the bank built in the
-    order the product reads it (same result to float rounding, about half
-    the time at RotEqNet's last layer). Orientation pooling
+    are correlated with the input in ONE matrix product: the bank's rows
+    times the disk pixels of every input window as columns
+    (`disk_windows.py`, an XLA kernel), i.e. a convolution that skips the
+    zero weights outside the disk (49 of 81 for k = 9) and leaves the
+    responses orientation first, as the pooling reads them. When the kernel
+    covers the whole input ("valid" padding, height = width = k known when
+    traced, as in RotEqNet's last layer) the product is one per orientation,
+    with the bank in the order built. Orientation pooling
     then keeps, per pixel and filter, the largest response `s` over the
     orientations and its angle `alpha_a*` (the first one on ties; the
     gradient of `s` is split equally among tied maxima, as for `max`), and
@@ -303,12 +305,14 @@ class RotConv(keras.layers.Layer):
         return tf.reshape(inside, (size, channels * filters))
 
     def rotated_filter_bank(self):
-        """The oriented filters `(k, k, C_in, n_angles * filters)`.
+        """The oriented filters as a convolution kernel `(k, k, C_in, n_angles * filters)`.
 
         Output channel `a * filters + f` is filter `f` at orientation
-        `alpha_a = 360 * a / n_angles` degrees: orientation-major, so that
-        each pixel's responses to one orientation are adjacent and the
-        pooling over orientations reads whole rows of filters.
+        `alpha_a = 360 * a / n_angles` degrees (orientation-major). A
+        `Conv2D` with this kernel gives RotConv's responses before the
+        orientation pooling; RotConv itself multiplies the disk pixels of
+        each window by the same filters (`_window_bank`), which skips the
+        zeros outside the disk.
         """
         k = self.kernel_size[0]
         n = self.n_angles
@@ -326,14 +330,15 @@ class RotConv(keras.layers.Layer):
         return tf.reshape(bank, (k, k, channels, n * filters))
 
     def _covers_whole_input(self, inputs):
-        # Known at trace time; a dynamic height or width takes the convolution.
+        # Known at trace time; a dynamic height or width takes the window columns.
         return self.padding == "valid" and tuple(inputs.shape[1:3]) == self.kernel_size
 
     def _orientation_major_bank(self):
-        """The bank as the whole-input product reads it: `(n_angles, D * C_in, F)`,
-        per orientation the disk pixels' rows `(i[, p], c)` by the filters.
-        Built from the same matrix as `rotated_filter_bank` with its columns
-        reordered, so it needs no transpose and no scatter into k x k."""
+        """The bank over the disk pixels: `(n_angles, D * C_in, F)`, per
+        orientation the rows `(i[, p], c)` (disk pixel, [vector component,]
+        input channel) by the filters. Built from the same matrix as
+        `rotated_filter_bank` with its columns reordered, so it needs no
+        transpose and no scatter into k x k."""
         k, n = self.kernel_size[0], self.n_angles
         vector = self.mode == "vector"
         disk, _ = _bank_operator(n, k, vector)
@@ -342,12 +347,17 @@ class RotConv(keras.layers.Layer):
                          transpose_a=True)
         return tf.reshape(bank, (n, len(disk) * self.kernel.shape[2], self.filters))
 
+    def _window_bank(self):
+        """`(n_angles * F, D * C_in)`: row `a * F + f` is filter `f` at
+        orientation `a` over the rows of `disk_window_columns`."""
+        bank = tf.transpose(self._orientation_major_bank(), (0, 2, 1))
+        return tf.reshape(bank, (self.n_angles * self.filters, -1))
+
     def _whole_input_responses(self, inputs):
-        """Responses `(N, 1, 1, n_angles, F)` when the kernel covers the whole
-        input ("valid", height = width = k): the convolution is then one
-        product of the input's disk pixels with each orientation's filters,
-        and no multiply-adds with the zero pixels outside the disk
-        (D of k * k, 49 of 81 for k = 9)."""
+        """Responses `(n_angles, N, F)` (pixels first) when the kernel covers
+        the whole input ("valid", height = width = k): one product of the
+        input's disk pixels with each orientation's filters, without the
+        bank's transpose into `_window_bank` (7 MB at RotEqNet's last layer)."""
         k, n = self.kernel_size[0], self.n_angles
         channels = inputs.shape[-1]
         disk, _ = _bank_operator(n, k, self.mode == "vector")
@@ -356,38 +366,35 @@ class RotConv(keras.layers.Layer):
         if self.mode == "vector":  # channels (c, p) -> (p, c), the bank's row order
             pixels = tf.transpose(tf.reshape(pixels, (-1, size, channels // 2, 2)), (0, 1, 3, 2))
         pixels = tf.reshape(pixels, (-1, size * channels))
-        products = _per_orientation_products(pixels, self._orientation_major_bank())  # (n, N, F)
-        return tf.reshape(tf.transpose(products, (1, 0, 2)), (-1, 1, 1, n, self.filters))
+        return _per_orientation_products(pixels, self._orientation_major_bank())
 
-    def _convolution_responses(self, inputs):
-        """Responses `(N, H', W', n_angles, F)`: one convolution with the k x k bank."""
-        responses = ops.conv(
-            inputs,
-            self.rotated_filter_bank(),
-            strides=self.strides,
-            padding=self.padding,
-            data_format="channels_last",
-        )
-        shape = ops.shape(responses)
-        return ops.reshape(responses, (shape[0], shape[1], shape[2], self.n_angles, self.filters))
+    def _window_responses(self, inputs):
+        """Responses `(n_angles, F, N * H' * W')`: the bank times the disk
+        pixels of every window, one matrix product."""
+        columns = disk_window_columns(inputs, self.kernel_size[0], self.strides, self.padding,
+                                      vector=self.mode == "vector")
+        responses = tf.matmul(self._window_bank(), columns)
+        return tf.reshape(responses, (self.n_angles, self.filters, -1))
 
     def call(self, inputs):
         inputs = tf.convert_to_tensor(inputs)
         batch = tf.shape(inputs)[0]
-        # XLA compiles the pooling once per shape: zero images pad the batch to
-        # one of a few sizes, so that callers whose batch size changes all the
-        # time (DeepFool's shrinking set of unfinished inputs) compile a few
-        # shapes, not one per size.
+        # XLA compiles the window columns and the pooling once per shape: zero
+        # images pad the batch to one of a few sizes, so that callers whose
+        # batch size changes all the time (DeepFool's shrinking set of
+        # unfinished inputs) compile a few shapes, not one per size.
         filler = tf.zeros(tf.concat([[_padded_batch(batch) - batch], tf.shape(inputs)[1:]], 0), inputs.dtype)
         padded = tf.concat([inputs, filler], 0)
-        if self._covers_whole_input(inputs):
+        whole_input = self._covers_whole_input(inputs)
+        if whole_input:
             responses = self._whole_input_responses(padded)
         else:
-            responses = self._convolution_responses(padded)
-        shape = ops.shape(responses)
+            responses = self._window_responses(padded)
         bias = tf.convert_to_tensor(self.bias) if self.use_bias else tf.zeros((self.filters,), responses.dtype)
-        field = orientation_pooled_field(responses, bias)  # (N, H, W, F, 2)
-        field = tf.reshape(field, (shape[0], shape[1], shape[2], 2 * self.filters))[:batch]
+        field = orientation_pooled_field(responses, bias, pixels_first=whole_input)  # (N * H' * W', F, 2)
+        height, width = (conv_output_length(tf.shape(inputs)[axis], self.kernel_size[0], stride, self.padding)
+                         for axis, stride in zip((1, 2), self.strides))
+        field = tf.reshape(field, (-1, height, width, 2 * self.filters))[:batch]
         field.set_shape(self.compute_output_shape(inputs.shape))
         return field
 
