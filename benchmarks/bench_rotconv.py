@@ -97,10 +97,10 @@ def compare_layer(shape, batch, budget, rng, boot):
 
 
 def bank_as_built(rot, x):
-    """The filter bank as RotConv's call builds it for `x`: orientation-major
-    over the disk pixels when the kernel covers the whole input, else the
-    k x k bank of `rotated_filter_bank` (the layer's internals, on purpose)."""
-    return rot._orientation_major_bank() if rot._covers_whole_input(x) else rot.rotated_filter_bank()
+    """The filter bank as RotConv's call builds it for `x` (the layer's
+    internals, on purpose): over the disk pixels, orientation by orientation
+    when the kernel covers the whole input, else as the rows of one matrix."""
+    return rot._orientation_major_bank() if rot._covers_whole_input(x) else rot._window_bank()
 
 
 def bench_layers(budget, seed=0):
@@ -146,25 +146,30 @@ def bench_models(rounds=5, steps=10, seed=0):
 def where_the_time_goes(rows):
     """What stands between RotConv and the bound, from this run's numbers."""
     first, last = rows[0], rows[-1]
-    pool_first = first["fwd"]["rot_ms"] - first["fwd"]["conv_ms"] - first["bank_ms"]
     return [
-        "Where the time goes. Last layer (9x9 input, 1x1 output): the kernel covers the whole input, so "
-        "RotConv does not convolve. It builds the bank orientation by orientation over the 49 disk pixels "
-        "(one product with the 98 x 1666 rotation matrix: 98 multiply-adds per non-zero bank weight, about "
-        f"as many as the Conv2D's convolution spends at batch {BATCH}, 64 per weight; 'bank ms', "
-        f"{last['bank_ms']:.2f} ms) and multiplies the input's disk pixels by it: 49/81 of the Conv2D's "
-        "multiply-adds, and no transpose or scatter of the bank. The saving grows with the batch "
-        "size and the bank's cost does not, so the ratio falls with the batch size (table above). Until the third run of "
-        "2026-11-26 RotConv convolved with the 9x9 bank here too, at 1.8x-1.9x forward + backward and "
-        "2.1x-2.3x forward. First layer (one input channel): the convolution spends 81 multiply-adds per "
-        "response, the orientation pooling has to read every one of the 17 x 6 responses per pixel at "
-        f"least once; measured, the bank, the pooling and the vector output add {pool_first + first['bank_ms']:.1f} "
-        f"ms to the convolution's {first['fwd']['conv_ms']:.1f} ms forward (as TF ops, before the fourth run of "
-        "2026-11-26, the pooling alone added 12.0-12.7 ms). With a backward pass the convolution's share grows "
-        "(its two gradient convolutions), and so the forward + backward ratios are lower.",
+        "Where the time goes. Since e85f17f RotConv does not convolve. Its bank is zero outside the disk "
+        "inscribed in the 9x9 window, so it gathers the 49 disk pixels of every input window into columns "
+        "(one XLA kernel, `disk_windows.py`) and multiplies the bank's 17 x F rows by them: 49/81 of the "
+        "Conv2D's multiply-adds, paid for by writing the columns (49 copies of the input at stride 1). The "
+        "product leaves the responses orientation first, a contiguous row per orientation and filter, and "
+        "the pooling kernel reduces over those rows, vectorised across pixels. First layer: RotConv's "
+        f"forward {first['fwd']['rot_ms']:.1f} ms (bank {first['bank_ms']:.2f} ms included) against the "
+        f"Conv2D's {first['fwd']['conv_ms']:.1f} ms. With a backward pass the gap widens: TF's Conv2D "
+        f"backward with one input channel is slow ({first['train']['conv_ms']:.1f} ms forward + backward "
+        "against its forward above), while RotConv's backward is two matrix products and the columns' "
+        "gradient. Before e85f17f RotConv convolved with the k x k bank and pooled the convolution's layout: "
+        "1.25x-1.28x forward and 0.95x forward + backward at the first layer (earlier run and by hand, "
+        "2026-11-26). Last layer (9x9 input, 1x1 output): the kernel covers the whole input, so the columns "
+        "are the input's disk pixels and the product is taken orientation by orientation, with the bank "
+        "built in that order (one product with the 98 x 1666 rotation matrix, no transpose of the 7 MB "
+        f"bank): 'bank ms', {last['bank_ms']:.2f} ms, is most of RotConv's time at batch {BATCH} and the "
+        "same at every batch size, so the ratio falls with the batch (table above). Until the third run of "
+        "2026-11-26 RotConv convolved with the 9x9 bank there too, at 1.8x-1.9x forward + backward and "
+        "2.1x-2.3x forward.",
         "",
-        "The pooling's XLA kernels (fourth run of 2026-11-26; measured by hand the same day at the first layer's "
-        "shape, batch 64, interleaved medians, forward ratios against the Conv2D unless said). TF's own "
+        "The pooling's XLA kernels (fourth run of 2026-11-26, then after a convolution, in its layout; measured "
+        "by hand the same day at the first layer's shape, batch 64, interleaved medians, forward ratios against "
+        "the Conv2D unless said). TF's own "
         "`reduce_max` over the responses alone took 1.7x the time the target leaves beside the convolution, so "
         "no pooling made of TF kernels could meet it; XLA fuses the maximum, the arg-max, bias, ReLU and the "
         "vector output into one pass. The maximum and the index of its first occurrence come from ONE variadic "
@@ -179,7 +184,9 @@ def where_the_time_goes(rows):
         "kernel), which had kept the pooling out of RotConv until then: DeepFool's set of unfinished inputs "
         "shrinks at every iteration. RotConv therefore pads its batch with zero images to 1, 2, 4, 8 or 16, "
         "then a multiple of 16: at most 2x the work for small batches, where it is cheap, and about a dozen "
-        "shapes per DeepFool run. The bank under XLA was slower (last layer 1.20x against 1.09x forward).",
+        "shapes per DeepFool run. The bank under XLA was slower (last layer 1.20x against 1.09x forward). "
+        "Since e85f17f the responses come orientation first: the same forward kernel alone took 2.9 ms "
+        "against 3.5 ms in the convolution's layout (first layer's shape, batch 64, by hand).",
         "",
         "Alternatives measured by hand on 2026-11-26 before the fourth run (same machine, quiet, "
         "interleaved medians; not rerun by this script): the bilinear rotation as a sparse matrix (`tf.sparse.sparse_dense_matmul`, "
@@ -213,18 +220,18 @@ def render(info, rows, sweep, models, settings):
              "### RotConv vs Conv2D with the same expanded filter bank, batch 64", "",
              f"RotConv (17 orientations, 9x9) rebuilds its rotated bank from the learned filters on every call "
              f"(one matrix product with the rotation matrix precomputed at build time; 'bank ms': its forward "
-             f"time alone), convolves once with the whole bank (at the last layer, whose kernel covers "
-             f"its input, multiplies the input's disk pixels by each orientation's filters instead) and "
-             f"pools over orientations (one XLA kernel forward, one backward; since the fourth run of "
-             f"2026-11-26, before it TF ops: `top_k`, gather, ReLU, product). The Conv2D has the same bank shape "
-             f"(`k x k x C_in x filters*17`), so the same convolution FLOPs, and nothing else: the "
-             f"physical bound of a RotConv that convolves with its bank. Forward, and forward + backward (the loss `sum(y * dy)` and its gradients "
+             f"time alone), multiplies it by the disk pixels of every input window (one matrix product, since "
+             f"e85f17f; a convolution with the k x k bank before; at the last layer, whose kernel covers its "
+             f"input, one product per orientation) and pools over orientations (one XLA kernel forward, one "
+             f"backward; since the fourth run of 2026-11-26, before it TF ops: `top_k`, gather, ReLU, product). "
+             f"The Conv2D has the same bank shape (`k x k x C_in x filters*17`) and nothing else: the issue's "
+             f"physical bound, the convolution a RotConv needs without the disk's zeros skipped. Forward, and forward + backward (the loss `sum(y * dy)` and its gradients "
              f"with respect to the input and all weights, the loss returned so that the Conv2D's forward "
              f"is not pruned away: its gradients do not need its output, RotConv's do; the runs before "
              f"2026-11-26 timed the Conv2D without its forward); every timed function returns one element of "
              f"its result, so that no timing includes a copy into NumPy (the forward timings before the "
              f"second run of 2026-11-26 did, of an output 8.5x larger for the Conv2D, which flattered RotConv's "
-             f"forward ratios); timed functions are `tf.function`s without XLA (RotConv's pooling kernels "
+             f"forward ratios); timed functions are `tf.function`s without XLA (RotConv's XLA kernels "
              f"are compiled before the timed rounds); interleaved "
              f"rounds; median of the "
              f"per-round ratios with a bootstrap 95% interval. Target: at most {RATIO_BAR:.2f}x.", "",
@@ -248,7 +255,7 @@ def render(info, rows, sweep, models, settings):
                   f"the summed row, the three layers of one RotEqNet step, is for information).", ""]
     lines += ["### The last layer against batch size", "",
               f"{rows[-1]['name']} again, at the batch sizes of the attack stages (250 and 500 images) and 128: "
-              f"the bank costs the same at every batch size, the convolution grows with it.", "",
+              f"the bank costs the same at every batch size, its product with the input grows with it.", "",
               "| batch | bank ms | fwd RotConv ms | fwd Conv2D ms | fwd ratio [95% CI] | fwd+bwd RotConv ms | fwd+bwd Conv2D ms "
               "| fwd+bwd ratio [95% CI] |", "|---|---|---|---|---|---|---|---|"]
     for r in [rows[-1]] + list(sweep):

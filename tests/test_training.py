@@ -72,8 +72,9 @@ def test_rerun_is_cached_and_same_seed_gives_same_weights(tiny_run, tmp_path):
 
 
 def test_roteqnet_trains_to_the_same_weights_twice(tiny_run):
-    """RotEqNet's orientation pooling runs as XLA kernels; with the seed and TF's
-    deterministic kernels its training must still repeat bit for bit."""
+    """RotEqNet's RotConv runs XLA kernels (window columns, orientation pooling);
+    with the seed and TF's deterministic kernels its training must still repeat
+    bit for bit."""
     from keras_uap.models import build_roteqnet
     from keras_uap.training import set_determinism, train_model
 
