@@ -332,14 +332,14 @@ def test_a_batch_alone_equals_its_rows_in_a_larger_batch(mode, channels, padding
 
 
 @pytest.mark.parametrize("mode, channels", [("scalar", 3), ("vector", 8)])
-def test_the_whole_input_product_agrees_with_the_convolution(mode, channels):
+def test_the_whole_input_product_agrees_with_the_window_columns(mode, channels):
     import tensorflow as tf
 
     keras.utils.set_random_seed(0)
     layer = RotConv(5, 9, mode=mode, padding="valid", bias_initializer="random_normal")
     x = tf.constant(_rng_input((4, 9, 9, channels), seed=3))
     assert layer._covers_whole_input(x)
-    # Height and width unknown when traced: the convolution path.
+    # Height and width unknown when traced: the window-columns path.
     spec = tf.TensorSpec((None, None, None, channels), tf.float32)
 
     def loss_and_kernel_gradient(inputs):
@@ -348,10 +348,10 @@ def test_the_whole_input_product_agrees_with_the_convolution(mode, channels):
         return loss, tape.gradient(loss, layer.kernel)
 
     product = loss_and_kernel_gradient(x)
-    convolution = tf.function(loss_and_kernel_gradient, input_signature=[spec])(x)
+    windows = tf.function(loss_and_kernel_gradient, input_signature=[spec])(x)
     assert not layer._covers_whole_input(spec)
-    assert _relative_error(product[0], convolution[0]) < 1e-5
-    assert _relative_error(product[1], convolution[1]) < 1e-5
+    assert _relative_error(product[0], windows[0]) < 1e-5
+    assert _relative_error(product[1], windows[1]) < 1e-5
     assert _relative_error(layer(x), tf.function(layer, input_signature=[spec])(x)) < 1e-5
 
 
