@@ -8,19 +8,19 @@ implementation. `GPU_NONDETERMINISTIC_OPS` lists them as raw op types;
 included, so that a run can say so in one line at its start
 (`warn_nondeterministic_gpu_ops`) instead of failing on a GPU later.
 
-Sources (TensorFlow 2.21):
+Sources (TensorFlow 2.21 is installed; its docstring is the page's text):
 - https://www.tensorflow.org/api_docs/python/tf/config/experimental/enable_op_determinism
   states the rule ("Certain ops will raise an `UnimplementedError` because
   they do not yet have a deterministic implementation") but names only
-  `tf.nn.softmax_cross_entropy_with_logits`, as an example;
-- the per-op list is that of TensorFlow's release notes, sections
-  "Deterministic Op Functionality" of 2.7 to 2.10
-  (https://github.com/tensorflow/tensorflow/blob/master/RELEASE.md), and of
-  NVIDIA's status page, which TensorFlow's determinism work links to
-  (https://github.com/NVIDIA/framework-reproducibility/blob/master/doc/d9m/tensorflow_status.md);
-- each `doc` below quotes the error message of the kernel that raises, as
-  TensorFlow's sources and kernel tests write it, or the status page's
-  wording where the message is generic.
+  `tf.nn.softmax_cross_entropy_with_logits`, as an example: it has no list;
+- the list is that of NVIDIA's status page of GPU determinism in TensorFlow
+  (https://github.com/NVIDIA/framework-reproducibility/blob/master/doc/d9m/tensorflow_status.md),
+  of the determinism RFC (tensorflow/community, rfcs/20210119-determinism.md)
+  and of TF 2.8's release notes ("Deterministic Op Functionality"), checked
+  against the kernels of TensorFlow's sources that raise under
+  `OpDeterminismRequired()`;
+- each `doc` below quotes the kernel's error message (or the status page's
+  wording where the message is generic).
 Ops that these sources once listed and that have had a deterministic GPU
 kernel since TF 2.7/2.8 are not listed: the segment and unsorted-segment
 reductions, `tf.gather`'s gradient, bias-add and convolution backprop,
@@ -89,8 +89,10 @@ GPU_NONDETERMINISTIC_OPS = (
             "Determinism is not yet supported in GPU implementation of Bincount."),
     *_entry(("SparseTensorDenseMatMul",), "tf.sparse.sparse_dense_matmul",
             "A deterministic GPU implementation of SparseTensorDenseMatmulOp is not currently available."),
-    *_entry(("Dilation2DBackpropInput", "Dilation2DBackpropFilter"), "tf.nn.dilation2d backprop",
+    *_entry(("Dilation2DBackpropInput",), "tf.nn.dilation2d backprop to the input",
             "Determinism is not yet supported for Dilation2DBackpropInput."),
+    *_entry(("Dilation2DBackpropFilter",), "tf.nn.dilation2d backprop to the filter",
+            "Determinism is not yet supported for Dilation2DBackpropFilter."),
     *_entry(("MaxPoolGradWithArgmax",), "tf.nn.max_pool_with_argmax backprop",
             "Determinism is not yet supported for MaxPoolGradWithArgmax."),
     *_entry(("DepthwiseConv2dNativeBackpropFilter",), "tf.nn.depthwise_conv2d backprop to `filter`",
