@@ -193,8 +193,9 @@ def listed_ops(graph):
 def traced_model_steps(model, batch_size=2, nb_candidate=3):
     """Concrete functions of what the stages run on `model` (not executed).
 
-    Traces (a) a training step as `keras_uap.training` compiles it (sparse
-    cross-entropy on logits, gradient, optimiser update, accuracy), (b) the
+    Traces (a) a training step as `keras_uap.training` compiles it and `fit`
+    runs it (sparse cross-entropy on logits, gradient, optimiser update,
+    accuracy; XLA-compiled if the model's `jit_compile` says so), (b) the
     loss gradient with respect to the input (FGSM, PGD, the gradient
     directions, the comparison) and (c) one DeepFool step (the per-candidate
     Jacobian rows). Trace with op determinism already on, as the runner
@@ -224,7 +225,9 @@ def traced_model_steps(model, batch_size=2, nb_candidate=3):
     scalar = tf.TensorSpec((), tf.float32)
     candidates = tf.TensorSpec((batch_size, nb_candidate), tf.int32)
     return {
-        "train": tf.function(model.train_step).get_concrete_function((x, y)),
+        # Compiled by XLA exactly when `fit` would compile it (Keras turns XLA
+        # off when op determinism is on at `compile` time).
+        "train": tf.function(model.train_step, jit_compile=bool(model.jit_compile)).get_concrete_function((x, y)),
         "loss_gradient": tf.function(lambda x, y: loss_gradient(model, x, y)).get_concrete_function(x, y),
         "deepfool": deepfool_step.get_concrete_function(model, nb_candidate, scalar, scalar, scalar,
                                                         x, x, x, candidates),
