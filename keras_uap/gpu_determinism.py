@@ -34,6 +34,11 @@ import sys
 
 import tensorflow as tf
 
+# DeepFool's compiled step itself, so that the trace is what the attack runs.
+from keras_uap.attacks.deepfool import _step as deepfool_step
+from keras_uap.attacks.loss_gradient import loss_gradient
+from keras_uap.training import compile_for_training
+
 __all__ = ["NondeterministicOp", "GPU_NONDETERMINISTIC_OPS", "graph_op_uses", "listed_ops",
            "traced_model_steps", "model_gpu_determinism_gaps", "warn_nondeterministic_gpu_ops"]
 
@@ -211,12 +216,6 @@ def traced_model_steps(model, batch_size=2, nb_candidate=3):
         A dict `{"train": ..., "loss_gradient": ..., "deepfool": ...}` of
         concrete functions.
     """
-    # Imported here: the attacks and training import this package's layers,
-    # and this module must stay importable on its own.
-    from keras_uap.attacks.deepfool import _step as deepfool_step
-    from keras_uap.attacks.loss_gradient import loss_gradient
-    from keras_uap.training import compile_for_training
-
     if not model.compiled:
         compile_for_training(model)
     model.optimizer.build(model.trainable_variables)
@@ -246,7 +245,8 @@ def warn_nondeterministic_gpu_ops(builders, stream=None):
     model afresh, traces its steps (`traced_model_steps`) and writes one line
     to `stream` (default stderr) if any step uses an op of
     `GPU_NONDETERMINISTIC_OPS`. Without a visible GPU it does nothing (and
-    builds nothing): the CPU kernels of these ops are deterministic.
+    builds nothing): the listed kernels raise on GPUs only (XLA's max-pool
+    gradient raises on the CPU as well, so the CPU tests already catch it).
 
     Args:
         builders: `{model name: builder}`, e.g. `{name: MODELS[name] for
