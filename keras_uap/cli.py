@@ -17,6 +17,7 @@ from typer.exceptions import TyperException
 
 import keras_uap
 from keras_uap.errors import UserError
+from keras_uap.method import ATTACK_NAMES, PAPER_ATTACKS
 
 app = typer.Typer(
     help="Universal adversarial perturbations of equivariant networks (StdCNN, GCNN, RotEqNet) on rotated MNIST.",
@@ -47,13 +48,8 @@ class ModelName(str, enum.Enum):
     roteqnet = "roteqnet"
 
 
-class AttackName(str, enum.Enum):
-    gradient = "gradient"
-    fgsm = "fgsm"
-    fgsm_clipped = "fgsm_clipped"
-    deepfool = "deepfool"
-    pgd = "pgd"
-    all = "all"
+# The registry's attacks, and "all".
+AttackName = enum.Enum("AttackName", {name: name for name in (*ATTACK_NAMES, "all")}, type=str)
 
 
 class DatasetName(str, enum.Enum):
@@ -177,11 +173,11 @@ def directions(
     """Collect per-input attack directions (loss gradient, FGSM unclipped and clipped, DeepFool, PGD) of an
     exported model on the rotated test set; saved as npz with labels, success and norms."""
     _import_tensorflow_quietly()
-    from keras_uap.pipelines.study import ATTACKS, collect_directions, prepare_data
+    from keras_uap.pipelines.study import collect_directions, prepare_data
 
     cfg = _config(quick, run_dir, export_dir, dataset, data_dir, seed, None, force)
     data_result = None
-    for name in ATTACKS if attack is AttackName.all else (attack.value,):
+    for name in ATTACK_NAMES if attack is AttackName.all else (attack.value,):
         data_result = data_result or prepare_data(cfg, _log)
         result = collect_directions(cfg, model.value, name, _log, data=data_result)
         summary = result.summary
@@ -261,8 +257,8 @@ def study(
         "test"),
     clip_min: Annotated[float, typer.Option(help="Smallest valid pixel value.")] = 0.0,
     clip_max: Annotated[float, typer.Option(help="Largest valid pixel value.")] = 1.0,
-    attacks: Annotated[str, typer.Option(help="Comma-separated attacks: gradient, fgsm, deepfool.")] = (
-        "gradient,fgsm,deepfool"),
+    attacks: Annotated[str, typer.Option(help=f"Comma-separated attacks among: {', '.join(ATTACK_NAMES)}.")] = (
+        ",".join(PAPER_ATTACKS)),
     sample_sizes: Annotated[str, typer.Option(help="Comma-separated numbers m of attacked inputs per SVD "
                                                    "(at most all inputs).")] = (
         "100,500"),

@@ -9,7 +9,7 @@ import os
 import numpy as np
 import pytest
 
-from keras_uap.pipelines.directions_stage import ATTACKS
+from keras_uap.method import ATTACK_NAMES as ATTACKS
 from keras_uap.pipelines.study import run_all
 from keras_uap.report import missing_metric_keys
 

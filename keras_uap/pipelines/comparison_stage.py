@@ -21,24 +21,19 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from keras_uap.analysis import error_curves, interpolate_crossing
 from keras_uap.baselines.compare import METHODS, build_universal_perturbations
 from keras_uap.baselines.linf import linf_perturbation
+from keras_uap.method import draw_sample, fooling_curves, interpolate_crossing
 from keras_uap.pipelines.evaluation import load_evaluation_set
 from keras_uap.pipelines.runner import Stage, code_version
 
-__all__ = ["COMPARISON_STAGE", "DEFAULT_LINF_GRID", "sample_indices"]
+__all__ = ["COMPARISON_STAGE", "DEFAULT_LINF_GRID"]
 
 DEFAULT_LINF_GRID = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3)
 
 
-def sample_indices(n, m, seed):
-    """The seeded sample of m of n inputs every method builds from."""
-    return np.arange(n) if m >= n else np.sort(np.random.default_rng([seed, m, 31]).choice(n, m, replace=False))
-
-
-def _curve(eps, errors, foolings, column):
-    error, fooling = errors[:, column], foolings[:, column]
+def _curve(curves, column):
+    eps, error, fooling = curves.eps, curves.error_rate[:, column], curves.fooling_rate[:, column]
     return {"eps": [float(e) for e in eps], "error_rate": error.tolist(), "fooling_rate": fooling.tolist(),
             "eps50": interpolate_crossing(eps, error, 0.5), "eps80": interpolate_crossing(eps, error, 0.8)}
 
@@ -66,14 +61,13 @@ def _comparison_stage(output_dir, model_file, test_data, model, sample_sizes, ep
     l2, linf = {method: {} for method in METHODS}, {method: {} for method in METHODS}
     steps = len(sample_sizes) + 1
     for step, m in enumerate(sorted(int(m) for m in sample_sizes)):
-        pick = sample_indices(len(x), m, seed)
+        pick = draw_sample(len(x), m, seed)
         built = build_universal_perturbations(model_fn, x[pick], y[pick], norm="l2", build_eps=build_eps,
                                               max_passes=max_passes, delta=delta, seed=seed)
-        vectors = np.stack([b.direction.reshape(-1) for b in built.values()])
-        eps, errors, foolings = error_curves(predict_fn, x_eval, y_eval, clean, vectors, eps_grid, saturation,
-                                             batch_size=batch_size)
+        curves = fooling_curves(predict_fn, x_eval, y_eval, [b.direction for b in built.values()], (0.0, *eps_grid),
+                                clean=clean, batch_size=batch_size, saturation=saturation)
         for column, (method, b) in enumerate(built.items()):
-            l2[method][str(m)] = {**_curve(eps, errors, foolings, column), "sample_size": m,
+            l2[method][str(m)] = {**_curve(curves, column), "sample_size": m,
                                   "seconds": b.seconds, "gradient_evaluations": b.gradient_evaluations,
                                   **b.details}
             np.save(os.path.join(output_dir, "perturbations", f"{method}-m{m}.npy"), b.direction)
@@ -81,17 +75,17 @@ def _comparison_stage(output_dir, model_file, test_data, model, sample_sizes, ep
             progress(step + 1, steps)
 
     # `built` is now the largest sample's: only the iterative UAP depends on the norm.
-    pick = sample_indices(len(x), m, seed)
+    pick = draw_sample(len(x), m, seed)
     built.update(build_universal_perturbations(model_fn, x[pick], y[pick], norm="linf", methods=("iterative_uap",),
                                                build_eps=linf_build_budget, max_passes=max_passes, delta=delta,
                                                seed=seed))
     built = {method: built[method] for method in METHODS}
     vectors = np.stack([b.direction.reshape(-1) if method == "iterative_uap"
                         else linf_perturbation(b.direction.reshape(-1), 1.0) for method, b in built.items()])
-    budgets, errors, foolings = error_curves(predict_fn, x_eval, y_eval, clean, vectors, linf_grid, saturation,
-                                             batch_size=batch_size)
+    curves = fooling_curves(predict_fn, x_eval, y_eval, vectors, (0.0, *linf_grid), clean=clean,
+                            batch_size=batch_size, saturation=saturation)
     for column, (method, b) in enumerate(built.items()):
-        curve = _curve(budgets, errors, foolings, column)
+        curve = _curve(curves, column)
         curve["budget"] = curve.pop("eps")
         linf[method][str(m)] = {**curve, "sample_size": m, "seconds": b.seconds,
                                 "gradient_evaluations": b.gradient_evaluations, **b.details}
@@ -112,7 +106,9 @@ COMPARISON_STAGE = Stage(
     fn=_comparison_stage,
     version=code_version("1", "keras_uap.baselines.compare", "keras_uap.baselines.iterative_uap",
                          "keras_uap.baselines.class_mean", "keras_uap.attacks.deepfool",
-                         "keras_uap.attacks.loss_gradient", "keras_uap.analysis.universal", "keras_uap.baselines.linf",
+                         "keras_uap.attacks.loss_gradient", "keras_uap.method.curves", "keras_uap.method.svd",
+                         "keras_uap.method.sampling", "keras_uap.method.attacks", "keras_uap.analysis.spectrum",
+                         "keras_uap.baselines.linf",
                          "keras_uap.pipelines.evaluation", __name__),
     inputs=("model_file", "test_data"),
     params=("model", "sample_sizes", "eps_grid", "linf_grid", "build_eps", "linf_build_budget", "max_passes",

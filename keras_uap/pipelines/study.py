@@ -18,7 +18,8 @@ from keras_uap.models import MODELS
 from keras_uap.pipelines.data_stage import DATA_STAGE, TEST_SIZE, TRAIN_SIZE, VALIDATION_SIZE
 from keras_uap.pipelines.analysis_stage import ANALYSIS_STAGE
 from keras_uap.pipelines.comparison_stage import COMPARISON_STAGE, DEFAULT_LINF_GRID
-from keras_uap.pipelines.directions_stage import ATTACKS, DIRECTIONS_STAGE
+from keras_uap.method import ATTACK_NAMES
+from keras_uap.pipelines.directions_stage import DIRECTIONS_STAGE
 from keras_uap.pipelines.universal_stage import DEFAULT_EPS_GRID, UNIVERSAL_STAGE
 from keras_uap.pipelines.report_stage import REPORT_STAGE
 from keras_uap.pipelines.paths import check_input_dir, check_output_dir
@@ -27,7 +28,7 @@ from keras_uap.pipelines.train_stage import TRAIN_STAGE
 from keras_uap.pipelines.transfer_stage import TRANSFER_METHODS, TRANSFER_STAGE
 
 __all__ = ["StudyConfig", "quick_config", "check_models", "DEFAULT_MODEL_SETTINGS", "QUICK_MODEL_SETTINGS", "prepare_data", "train", "collect_directions", "run_all",
-           "compare_methods", "transfer", "export_path", "ATTACKS"]
+           "compare_methods", "transfer", "export_path"]
 
 
 # RotEqNet convolves with 17 orientations of 9x9 filters: on this 2-core CPU
@@ -195,8 +196,8 @@ def train(cfg, model, log=None, data=None):
 def collect_directions(cfg, model, attack, log=None, data=None):
     """Collects (or reuses) the `attack` directions of the exported `model` on
     the rotated test set. The export must exist (`keras-uap train`)."""
-    if attack not in ATTACKS:
-        raise UserError(f"unknown attack {attack!r}; choose one of: {', '.join(ATTACKS)}")
+    if attack not in ATTACK_NAMES:
+        raise UserError(f"unknown attack {attack!r}; choose one of: {', '.join(ATTACK_NAMES)}")
     keras_file = os.path.join(export_path(cfg, model), "model.keras")
     if not os.path.isfile(keras_file):
         raise UserError(f"{keras_file}: no exported {model}; create it with "
@@ -355,7 +356,7 @@ def check_models(models):
             raise UserError(f"unknown model {model!r}; choose from: {', '.join(MODELS)}")
 
 
-def run_all(cfg, models=tuple(MODELS), attacks=ATTACKS, log=None):
+def run_all(cfg, models=tuple(MODELS), attacks=ATTACK_NAMES, log=None):
     """Every stage of the study in order; returns {stage name: StageResult}."""
     check_models(models)
     results = {"data": prepare_data(cfg, log)}
