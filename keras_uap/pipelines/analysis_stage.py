@@ -4,8 +4,8 @@ Section 5 theory checks for one model.
 Inputs: the directions artifacts of every attack (`directions_<attack>`) and
 the rotated test set. Artifacts: `analysis.json` (see the README's
 metrics section) and `top_vectors.npz` (arrays `<attack>`, `invariant`,
-`<attack>_sample`, `invariant_sample`, each (10, *input_shape): top right
-singular vectors).
+`<attack>_sample`, `invariant_sample`, each (10, H, W), or (10, H, W, C)
+for several channels: top right singular vectors).
 """
 
 import json
@@ -112,8 +112,10 @@ def _analysis_stage(output_dir, test_data, model, sample_size, seed, invariant_a
     result["model"] = model
     with open(os.path.join(output_dir, "analysis.json"), "w") as f:
         json.dump(result, f)
+    # One image per vector: (H, W) for one channel (as the figures and TensorBoard show it), else (H, W, C).
+    shape = x_test.shape[1:-1] if x_test.shape[-1] == 1 else x_test.shape[1:]
     np.savez(os.path.join(output_dir, "top_vectors.npz"),
-             **{k: v.reshape(len(v), *x_test.shape[1:]).astype(np.float32) for k, v in vectors.items()})
+             **{k: v.reshape(len(v), *shape).astype(np.float32) for k, v in vectors.items()})
     return {"model": model, "n": result["n"],
             "top5_fraction": {a: result["spectrum"][a]["fractions"]["5"] for a in attack_directions}}
 
