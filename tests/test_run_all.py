@@ -67,6 +67,31 @@ def test_perturbations_are_published_as_unit_vectors(study):
     assert np.linalg.norm(v) == pytest.approx(1.0, abs=1e-5)
 
 
+def test_the_published_vector_is_the_one_measured_and_the_api_returns(study):
+    """`perturbations/<model>-<attack>-m<m>.npy` is bitwise the SVD-UAP the
+    comparison (and so the transfer) evaluates, and the public API rebuilds
+    it from the attacked test inputs and the run's seed."""
+    from keras_uap import svd_universal_perturbation
+    from keras_uap.pipelines.directions_stage import load_directions
+    from keras_uap.pipelines.study import export_path
+
+    cfg, results, _ = study
+    with np.load(os.path.join(results["data"].output_dir, "test.npz")) as f:
+        x, y = f["x"], f["y"]
+    with open(os.path.join(results["transfer"].output_dir, "transfer.json")) as f:
+        m = json.load(f)["m"]
+    assert m == 25
+    for attack in ("gradient", "deepfool"):
+        published = np.load(os.path.join(cfg.run_dir, "perturbations", f"stdcnn-{attack}-m{m}.npy"))
+        compared = np.load(os.path.join(results["comparison-stdcnn"].output_dir, "perturbations",
+                                        f"svd_{attack}-m{m}.npy"))
+        np.testing.assert_array_equal(compared, published)
+        index = load_directions(results[f"directions-stdcnn-{attack}"].output_dir)["index"]
+        rebuilt = svd_universal_perturbation(os.path.join(export_path(cfg, "stdcnn"), "model.keras"), x[index],
+                                             y[index], attack=attack, sample_size=m, seed=cfg.seed)
+        np.testing.assert_allclose(rebuilt.perturbation, published, rtol=0, atol=1e-6, err_msg=attack)
+
+
 def test_rerun_is_all_cached_and_forced_stages_reproduce(study, tmp_path):
     cfg, results, _ = study
     again = run_all(cfg)

@@ -1,20 +1,27 @@
 """Comparison stage: for one model, every universal-perturbation method built
 from the same sample, its cost, and its error curves under L2 and L-infinity.
 
-For each m in `sample_sizes` one seeded sample of m test inputs is drawn and
-every method of `keras_uap.baselines.METHODS` builds its perturbation from
-it (`build_universal_perturbations`: SVD-UAP from gradients and DeepFool,
-the iterative UAP at L2 radius `build_eps`, the class-mean direction,
-random). Each is evaluated on all test inputs (or the model's seeded
+For each m in `sample_sizes` one seeded sample of m of the attacked test
+inputs (the first `attack_limit`) is drawn, as the universal stage draws
+its samples, and every method of `keras_uap.baselines.METHODS` builds its
+perturbation from it (`build_universal_perturbations`: SVD-UAP from
+gradients and DeepFool, the iterative UAP at L2 radius `build_eps`, the
+class-mean direction, random). Each is evaluated on all test inputs (or the model's seeded
 `eval_subset`) over the L2 grid `eps_grid`. For the L-infinity table, from
 the largest sample, every L2 direction's sign (the L-infinity step that best
 aligns with it, at no further cost) is set beside the iterative UAP rebuilt
 in the L-infinity ball of radius `linf_build_budget`, over `linf_grid`.
 
+The SVD-UAPs evaluated and saved are the universal stage's published
+vectors (input `universal_perturbations`) where it has one for that attack
+and m: the one vector `perturbations/<model>-<attack>-m<m>.npy` names; the
+cost recorded is that of rebuilding it from the sample.
+
 Artifacts: `comparison.json` and `perturbations/<method>-m<m>.npy` (unit L2
 directions of one input's shape, used by the transfer stage).
 """
 
+import dataclasses
 import json
 import os
 
@@ -24,6 +31,7 @@ import tensorflow as tf
 from keras_uap.baselines.compare import METHODS, build_universal_perturbations
 from keras_uap.baselines.linf import linf_perturbation
 from keras_uap.method import draw_sample, fooling_curves, interpolate_crossing
+from keras_uap.pipelines.directions_stage import attacked_indices
 from keras_uap.pipelines.evaluation import load_evaluation_set
 from keras_uap.pipelines.runner import Stage, code_version
 
@@ -46,11 +54,26 @@ def _warm_up(model_fn, x, y, build_eps):
                                   max_passes=1)
 
 
+def _published(built, folder, model, m):
+    """`built` with each SVD-UAP's direction replaced by the universal stage's
+    published vector for the same model, attack and m, where there is one:
+    the comparison, the transfer and `perturbations/` then measure one vector
+    (the rebuilt one keeps its cost; on the same inputs it differs from the
+    published one by float rounding only)."""
+    for method in ("svd_gradient", "svd_deepfool"):
+        path = os.path.join(folder, f"{model}-{method.removeprefix('svd_')}-m{m}.npy") if folder else None
+        if method in built and path and os.path.isfile(path):
+            built[method] = dataclasses.replace(built[method], direction=np.load(path))
+    return built
+
+
 def _comparison_stage(output_dir, model_file, test_data, model, sample_sizes, eps_grid, linf_grid, build_eps,
-                      linf_build_budget, max_passes, delta, saturation, eval_subset, seed, batch_size=5000,
-                      progress=None):
+                      linf_build_budget, max_passes, delta, saturation, eval_subset, attack_limit, seed,
+                      universal_perturbations=None, batch_size=5000, progress=None):
     with np.load(test_data, allow_pickle=False) as f:
         x, y = f["x"], f["y"].astype(np.int32)
+    # The samples come from the attacked inputs, as the universal stage's do.
+    pool = attacked_indices(len(x), attack_limit)
     evaluation = load_evaluation_set(model_file, x, y, eval_subset, seed, batch_size)
     network, x_eval, y_eval = evaluation.network, evaluation.x, evaluation.y
     predict_fn, clean = evaluation.predict_fn, evaluation.clean
@@ -61,9 +84,10 @@ def _comparison_stage(output_dir, model_file, test_data, model, sample_sizes, ep
     l2, linf = {method: {} for method in METHODS}, {method: {} for method in METHODS}
     steps = len(sample_sizes) + 1
     for step, m in enumerate(sorted(int(m) for m in sample_sizes)):
-        pick = draw_sample(len(x), m, seed)
+        pick = pool[draw_sample(len(pool), m, seed)]
         built = build_universal_perturbations(model_fn, x[pick], y[pick], norm="l2", build_eps=build_eps,
                                               max_passes=max_passes, delta=delta, seed=seed)
+        built = _published(built, universal_perturbations, model, m)
         curves = fooling_curves(predict_fn, x_eval, y_eval, [b.direction for b in built.values()], (0.0, *eps_grid),
                                 clean=clean, batch_size=batch_size, saturation=saturation)
         for column, (method, b) in enumerate(built.items()):
@@ -75,7 +99,6 @@ def _comparison_stage(output_dir, model_file, test_data, model, sample_sizes, ep
             progress(step + 1, steps)
 
     # `built` is now the largest sample's: only the iterative UAP depends on the norm.
-    pick = draw_sample(len(x), m, seed)
     built.update(build_universal_perturbations(model_fn, x[pick], y[pick], norm="linf", methods=("iterative_uap",),
                                                build_eps=linf_build_budget, max_passes=max_passes, delta=delta,
                                                seed=seed))
@@ -108,10 +131,10 @@ COMPARISON_STAGE = Stage(
                          "keras_uap.baselines.class_mean", "keras_uap.attacks.deepfool",
                          "keras_uap.attacks.loss_gradient", "keras_uap.method.curves", "keras_uap.method.svd",
                          "keras_uap.method.sampling", "keras_uap.method.attacks", "keras_uap.analysis.spectrum",
-                         "keras_uap.baselines.linf",
+                         "keras_uap.baselines.linf", "keras_uap.pipelines.directions_stage",
                          "keras_uap.pipelines.evaluation", __name__),
-    inputs=("model_file", "test_data"),
+    inputs=("model_file", "test_data", "universal_perturbations"),
     params=("model", "sample_sizes", "eps_grid", "linf_grid", "build_eps", "linf_build_budget", "max_passes",
-            "delta", "saturation", "eval_subset", "seed"),
+            "delta", "saturation", "eval_subset", "attack_limit", "seed"),
     settings=("batch_size", "progress"),
 )

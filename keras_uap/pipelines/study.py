@@ -240,6 +240,13 @@ def analyse(cfg, model, directions, data, log=None):
     )
 
 
+def universal_sample_sizes(cfg):
+    """The universal stage's sample sizes: the profile's, and the comparison's,
+    whose SVD-UAPs are the universal stage's published vectors."""
+    sizes = set(cfg.universal_sample_sizes) | (set(cfg.comparison_sample_sizes) if cfg.comparison else set())
+    return sorted(int(m) for m in sizes)
+
+
 def evaluate_universal(cfg, model, directions, data, log=None):
     """Universal-attack curves of one model from its directions results."""
     cfg = cfg.for_model(model)
@@ -248,7 +255,7 @@ def evaluate_universal(cfg, model, directions, data, log=None):
         os.path.join(cfg.run_dir, "universal", model),
         inputs={"model_file": os.path.join(export_path(cfg, model), "model.keras"),
                 "test_data": os.path.join(data.output_dir, "test.npz"), **_directions_inputs(directions)},
-        params={"model": model, "sample_sizes": list(cfg.universal_sample_sizes),
+        params={"model": model, "sample_sizes": universal_sample_sizes(cfg),
                 "seeds": list(cfg.universal_seeds), "random_seeds": list(cfg.random_seeds),
                 "eps_grid": list(cfg.eps_grid), "saturation": cfg.saturation, "probe_norm": cfg.probe_norm,
                 "full_set_only": list(cfg.universal_full_set_only), "eval_subset": cfg.universal_eval_subset,
@@ -259,20 +266,23 @@ def evaluate_universal(cfg, model, directions, data, log=None):
     )
 
 
-def compare_methods(cfg, model, data, log=None):
+def compare_methods(cfg, model, data, log=None, universal=None):
     """SVD-UAP against the iterative UAP, class-mean and random directions
-    for one model: the same samples, their cost, L2 and L-infinity curves."""
+    for one model: the same samples, their cost, L2 and L-infinity curves.
+    With the model's `universal` result, its SVD-UAPs are the vectors that
+    stage published."""
     cfg = cfg.for_model(model)
+    published = {"universal_perturbations": os.path.join(universal.output_dir, "perturbations")} if universal else {}
     return run_stage(
         COMPARISON_STAGE,
         os.path.join(cfg.run_dir, "comparison", model),
         inputs={"model_file": os.path.join(export_path(cfg, model), "model.keras"),
-                "test_data": os.path.join(data.output_dir, "test.npz")},
+                "test_data": os.path.join(data.output_dir, "test.npz"), **published},
         params={"model": model, "sample_sizes": list(cfg.comparison_sample_sizes), "eps_grid": list(cfg.eps_grid),
                 "linf_grid": list(cfg.linf_grid), "build_eps": cfg.comparison_build_eps,
                 "linf_build_budget": cfg.linf_build_budget, "max_passes": cfg.comparison_max_passes,
                 "delta": cfg.comparison_delta, "saturation": cfg.saturation,
-                "eval_subset": cfg.universal_eval_subset, "seed": cfg.seed},
+                "eval_subset": cfg.universal_eval_subset, "attack_limit": cfg.attack_limit, "seed": cfg.seed},
         settings={"batch_size": cfg.eval_batch_size, "progress": cfg.progress},
         force=cfg.force,
         log=log,
@@ -370,7 +380,8 @@ def run_all(cfg, models=tuple(MODELS), attacks=ATTACK_NAMES, log=None):
             results[f"analysis-{model}"] = analyse(cfg, model, directions, results["data"], log)
             results[f"universal-{model}"] = evaluate_universal(cfg, model, directions, results["data"], log)
         if cfg.comparison and attacks:
-            results[f"comparison-{model}"] = compare_methods(cfg, model, results["data"], log)
+            results[f"comparison-{model}"] = compare_methods(cfg, model, results["data"], log,
+                                                             results.get(f"universal-{model}"))
     if cfg.comparison and attacks:
         results["transfer"] = transfer(cfg, models, results, log)
     if attacks:

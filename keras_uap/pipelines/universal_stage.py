@@ -2,17 +2,19 @@
 directions used as a single perturbation of every test input.
 
 For m in `sample_sizes` (the full set included) and each attack, m directions
-are drawn (several seeds when m is smaller than the full set), the top right
-singular vector's sign is chosen on the sample alone, and error and fooling
-rates are measured on all test inputs (or a seeded random `eval_subset` of
+are drawn (`seed`, then the other `seeds` when m is smaller than the full
+set), the top right singular vector's sign is chosen on the sample alone,
+and error and fooling rates are measured on all test inputs (or a seeded random `eval_subset` of
 them, for models whose forward pass is too slow for hundreds of passes over
 the full set) over a grid of L2 norms. Random unit directions give the
 baseline.
 
 Artifacts: `universal.json` (curves and eps50/eps80 per attack and m, and the
-random baseline) and `perturbations/<model>-<attack>-m<m>.npy` unit vectors of one input's
-shape, sign chosen (`keras_uap.method.universal_perturbation`; the first
-seed's for m below the full set).
+random baseline) and `perturbations/<model>-<attack>-m<m>.npy` unit vectors
+of one input's shape, sign chosen: `keras_uap.method.universal_perturbation` of the
+attacked inputs with `seed`, i.e. what
+`keras_uap.svd_universal_perturbation(model, x[index], y[index], attack,
+sample_size=m, seed=seed)` returns for the directions artifact's `index`.
 """
 
 import json
@@ -94,7 +96,9 @@ def _universal_stage(output_dir, model_file, test_data, model, sample_sizes, see
         n_directions[attack] = n
         sizes = [n] if attack in full_set_only else sample_sizes
         for m in sorted({min(int(m), n) for m in sizes}):
-            run_seeds = [seeds[0]] if m == n else list(seeds)
+            # The run's seed first: its vector is the one published (and the
+            # comparison's and the API's); further seeds only add curves.
+            run_seeds = [seed] if m == n else list(dict.fromkeys([seed, *seeds]))
             vectors = [universal_perturbation(x_attacked, y_attacked, directions.__getitem__, logits_fn, m, seed,
                                               probe_norm, attack=attack).perturbation for seed in run_seeds]
             summary = _summarise(*curves_of(vectors), random)
