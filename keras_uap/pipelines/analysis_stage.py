@@ -24,7 +24,8 @@ from keras_uap.analysis import (
 )
 from keras_uap.method import ATTACK_NAMES, draw_sample
 from keras_uap.pipelines.directions_stage import load_directions
-from keras_uap.pipelines.runner import Stage, code_version
+from keras_uap.pipelines.code_versions import code_version
+from keras_uap.pipelines.runner import Stage
 
 __all__ = ["ANALYSIS_STAGE", "analyse_model"]
 
@@ -123,9 +124,7 @@ def _analysis_stage(output_dir, test_data, model, sample_size, seed, invariant_a
 ANALYSIS_STAGE = Stage(
     name="analysis",
     fn=_analysis_stage,
-    version=code_version("1", "keras_uap.analysis.spectrum", "keras_uap.analysis.subspaces",
-                         "keras_uap.analysis.invariant", "keras_uap.analysis.theory", "keras_uap.method.sampling",
-                         __name__),
+    version=code_version("1", __name__),
     inputs=("test_data",) + tuple(f"directions_{a}" for a in ATTACK_NAMES),
     params=("model", "sample_size", "seed", "invariant_angle"),
 )

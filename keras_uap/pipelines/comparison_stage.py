@@ -33,7 +33,8 @@ from keras_uap.baselines.linf import linf_perturbation
 from keras_uap.method import draw_sample, fooling_curves, interpolate_crossing
 from keras_uap.pipelines.directions_stage import attacked_indices
 from keras_uap.pipelines.evaluation import load_evaluation_set
-from keras_uap.pipelines.runner import Stage, code_version
+from keras_uap.pipelines.code_versions import code_version
+from keras_uap.pipelines.runner import Stage
 
 __all__ = ["COMPARISON_STAGE", "DEFAULT_LINF_GRID"]
 
@@ -127,12 +128,7 @@ def _comparison_stage(output_dir, model_file, test_data, model, sample_sizes, ep
 COMPARISON_STAGE = Stage(
     name="comparison",
     fn=_comparison_stage,
-    version=code_version("1", "keras_uap.baselines.compare", "keras_uap.baselines.iterative_uap",
-                         "keras_uap.baselines.class_mean", "keras_uap.attacks.deepfool",
-                         "keras_uap.attacks.loss_gradient", "keras_uap.method.curves", "keras_uap.method.svd",
-                         "keras_uap.method.sampling", "keras_uap.method.attacks", "keras_uap.analysis.spectrum",
-                         "keras_uap.baselines.linf", "keras_uap.pipelines.directions_stage",
-                         "keras_uap.pipelines.evaluation", __name__),
+    version=code_version("1", __name__),
     inputs=("model_file", "test_data", "universal_perturbations"),
     params=("model", "sample_sizes", "eps_grid", "linf_grid", "build_eps", "linf_build_budget", "max_passes",
             "delta", "saturation", "eval_subset", "attack_limit", "seed"),

@@ -26,7 +26,8 @@ import numpy as np
 import tensorflow as tf
 
 from keras_uap.method import AttackParams, draw_sample, get_attack
-from keras_uap.pipelines.runner import Stage, code_version
+from keras_uap.pipelines.code_versions import code_version
+from keras_uap.pipelines.runner import Stage
 
 __all__ = ["DIRECTIONS_STAGE", "attack_batch", "attacked_indices", "load_directions"]
 
@@ -101,9 +102,7 @@ def _directions_stage(output_dir, model, test_data, attack, limit, subset, seed,
 DIRECTIONS_STAGE = Stage(
     name="directions",
     fn=_directions_stage,
-    version=code_version("1", "keras_uap.attacks.deepfool", "keras_uap.attacks.fgsm",
-                         "keras_uap.attacks.loss_gradient", "keras_uap.attacks.pgd", "keras_uap.method.attacks",
-                         "keras_uap.method.sampling", __name__),
+    version=code_version("1", __name__),
     inputs=("model", "test_data"),
     params=("attack", "limit", "subset", "seed", "batch_size", "fgsm_eps", "gradient_step", "deepfool_candidates",
             "deepfool_overshoot", "deepfool_max_iter", "pgd_eps", "pgd_eps_iter", "pgd_nb_iter"),

@@ -19,7 +19,8 @@ import numpy as np
 
 from keras_uap.method import fooling_curves
 from keras_uap.pipelines.evaluation import load_evaluation_set
-from keras_uap.pipelines.runner import Stage, code_version
+from keras_uap.pipelines.code_versions import code_version
+from keras_uap.pipelines.runner import Stage
 
 __all__ = ["TRANSFER_STAGE", "TRANSFER_METHODS"]
 
@@ -58,7 +59,7 @@ def _transfer_stage(output_dir, test_data, models, methods, m, norm, eval_subset
 TRANSFER_STAGE = Stage(
     name="transfer",
     fn=_transfer_stage,
-    version=code_version("1", "keras_uap.method.curves", "keras_uap.pipelines.evaluation", __name__),
+    version=code_version("1", __name__),
     inputs=("test_data", "model_file_*", "perturbations_*"),
     params=("models", "methods", "m", "norm", "eval_subsets", "seed"),
     settings=("batch_size", "progress"),

@@ -32,7 +32,8 @@ from keras_uap.method import (
 )
 from keras_uap.pipelines.directions_stage import load_directions
 from keras_uap.pipelines.evaluation import load_evaluation_set
-from keras_uap.pipelines.runner import Stage, code_version
+from keras_uap.pipelines.code_versions import code_version
+from keras_uap.pipelines.runner import Stage
 
 __all__ = ["UNIVERSAL_STAGE", "DEFAULT_EPS_GRID"]
 
@@ -119,8 +120,7 @@ def _universal_stage(output_dir, model_file, test_data, model, sample_sizes, see
 UNIVERSAL_STAGE = Stage(
     name="universal",
     fn=_universal_stage,
-    version=code_version("1", "keras_uap.method.curves", "keras_uap.method.svd", "keras_uap.method.sampling",
-                         "keras_uap.analysis.spectrum", "keras_uap.pipelines.evaluation", __name__),
+    version=code_version("1", __name__),
     inputs=("model_file", "test_data") + tuple(f"directions_{a}" for a in ATTACK_NAMES),
     params=("model", "sample_sizes", "seeds", "random_seeds", "eps_grid", "saturation", "probe_norm",
             "full_set_only", "eval_subset", "seed"),

@@ -41,7 +41,8 @@ from keras_uap.method import PAPER_ATTACKS
 from keras_uap.api._checks import range_if_outside
 from keras_uap.errors import UserError
 from keras_uap.pipelines.paths import check_output_dir
-from keras_uap.pipelines.runner import Stage, code_version, publish_directory, publish_file, read_lineage, run_stage
+from keras_uap.pipelines.code_versions import code_version
+from keras_uap.pipelines.runner import Stage, publish_directory, publish_file, read_lineage, run_stage
 
 __all__ = ["UserStudyConfig", "run_user_study", "DEFAULT_EPS", "USER_DATA_STAGE", "USER_DIRECTIONS_STAGE",
            "USER_UNIVERSAL_STAGE", "USER_REPORT_STAGE"]
@@ -287,21 +288,17 @@ def _user_report_stage(output_dir, summary, universal, timings=None, sources=Non
 
 # --- Stages ------------------------------------------------------------------------
 
-_API_MODULES = ("keras_uap.api.classifier", "keras_uap.api.datasets", "keras_uap.api._checks")
-
 USER_DATA_STAGE = Stage(
     name="user_data",
     fn=_user_data_stage,
-    version=code_version("1", *_API_MODULES, __name__),
+    version=code_version("1", __name__),
     inputs=("model", "data"),
     params=("tfds_name", "split", "limit", "clip_min", "clip_max"),
 )
 USER_DIRECTIONS_STAGE = Stage(
     name="user_directions",
     fn=_user_directions_stage,
-    version=code_version("1", *_API_MODULES, "keras_uap.api.perturbation", "keras_uap.api.distribute",
-                         "keras_uap.attacks.deepfool", "keras_uap.attacks.fgsm", "keras_uap.attacks.loss_gradient",
-                         "keras_uap.attacks.pgd", "keras_uap.method.attacks", "keras_uap.method.sampling", __name__),
+    version=code_version("1", __name__),
     inputs=("model", "data"),
     params=("attack", "sample_sizes", "seed", "clip_min", "clip_max"),
     settings=("batch_size", "strategy", "progress"),
@@ -309,9 +306,7 @@ USER_DIRECTIONS_STAGE = Stage(
 USER_UNIVERSAL_STAGE = Stage(
     name="user_universal",
     fn=_user_universal_stage,
-    version=code_version("1", *_API_MODULES, "keras_uap.api.perturbation", "keras_uap.api.distribute",
-                         "keras_uap.analysis.spectrum", "keras_uap.method.svd", "keras_uap.method.curves",
-                         "keras_uap.method.sampling", __name__),
+    version=code_version("1", __name__),
     inputs=("model", "data", "directions_*"),
     params=("sample_sizes", "seed", "eps", "norm", "clip_min", "clip_max", "random_seeds", "probe_norm"),
     settings=("batch_size", "strategy", "progress"),
@@ -319,7 +314,7 @@ USER_UNIVERSAL_STAGE = Stage(
 USER_REPORT_STAGE = Stage(
     name="user_report",
     fn=_user_report_stage,
-    version=code_version("1", "keras_uap.pipelines.user_report", "keras_uap.report.tables", __name__),
+    version=code_version("1", __name__),
     inputs=("summary", "universal"),
     settings=("timings", "sources"),
 )
