@@ -169,6 +169,19 @@ def test_transfer_diagonal_equals_the_models_own_curve(study):
                     own["fooling_rate"][at], abs=1e-9)
 
 
+def test_a_stage_reruns_alone_over_the_cached_stages_it_needs(study):
+    cfg, _, _ = study
+    partial = run_all(cfg, until="universal")
+    assert all(r.cached for r in partial.values())
+    assert {f"universal-{m}" for m in MODELS} <= set(partial)
+    skipped = [k for k in partial if k.startswith(("train-", "analysis-", "comparison-"))]
+    assert not skipped and "transfer" not in partial and "report" not in partial
+    forced = run_all(dataclasses.replace(cfg, force=True), until="transfer")
+    assert not forced["transfer"].cached
+    assert all(r.cached for name, r in forced.items() if name != "transfer")
+    assert "report" not in forced
+
+
 def test_without_the_comparison_only_the_report_changes(study):
     # Last in this module: it rewrites the run's report and metrics.json.
     cfg, _, _ = study
@@ -178,3 +191,4 @@ def test_without_the_comparison_only_the_report_changes(study):
     with open(os.path.join(cfg.run_dir, "metrics.json")) as f:
         metrics = json.load(f)
     assert "comparison" not in metrics and "transfer" not in metrics and metrics["universal"]["gcnn"]
+

@@ -28,7 +28,7 @@ from keras_uap.pipelines.train_stage import TRAIN_STAGE
 from keras_uap.pipelines.transfer_stage import TRANSFER_METHODS, TRANSFER_STAGE
 
 __all__ = ["StudyConfig", "quick_config", "check_models", "DEFAULT_MODEL_SETTINGS", "QUICK_MODEL_SETTINGS", "prepare_data", "train", "collect_directions", "run_all",
-           "compare_methods", "transfer", "export_path"]
+           "compare_methods", "transfer", "export_path", "STAGES", "stages_for"]
 
 
 # RotEqNet convolves with 17 orientations of 9x9 filters: on this 2-core CPU
@@ -242,9 +242,9 @@ def analyse(cfg, model, directions, data, log=None):
 
 def universal_sample_sizes(cfg):
     """The universal stage's sample sizes: the profile's, and the comparison's,
-    whose SVD-UAPs are the universal stage's published vectors."""
-    sizes = set(cfg.universal_sample_sizes) | (set(cfg.comparison_sample_sizes) if cfg.comparison else set())
-    return sorted(int(m) for m in sizes)
+    whose SVD-UAPs are the universal stage's published vectors (also without
+    the comparison, so that switching it leaves the universal stage cached)."""
+    return sorted({int(m) for m in (*cfg.universal_sample_sizes, *cfg.comparison_sample_sizes)})
 
 
 def evaluate_universal(cfg, model, directions, data, log=None):
@@ -366,24 +366,63 @@ def check_models(models):
             raise UserError(f"unknown model {model!r}; choose from: {', '.join(MODELS)}")
 
 
-def run_all(cfg, models=tuple(MODELS), attacks=ATTACK_NAMES, log=None):
-    """Every stage of the study in order; returns {stage name: StageResult}."""
+# The stages in run-all's order, and what each needs run (or reused) first.
+STAGES = ("data", "train", "directions", "analyse", "universal", "compare", "transfer", "report")
+_NEEDS = {"data": (), "train": ("data",), "directions": ("data",), "analyse": ("directions",),
+          "universal": ("directions",), "compare": ("universal",), "transfer": ("compare",),
+          "report": ("train", "analyse", "universal", "compare", "transfer")}
+
+
+def stages_for(until=None):
+    """The stages `run_all(until=until)` runs: all of them for None, else
+    `until` and, transitively, the stages it needs. Only "train" and
+    "report" train models; the others need the exports to exist."""
+    if until is None:
+        return set(STAGES)
+    if until not in _NEEDS:
+        raise UserError(f"unknown stage {until!r}; choose one of: {', '.join(STAGES)}")
+    needed, todo = set(), [until]
+    while todo:
+        stage = todo.pop()
+        if stage not in needed:
+            needed.add(stage)
+            todo.extend(_NEEDS[stage])
+    return needed
+
+
+def run_all(cfg, models=tuple(MODELS), attacks=ATTACK_NAMES, log=None, until=None):
+    """Every stage of the study in order; returns {stage name: StageResult}.
+
+    With `until` (one of `STAGES`), only that stage and the stages it needs
+    (`stages_for`), which are reused from the cache where valid: `cfg.force`
+    then redoes `until` alone, so a user can rerun one stage.
+    """
     check_models(models)
-    results = {"data": prepare_data(cfg, log)}
+    wanted = stages_for(until)
+
+    def at(stage):
+        return cfg if until in (None, stage) else dataclasses.replace(cfg, force=False)
+
+    results = {"data": prepare_data(at("data"), log)}
+    if "train" in wanted:
+        for model in models:
+            results[f"train-{model}"] = train(at("train"), model, log, data=results["data"])
+    if "directions" not in wanted:
+        return results
     for model in models:
-        results[f"train-{model}"] = train(cfg, model, log, data=results["data"])
-    for model in models:
-        directions = {attack: collect_directions(cfg, model, attack, log, data=results["data"])
+        directions = {attack: collect_directions(at("directions"), model, attack, log, data=results["data"])
                       for attack in attacks}
         results.update({f"directions-{model}-{a}": r for a, r in directions.items()})
-        if directions:
-            results[f"analysis-{model}"] = analyse(cfg, model, directions, results["data"], log)
-            results[f"universal-{model}"] = evaluate_universal(cfg, model, directions, results["data"], log)
-        if cfg.comparison and attacks:
-            results[f"comparison-{model}"] = compare_methods(cfg, model, results["data"], log,
+        if directions and "analyse" in wanted:
+            results[f"analysis-{model}"] = analyse(at("analyse"), model, directions, results["data"], log)
+        if directions and "universal" in wanted:
+            results[f"universal-{model}"] = evaluate_universal(at("universal"), model, directions, results["data"],
+                                                               log)
+        if cfg.comparison and attacks and "compare" in wanted:
+            results[f"comparison-{model}"] = compare_methods(at("compare"), model, results["data"], log,
                                                              results.get(f"universal-{model}"))
-    if cfg.comparison and attacks:
-        results["transfer"] = transfer(cfg, models, results, log)
-    if attacks:
-        results["report"] = report(cfg, models, results, log)
+    if cfg.comparison and attacks and "transfer" in wanted:
+        results["transfer"] = transfer(at("transfer"), models, results, log)
+    if attacks and "report" in wanted:
+        results["report"] = report(at("report"), models, results, log)
     return results
