@@ -28,7 +28,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import tensorflow as tf  # noqa: E402
 
 from keras_uap.baselines.compare import build_universal_perturbations  # noqa: E402
-from keras_uap.pipelines.comparison_stage import sample_indices  # noqa: E402
+from keras_uap.method import draw_sample  # noqa: E402
 from keras_uap.pipelines.train_stage import load_exported_model  # noqa: E402
 from keras_uap.report.comparison import METHOD_NAMES  # noqa: E402
 
@@ -61,7 +61,7 @@ def bench_model(run_dir, export_dir, model, sample_sizes):
     build_universal_perturbations(model_fn, x[:2], y[:2], build_eps=EPS, max_passes=1)
     rows = []
     for m in sample_sizes:
-        pick = sample_indices(len(x), m, 0)
+        pick = draw_sample(len(x), m, 0)
         built = build_universal_perturbations(model_fn, x[pick], y[pick], build_eps=EPS, max_passes=MAX_PASSES,
                                               delta=DELTA)
         for method, b in built.items():

@@ -17,6 +17,7 @@ from typer.exceptions import TyperException
 
 import keras_uap
 from keras_uap.errors import UserError
+from keras_uap.method import ATTACK_NAMES, PAPER_ATTACKS
 
 app = typer.Typer(
     help="Universal adversarial perturbations of equivariant networks (StdCNN, GCNN, RotEqNet) on rotated MNIST.",
@@ -47,13 +48,8 @@ class ModelName(str, enum.Enum):
     roteqnet = "roteqnet"
 
 
-class AttackName(str, enum.Enum):
-    gradient = "gradient"
-    fgsm = "fgsm"
-    fgsm_clipped = "fgsm_clipped"
-    deepfool = "deepfool"
-    pgd = "pgd"
-    all = "all"
+# The registry's attacks, and "all".
+AttackName = enum.Enum("AttackName", {name: name for name in (*ATTACK_NAMES, "all")}, type=str)
 
 
 class DatasetName(str, enum.Enum):
@@ -80,6 +76,7 @@ EpochsOpt = Annotated[Optional[int], typer.Option(min=1, help="Training epochs o
 # metavar " ": a flag takes no value, which the default "<bool>" hides.
 QuickOpt = Annotated[bool, typer.Option("--quick", metavar=" ",
                                         help="Smoke run: small data subsets and few epochs.")]
+ModelsOpt = Annotated[str, typer.Option(help="Comma-separated models to study, e.g. stdcnn,gcnn.")]
 ForceOpt = Annotated[bool, typer.Option("--force", metavar=" ",
                                         help="Redo stages even when their cached result is valid.")]
 
@@ -177,11 +174,11 @@ def directions(
     """Collect per-input attack directions (loss gradient, FGSM unclipped and clipped, DeepFool, PGD) of an
     exported model on the rotated test set; saved as npz with labels, success and norms."""
     _import_tensorflow_quietly()
-    from keras_uap.pipelines.study import ATTACKS, collect_directions, prepare_data
+    from keras_uap.pipelines.study import collect_directions, prepare_data
 
     cfg = _config(quick, run_dir, export_dir, dataset, data_dir, seed, None, force)
     data_result = None
-    for name in ATTACKS if attack is AttackName.all else (attack.value,):
+    for name in ATTACK_NAMES if attack is AttackName.all else (attack.value,):
         data_result = data_result or prepare_data(cfg, _log)
         result = collect_directions(cfg, model.value, name, _log, data=data_result)
         summary = result.summary
@@ -199,8 +196,7 @@ def _model_list(text):
 
 @app.command("run-all")
 def run_all(
-    models: Annotated[str, typer.Option(help="Comma-separated models to study, e.g. stdcnn,gcnn.")] = (
-        "stdcnn,gcnn,roteqnet"),
+    models: ModelsOpt = "stdcnn,gcnn,roteqnet",
     dataset: DatasetOpt = DatasetName.mnist,
     data_dir: DataDirOpt = None,
     epochs: EpochsOpt = None,
@@ -226,10 +222,52 @@ def run_all(
     chosen = _model_list(models)
     cfg = dataclasses.replace(_config(quick, run_dir, export_dir, dataset, data_dir, seed, epochs, force),
                               comparison=not no_comparison)
-    results = run_study(cfg, models=chosen, log=_log)
+    _echo_results(run_study(cfg, models=chosen, log=_log))
+
+
+def _stage_command(stage, help_text):
+    """Registers `keras-uap <stage>`: `run_all(until=stage)`, so the stages it
+    needs are reused from the cache (or run) and --force redoes this one only."""
+
+    def command(
+        models: ModelsOpt = "stdcnn,gcnn,roteqnet",
+        dataset: DatasetOpt = DatasetName.mnist,
+        data_dir: DataDirOpt = None,
+        seed: SeedOpt = 0,
+        run_dir: RunDirOpt = None,
+        export_dir: ExportDirOpt = None,
+        quick: QuickOpt = False,
+        force: ForceOpt = False,
+    ):
+        _import_tensorflow_quietly()
+        from keras_uap.pipelines.study import run_all as run_study
+
+        chosen = _model_list(models)
+        cfg = _config(quick, run_dir, export_dir, dataset, data_dir, seed, None, force)
+        _echo_results(run_study(cfg, models=chosen, log=_log, until=stage))
+
+    command.__doc__ = help_text
+    app.command(stage)(command)
+
+
+def _echo_results(results):
     for name, result in results.items():
         state = "cached" if result.cached else f"{result.duration_s:.1f} s"
         typer.echo(f"{name:32s} {state:>10s}  {result.output_dir}")
+
+
+_NEEDS_EXPORTS = " Reuses (or runs) the stages it needs; the models must be exported (`keras-uap train`)."
+for _stage, _help in (
+    ("analyse", "Spectra, invariant directions and theory checks of each model's attack directions." + _NEEDS_EXPORTS),
+    ("universal", "Universal-attack curves of each model's SVD perturbations (`report` publishes them)."
+     + _NEEDS_EXPORTS),
+    ("compare", "SVD-UAP against the iterative UAP, class-mean and random directions (L2, L-infinity, cost)."
+     + _NEEDS_EXPORTS),
+    ("transfer", "Each model's universal perturbations applied to every model." + _NEEDS_EXPORTS),
+    ("report", "report.md, metrics.json, figures and TensorBoard; publishes metrics.json and perturbations/. "
+               "Reuses (or runs) every stage, training models whose export is missing."),
+):
+    _stage_command(_stage, _help)
 
 
 class NormName(str, enum.Enum):
@@ -261,8 +299,8 @@ def study(
         "test"),
     clip_min: Annotated[float, typer.Option(help="Smallest valid pixel value.")] = 0.0,
     clip_max: Annotated[float, typer.Option(help="Largest valid pixel value.")] = 1.0,
-    attacks: Annotated[str, typer.Option(help="Comma-separated attacks: gradient, fgsm, deepfool.")] = (
-        "gradient,fgsm,deepfool"),
+    attacks: Annotated[str, typer.Option(help=f"Comma-separated attacks among: {', '.join(ATTACK_NAMES)}.")] = (
+        ",".join(PAPER_ATTACKS)),
     sample_sizes: Annotated[str, typer.Option(help="Comma-separated numbers m of attacked inputs per SVD "
                                                    "(at most all inputs).")] = (
         "100,500"),
@@ -293,10 +331,7 @@ def study(
         sample_sizes=_number_list("--sample-sizes", sample_sizes, int), limit=limit,
         eps=None if eps is None else _number_list("--eps", eps, float), norm=norm.value, probe_norm=probe_norm,
         strategy=strategy.value, seed=seed, run_dir=str(run_dir), force=force, progress=_progress_bar())
-    results = run_user_study(cfg, log=_log)
-    for name, result in results.items():
-        state = "cached" if result.cached else f"{result.duration_s:.1f} s"
-        typer.echo(f"{name:32s} {state:>10s}  {result.output_dir}")
+    _echo_results(run_user_study(cfg, log=_log))
     typer.echo(f"metrics: {run_dir / 'metrics.json'}  report: {run_dir / 'user_report' / 'report.md'}")
 
 

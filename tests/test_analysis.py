@@ -6,9 +6,6 @@ import tensorflow as tf
 
 from keras_uap.analysis import (
     avg_abs_dot,
-    choose_sign,
-    error_curves,
-    interpolate_crossing,
     invariant_directions,
     principal_angles_deg,
     sample_vector_distances,
@@ -16,7 +13,6 @@ from keras_uap.analysis import (
     spectrum_fractions,
     theorem1_rows,
     top_eigenpair,
-    top_singular_vector,
 )
 
 
@@ -36,7 +32,6 @@ def test_rank_one_signal_is_recovered():
     assert abs(vectors[0] @ u) > 0.99
     fractions = spectrum_fractions(s)
     assert fractions["1"] > 0.7
-    assert abs(top_singular_vector(rows) @ u) > 0.99
 
 
 def test_fractions_of_an_orthonormal_set_are_k_over_d():
@@ -76,44 +71,6 @@ def test_avg_abs_dot():
     assert avg_abs_dot(e[:3], e[3:], 3) == 0.0
     assert avg_abs_dot(e[:3], e[:3], 3) == pytest.approx(1 / 3)
     assert avg_abs_dot(e[:2], -e[:2], 2) == pytest.approx(1 / 2)
-
-
-def test_interpolate_crossing():
-    assert interpolate_crossing([1, 2, 3], [0.2, 0.4, 0.8], 0.5) == pytest.approx(2.25)
-    assert interpolate_crossing([1, 2], [0.6, 0.9], 0.5) == 1.0
-    assert interpolate_crossing([1, 2], [0.1, 0.2], 0.5) is None
-
-
-def test_error_curves_of_a_threshold_classifier():
-    # Class 1 iff the pixel sum exceeds 4; along v = 1/sqrt(d) the sum is eps*sqrt(d).
-    d = 16
-    x = np.zeros((100, 4, 4, 1), np.float32)
-    x[:50] += 0.1  # sums 1.6: still class 0, so all 100 start correct
-    y = np.zeros(100, np.int64)
-
-    def predict(batch):
-        return tf.cast(tf.reduce_sum(batch, axis=[1, 2, 3]) > 4.0, tf.int32)
-
-    v = np.full((1, d), 1 / np.sqrt(d), np.float32)
-    eps, errors, foolings = error_curves(predict, x, y, y, v, [0.5, 0.7, 1.1, 2.0, 3.0])
-    # Shifted images cross at eps*4 + 1.6 > 4 (eps > 0.6), zeros at eps*4 > 4 (eps > 1).
-    np.testing.assert_allclose(errors[:, 0], [0.0, 0.0, 0.5, 1.0])
-    np.testing.assert_allclose(foolings, errors)
-    assert list(eps) == [0.0, 0.5, 0.7, 1.1]  # the clean point, then stopped once saturated
-
-
-def test_choose_sign_raises_the_loss():
-    u = np.zeros(16, np.float32)
-    u[0] = 1.0
-    x = np.full((8, 4, 4, 1), 0.5, np.float32)
-    y = np.zeros(8, np.int64)
-
-    def logits(batch):
-        first = tf.reshape(batch, [-1, 16])[:, 0]
-        return tf.stack([-first * 5, first * 5], axis=1)  # more pixel 0 -> more class 1
-
-    assert choose_sign(-u, logits, x, y, probe_norm=0.3)[0] == 1.0
-    assert choose_sign(u, logits, x, y, probe_norm=0.3)[0] == 1.0
 
 
 def test_invariant_directions():

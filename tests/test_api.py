@@ -17,7 +17,7 @@ from keras import layers
 from idx_helpers import write_idx
 from small_models import strided_cnn
 
-from keras_uap.analysis import random_unit_vectors
+from keras_uap.method import random_unit_vectors
 from keras_uap.api import (
     ArgumentError,
     attack_directions,
@@ -282,8 +282,8 @@ def test_data_that_does_not_fit_the_model_is_rejected(saved, data):
         svd_universal_perturbation(classifier, np.zeros((5, 28, 28, 1), np.float32), attack="gradient")
     _one_line_error(excinfo, "images are 28x28x1", "expects 32x32x3")
     with pytest.raises(ArgumentError) as excinfo:
-        svd_universal_perturbation(classifier, x, y, attack="pgd")
-    _one_line_error(excinfo, "unknown attack 'pgd'")
+        svd_universal_perturbation(classifier, x, y, attack="cw")
+    _one_line_error(excinfo, "unknown attack 'cw'")
     with pytest.raises(ValueError):
         fooling_curve(classifier, x, y, np.ones(SHAPE), eps=[-1.0])
 

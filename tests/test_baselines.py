@@ -317,7 +317,7 @@ def test_linf_perturbation_is_budget_times_sign():
 # --- every method from one sample (the comparison stage's library function) ---------------
 
 def test_build_universal_perturbations_norms_costs_and_linf_signs(trained):
-    from keras_uap.analysis import top_singular_vector
+    from keras_uap.analysis import singular_spectrum
     from keras_uap.attacks import loss_gradient
     from keras_uap.baselines import METHODS, build_universal_perturbations
 
@@ -332,7 +332,7 @@ def test_build_universal_perturbations_norms_costs_and_linf_signs(trained):
         assert np.max(np.abs(linf[method].direction)) == pytest.approx(1.0, abs=1e-6)
     # The gradient SVD-UAP is the top singular vector of the sample's gradients, up to sign,
     # and costs one gradient per input; its L-infinity version is its sign.
-    v = top_singular_vector(np.asarray(loss_gradient(model, x, y)).reshape(len(x), -1))
+    v = singular_spectrum(np.asarray(loss_gradient(model, x, y)), top=1)[1][0]
     assert abs(float(np.dot(v, l2["svd_gradient"].direction.ravel()))) == pytest.approx(1.0, abs=1e-5)
     assert l2["svd_gradient"].gradient_evaluations == len(x)
     np.testing.assert_array_equal(linf["svd_gradient"].direction, np.sign(l2["svd_gradient"].direction))

@@ -13,7 +13,9 @@ def _run(capsys, *argv):
 
 def test_help_lists_commands(capsys):
     code, out, _ = _run(capsys, "--help")
-    assert code == 0 and "run-all" in out and "train" in out
+    assert code == 0 and "run-all" in out and "study" in out
+    for stage in ("data", "train", "directions", "analyse", "universal", "compare", "transfer", "report"):
+        assert f" {stage} " in out, stage
 
 
 def test_every_model_can_be_chosen(capsys):
@@ -30,6 +32,7 @@ def test_every_model_can_be_chosen(capsys):
     (["data", "--dataset", "cifar"], "'cifar' is not one of"),
     (["run-all", "--models", "stdcnn,resnet"], "unknown model 'resnet'; choose from: stdcnn, gcnn, roteqnet"),
     (["run-all", "--models", " , "], "no model chosen"),
+    (["universal", "--models", "resnet"], "unknown model 'resnet'; choose from: stdcnn, gcnn, roteqnet"),
     (["train"], "Missing option '--model'. Choose from: stdcnn, gcnn, roteqnet"),
     (["data", "--seed", "-1"], "'--seed'"),
     (["study", "--model-path", "m.keras", "--data", "d.npz", "--seed", "-3"], "'--seed'"),
@@ -56,9 +59,10 @@ def test_data_command_on_real_mnist(capsys, tmp_path, mnist_dir):
     assert code == 0 and "up to date" in err
 
 
-def test_directions_without_an_export_names_the_command_that_makes_it(capsys, tmp_path, mnist_dir):
-    code, _, err = _run(capsys, "directions", "--model", "gcnn", "--quick", "--data-dir", mnist_dir,
-                        "--run-dir", str(tmp_path), "--export-dir", str(tmp_path / "none"))
+@pytest.mark.parametrize("argv", [["directions", "--model", "gcnn"], ["analyse", "--models", "gcnn"]])
+def test_a_stage_without_an_export_names_the_command_that_makes_it(capsys, tmp_path, mnist_dir, argv):
+    code, _, err = _run(capsys, *argv, "--quick", "--data-dir", mnist_dir, "--run-dir", str(tmp_path),
+                        "--export-dir", str(tmp_path / "none"))
     assert code == 2 and "keras-uap train --model gcnn" in err and "Traceback" not in err
 
 

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from keras_uap.errors import UserError
-from keras_uap.pipelines.directions_stage import ATTACKS, attacked_indices, load_directions
+from keras_uap.method import ATTACK_NAMES as ATTACKS
+from keras_uap.pipelines.directions_stage import attacked_indices, load_directions
 from keras_uap.pipelines.study import collect_directions
 from keras_uap.pipelines.train_stage import load_exported_model
 

@@ -9,7 +9,7 @@ import os
 import numpy as np
 import pytest
 
-from keras_uap.pipelines.directions_stage import ATTACKS
+from keras_uap.method import ATTACK_NAMES as ATTACKS
 from keras_uap.pipelines.study import run_all
 from keras_uap.report import missing_metric_keys
 
@@ -65,6 +65,31 @@ def test_perturbations_are_published_as_unit_vectors(study):
     v = np.load(path)
     assert v.shape == (28, 28, 1) and v.dtype == np.float32
     assert np.linalg.norm(v) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_the_published_vector_is_the_one_measured_and_the_api_returns(study):
+    """`perturbations/<model>-<attack>-m<m>.npy` is bitwise the SVD-UAP the
+    comparison (and so the transfer) evaluates, and the public API rebuilds
+    it from the attacked test inputs and the run's seed."""
+    from keras_uap import svd_universal_perturbation
+    from keras_uap.pipelines.directions_stage import load_directions
+    from keras_uap.pipelines.study import export_path
+
+    cfg, results, _ = study
+    with np.load(os.path.join(results["data"].output_dir, "test.npz")) as f:
+        x, y = f["x"], f["y"]
+    with open(os.path.join(results["transfer"].output_dir, "transfer.json")) as f:
+        m = json.load(f)["m"]
+    assert m == 25
+    for attack in ("gradient", "deepfool"):
+        published = np.load(os.path.join(cfg.run_dir, "perturbations", f"stdcnn-{attack}-m{m}.npy"))
+        compared = np.load(os.path.join(results["comparison-stdcnn"].output_dir, "perturbations",
+                                        f"svd_{attack}-m{m}.npy"))
+        np.testing.assert_array_equal(compared, published)
+        index = load_directions(results[f"directions-stdcnn-{attack}"].output_dir)["index"]
+        rebuilt = svd_universal_perturbation(os.path.join(export_path(cfg, "stdcnn"), "model.keras"), x[index],
+                                             y[index], attack=attack, sample_size=m, seed=cfg.seed)
+        np.testing.assert_allclose(rebuilt.perturbation, published, rtol=0, atol=1e-6, err_msg=attack)
 
 
 def test_rerun_is_all_cached_and_forced_stages_reproduce(study, tmp_path):
@@ -144,6 +169,19 @@ def test_transfer_diagonal_equals_the_models_own_curve(study):
                     own["fooling_rate"][at], abs=1e-9)
 
 
+def test_a_stage_reruns_alone_over_the_cached_stages_it_needs(study):
+    cfg, _, _ = study
+    partial = run_all(cfg, until="universal")
+    assert all(r.cached for r in partial.values())
+    assert {f"universal-{m}" for m in MODELS} <= set(partial)
+    skipped = [k for k in partial if k.startswith(("train-", "analysis-", "comparison-"))]
+    assert not skipped and "transfer" not in partial and "report" not in partial
+    forced = run_all(dataclasses.replace(cfg, force=True), until="transfer")
+    assert not forced["transfer"].cached
+    assert all(r.cached for name, r in forced.items() if name != "transfer")
+    assert "report" not in forced
+
+
 def test_without_the_comparison_only_the_report_changes(study):
     # Last in this module: it rewrites the run's report and metrics.json.
     cfg, _, _ = study
@@ -153,3 +191,4 @@ def test_without_the_comparison_only_the_report_changes(study):
     with open(os.path.join(cfg.run_dir, "metrics.json")) as f:
         metrics = json.load(f)
     assert "comparison" not in metrics and "transfer" not in metrics and metrics["universal"]["gcnn"]
+

@@ -160,7 +160,7 @@ def test_rerun_is_cached_whatever_the_strategy(study, files):
     ("range", "outside --clip-min"),
     ("no_data", "data not found"),
     ("no_model", "model not found"),
-    ("attack", "unknown attack 'pgd'"),
+    ("attack", "unknown attack 'cw'"),
     ("probe", "--probe-norm must be a finite norm > 0"),
 ])
 def test_user_errors_are_one_line_with_exit_2(files, tmp_path, case, expected):
@@ -183,7 +183,7 @@ def test_user_errors_are_one_line_with_exit_2(files, tmp_path, case, expected):
         argv = ["--probe-norm", "-1"]
     else:
         np.savez(data, x=x, y=y)
-        argv = ["--attacks", "gradient,pgd"]
+        argv = ["--attacks", "gradient,cw"]
     code, _, err = _cli("study", "--model-path", model, "--data", data, "--run-dir", tmp_path / "run", *argv)
     errors = [line for line in err.splitlines() if "error" in line]
     assert code == 2 and len(errors) == 1, err

@@ -1,5 +1,5 @@
-"""Spectral analysis of attack directions, invariant directions, universal
-perturbations and the paper's Section 5 theory checks."""
+"""Spectral analysis of attack directions, invariant directions and the
+paper's Section 5 theory checks (universal perturbations: `keras_uap.method`)."""
 
 from keras_uap.analysis.spectrum import (
     singular_spectrum,
@@ -9,13 +9,6 @@ from keras_uap.analysis.spectrum import (
 from keras_uap.analysis.subspaces import avg_abs_dot, principal_angles_deg
 from keras_uap.analysis.invariant import invariant_directions
 from keras_uap.analysis.theory import theorem1_rows, top_eigenpair, sample_vector_distances
-from keras_uap.analysis.universal import (
-    choose_sign,
-    error_curves,
-    interpolate_crossing,
-    random_unit_vectors,
-    top_singular_vector,
-)
 
 __all__ = [
     "unit_rows",
@@ -27,9 +20,4 @@ __all__ = [
     "top_eigenpair",
     "theorem1_rows",
     "sample_vector_distances",
-    "top_singular_vector",
-    "choose_sign",
-    "error_curves",
-    "interpolate_crossing",
-    "random_unit_vectors",
 ]

@@ -22,7 +22,7 @@ from keras_uap.api.perturbation import (
     default_probe_norm,
     fooling_curve,
     predict_labels,
-    sample_indices,
+    draw_sample,
     svd_universal_perturbation,
     universal_from_directions,
 )
@@ -45,7 +45,7 @@ __all__ = [
     "attack_directions",
     "predict_labels",
     "svd_universal_perturbation",
-    "sample_indices",
+    "draw_sample",
     "universal_from_directions",
     "default_probe_norm",
     "fooling_curve",

@@ -1,9 +1,12 @@
 """The paper's universal perturbation for any image classifier, and its fooling curve.
 
 The universal perturbation is the top right singular vector of the matrix
-whose rows are per-input attack directions (DeepFool steps, loss gradients or
-FGSM steps), each scaled to unit L2 norm. The SVD fixes it only up to sign;
-the sign kept is the one that raises the sample's loss.
+whose rows are per-input attack directions (any attack of the registry,
+`keras_uap.method.ATTACKS`), each scaled to unit L2 norm. The SVD fixes it
+only up to sign; the sign kept is the one that raises the sample's loss.
+This module checks the user's arguments and runs `keras_uap.method`, the
+core the study stages share, so a study's published vectors are the ones
+these functions return.
 """
 
 import dataclasses
@@ -13,7 +16,6 @@ import numbers
 import numpy as np
 import tensorflow as tf
 
-from keras_uap.analysis import choose_sign, singular_spectrum
 from keras_uap.api._checks import (
     ArgumentError,
     check_choice,
@@ -26,38 +28,28 @@ from keras_uap.api._checks import (
 from keras_uap.api.classifier import load_classifier
 from keras_uap.api.datasets import check_compatible, prepare_labels
 from keras_uap.api.distribute import BatchRunner, map_batches
-from keras_uap.attacks import deepfool, fgsm_direction, loss_gradient
+from keras_uap.method import (
+    ATTACK_NAMES,
+    AttackParams,
+    UniversalPerturbation,
+    draw_sample,
+    fooling_curves,
+    get_attack,
+    svd_direction,
+    universal_perturbation,
+)
 
 __all__ = ["ATTACKS", "NORMS", "UniversalPerturbation", "FoolingCurve", "attack_directions", "predict_labels",
-           "svd_universal_perturbation", "sample_indices", "universal_from_directions", "default_probe_norm",
+           "svd_universal_perturbation", "draw_sample", "universal_from_directions", "default_probe_norm",
            "fooling_curve"]
 
-ATTACKS = ("gradient", "fgsm", "deepfool")
+ATTACKS = ATTACK_NAMES
 NORMS = ("l2", "linf")
 # Default L2 norm at which the two signs of the singular vector are compared,
 # per sqrt(pixel) and per unit of the input range: the study's norm 6 for
 # 28x28 images in [0, 1] (6 / 28), where the signs can rank differently
 # than at small norms (see `keras_uap.baselines.build_universal_perturbations`).
 _SIGN_PROBE_RMS = 6.0 / 28.0
-_DEEPFOOL_CANDIDATES = 10
-
-
-@dataclasses.dataclass(frozen=True)
-class UniversalPerturbation:
-    """The result of `svd_universal_perturbation`.
-
-    Attributes:
-        perturbation: float32, shape of one input, unit L2 norm.
-        singular_values: the singular values of the unit-normalised
-            directions, descending, float64.
-        sample_indices: the sorted indices into `x` of the attacked inputs.
-        attack: the attack's name ("custom" for a callable).
-    """
-
-    perturbation: np.ndarray
-    singular_values: np.ndarray
-    sample_indices: np.ndarray
-    attack: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,18 +86,8 @@ def _attack_fn(attack, classifier, clip_min, clip_max):
     if callable(attack):
         return (lambda x, y: tf.convert_to_tensor(attack(logits_fn, x, y), tf.float32)), False
     check_choice("attack", attack, ATTACKS)
-    if attack == "gradient":
-        return (lambda x, y: loss_gradient(logits_fn, x, y)), True
-    if attack == "fgsm":
-        # The step size only scales the rows, which are unit-normalised anyway.
-        return (lambda x, y: fgsm_direction(logits_fn, x, y, eps=1.0, clipped=False)), True
-    candidates = min(_DEEPFOOL_CANDIDATES, classifier.num_classes)
-
-    def deepfool_direction(x, y):
-        x_adv = deepfool(logits_fn, x, nb_candidate=candidates, clip_min=clip_min, clip_max=clip_max)
-        return x_adv - tf.cast(x, tf.float32)
-
-    return deepfool_direction, False
+    found, params = get_attack(attack), AttackParams(clip_min=clip_min, clip_max=clip_max)
+    return (lambda x, y: found.run(logits_fn, x, y, params).direction), found.traceable
 
 
 def predict_labels(classifier, x, batch_size=1000, strategy=None):
@@ -180,20 +162,24 @@ def svd_universal_perturbation(model, x, y=None, attack="deepfool", sample_size=
                                seed=0, batch_size=128, strategy=None, output="auto", probe_norm=None):
     """The universal perturbation of the paper for any image classifier.
 
-    Attacks `sample_size` inputs drawn without replacement from `x` (with
-    `np.random.default_rng(seed)`), scales each attack direction to unit L2
-    norm, and returns the top right singular vector of the resulting matrix
-    (`tf.linalg.svd`), with the sign that raises the sample's mean
-    cross-entropy more at L2 norm `probe_norm`.
+    Attacks the `sample_size` inputs `draw_sample(len(x), sample_size,
+    seed)`, scales each attack direction to unit L2 norm, and returns the top
+    right singular vector of the resulting matrix (`tf.linalg.svd`), with the
+    sign that raises the sample's mean cross-entropy more at L2 norm
+    `probe_norm` (`keras_uap.method.universal_perturbation`, the study's
+    own step: with the run's attacked test inputs and `--seed` this returns
+    its published vector).
 
     Args:
         model: a `keras.Model`, a `.keras` path, a SavedModel directory or a
             `Classifier` (see `load_classifier`).
         x: images (N, *input_shape) in [clip_min, clip_max].
         y: int labels (N,), or None to use the model's clean predictions.
-        attack: "gradient" (input gradient of the cross-entropy), "fgsm"
-            (its sign, unclipped), "deepfool" (`x_adv - x` of the L2 DeepFool
-            attack, clipped to [clip_min, clip_max]), or a callable
+        attack: a name of `ATTACKS` with the study's default settings
+            (`keras_uap.method.AttackParams`): "gradient" (input gradient of
+            the cross-entropy), "fgsm" (its sign, unclipped),
+            "fgsm_clipped", "deepfool" (`x_adv - x` of the L2 DeepFool
+            attack, clipped to [clip_min, clip_max]), "pgd"; or a callable
             `(logits_fn, x_batch, y_batch) -> directions` of the batch's shape
             (the batches are float32 and int64 tensors; it runs eagerly).
         sample_size: how many inputs to attack (all of `x` if it has fewer).
@@ -227,27 +213,20 @@ def svd_universal_perturbation(model, x, y=None, attack="deepfool", sample_size=
     _check_strategy(strategy)
     x, y = _checked_inputs(classifier, x, y, clip_min, clip_max)
 
-    indices = sample_indices(len(x), sample_size, seed)
-    x_sample = np.asarray(x[indices], np.float32)
     if y is None:
-        y_sample = predict_labels(classifier, x_sample, batch_size, strategy)
-    else:
-        y_sample = y[indices]
-    # The sample is part of the checked inputs: the steps below do not check it again.
-    directions = _attack_directions(classifier, x_sample, y_sample, attack, clip_min, clip_max, batch_size, strategy)
-    v, singular_values = _universal_from_directions(classifier, directions, x_sample, y_sample, clip_min, clip_max,
-                                                    probe_norm)
-    return UniversalPerturbation(perturbation=v, singular_values=singular_values, sample_indices=indices,
-                                 attack=attack if isinstance(attack, str) else "custom")
+        y = predict_labels(classifier, x, batch_size, strategy)
+    if probe_norm is None:
+        probe_norm = default_probe_norm(np.shape(x)[1:], clip_min, clip_max)
 
+    def directions_of(indices):
+        # The sample is part of the checked inputs: the steps below do not check it again.
+        directions = _attack_directions(classifier, np.asarray(x[indices], np.float32), y[indices], attack,
+                                        clip_min, clip_max, batch_size, strategy)
+        return _checked_directions(directions, np.shape(x[indices]))
 
-def sample_indices(n, sample_size, seed=0):
-    """The sorted indices of the `min(sample_size, n)` inputs, drawn without
-    replacement with `np.random.default_rng(seed)`, that
-    `svd_universal_perturbation` attacks."""
-    n = check_positive_int("n", n)
-    sample_size = check_positive_int("sample_size", sample_size)
-    return np.sort(np.random.default_rng(check_seed(seed)).choice(n, size=min(sample_size, n), replace=False))
+    return universal_perturbation(np.asarray(x, np.float32), y, directions_of, classifier.logits_fn, sample_size,
+                                  seed, probe_norm, clip_min, clip_max,
+                                  attack=attack if isinstance(attack, str) else "custom")
 
 
 def default_probe_norm(input_shape, clip_min=0.0, clip_max=1.0):
@@ -284,38 +263,24 @@ def universal_from_directions(model, directions, x, y, clip_min=0.0, clip_max=1.
     if y is None:
         raise ArgumentError("`y` is required: the labels whose loss decides the sign")
     x, y = _checked_inputs(classifier, x, y, clip_min, clip_max)
-    return _universal_from_directions(classifier, directions, x, y, clip_min, clip_max, probe_norm)
+    directions = _checked_directions(directions, np.shape(x))
+    if probe_norm is None:
+        probe_norm = default_probe_norm(np.shape(x)[1:], clip_min, clip_max)
+    return svd_direction(directions, np.asarray(x, np.float32), y, classifier.logits_fn, probe_norm, clip_min,
+                         clip_max)
 
 
-def _universal_from_directions(classifier, directions, x, y, clip_min, clip_max, probe_norm):
-    """`universal_from_directions` on checked inputs; the directions are checked here."""
-    x = np.asarray(x, np.float32)
+def _checked_directions(directions, shape):
+    """`directions` as float64, or an ArgumentError if they cannot give a perturbation."""
     directions = np.asarray(directions, np.float64)
-    if directions.shape != x.shape:
-        raise ArgumentError(f"`directions` must have the shape of `x`, {x.shape}. "
+    if directions.shape != tuple(shape):
+        raise ArgumentError(f"`directions` must have the shape of `x`, {tuple(shape)}. "
                             f"Received: shape={directions.shape}")
     if not np.all(np.isfinite(directions)):
         raise ArgumentError("`directions` holds NaN or infinite values")
     if not np.any(directions):
         raise ArgumentError("every direction is zero: the attack found no direction to take")
-    if probe_norm is None:
-        probe_norm = default_probe_norm(x.shape[1:], clip_min, clip_max)
-    singular_values, vectors = singular_spectrum(directions, top=1)
-    v = _oriented(vectors[0].astype(np.float32), classifier, x, y, clip_min, clip_max, probe_norm)
-    v = v.reshape(x.shape[1:])
-    return (v / np.linalg.norm(v)).astype(np.float32), singular_values
-
-
-def _oriented(v, classifier, x, y, clip_min, clip_max, probe_norm):
-    """`v` or `-v` by `choose_sign`, which clips to [0, 1]: the inputs are
-    mapped affinely from [clip_min, clip_max] to [0, 1] and the model back,
-    so the probe is clipped to the right range at `probe_norm` in data units."""
-    scale = clip_max - clip_min
-
-    def unit_logits(z):
-        return classifier.logits_fn(clip_min + scale * z)
-
-    return choose_sign(v, unit_logits, (x - clip_min) / scale, y, probe_norm=probe_norm / scale)
+    return directions
 
 
 def _check_eps(eps):
@@ -340,8 +305,8 @@ def fooling_curve(model, x, y, perturbation, eps, norm="l2", batch_size=1000, st
 
     Each perturbed input is `clip(x + eps * v / ||v||_2)` (norm "l2") or
     `clip(x + eps * sign(v))` (norm "linf"), clipped to [clip_min, clip_max].
-    The inputs are processed batch by batch, so memory is bounded by the
-    batch size, not by len(x) or len(eps).
+    The inputs are processed batch by batch (`keras_uap.method.fooling_curves`),
+    so memory is bounded by the batch size, not by len(x) or len(eps).
 
     Args:
         model: as for `svd_universal_perturbation`.
@@ -370,20 +335,9 @@ def fooling_curve(model, x, y, perturbation, eps, norm="l2", batch_size=1000, st
     step = _unit_step(perturbation, norm, np.shape(x)[1:])
 
     runner = _runner(classifier, "labels", lambda: classifier.predict_labels, strategy, True)
-    wrong = np.zeros(len(eps), np.int64)
-    changed = np.zeros(len(eps), np.int64)
-    clean_wrong = 0
-    for start in range(0, len(x), batch_size):
-        batch = np.asarray(x[start:start + batch_size], np.float32)
-        clean = runner(batch)
-        truth = clean if y is None else y[start:start + batch_size]
-        clean_wrong += int(np.sum(clean != truth))
-        for i, size in enumerate(eps):
-            pred = runner(np.clip(batch + np.float32(size) * step, clip_min, clip_max).astype(np.float32))
-            wrong[i] += int(np.sum(pred != truth))
-            changed[i] += int(np.sum(pred != clean))
-    return FoolingCurve(eps=eps, error_rate=wrong / len(x), fooling_rate=changed / len(x),
-                        clean_error_rate=clean_wrong / len(x), norm=norm)
+    curves = fooling_curves(runner, x, y, [step], eps, clip_min=clip_min, clip_max=clip_max, batch_size=batch_size)
+    return FoolingCurve(eps=eps, error_rate=curves.error_rate[:, 0], fooling_rate=curves.fooling_rate[:, 0],
+                        clean_error_rate=curves.clean_error_rate, norm=norm)
 
 
 def _unit_step(perturbation, norm, shape):

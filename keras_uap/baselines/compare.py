@@ -13,12 +13,10 @@ import time
 
 import numpy as np
 
-from keras_uap.analysis.universal import choose_sign, random_unit_vectors, top_singular_vector
-from keras_uap.attacks.deepfool import deepfool
-from keras_uap.attacks.loss_gradient import loss_gradient
 from keras_uap.baselines.class_mean import best_class_mean_direction
 from keras_uap.baselines.iterative_uap import iterative_uap
 from keras_uap.baselines.linf import linf_perturbation
+from keras_uap.method import ATTACKS, AttackParams, random_unit_vectors, svd_direction
 
 __all__ = ["METHODS", "BuiltPerturbation", "build_universal_perturbations"]
 
@@ -65,7 +63,7 @@ def build_universal_perturbations(model_fn, x, y, *, norm="l2", build_eps=6.0, m
 
     - "svd_gradient" / "svd_deepfool": the top right singular vector of the
       unit-normalised loss gradients / DeepFool steps of the sample, its sign
-      chosen on the sample (`choose_sign`, at L2 norm `probe_norm`, by
+      chosen on the sample (`keras_uap.method.svd_direction`, at L2 norm `probe_norm`, by
       default the norm the perturbation is built for: the two signs can
       swap places between small and large norms, e.g. on the StdCNN the
       sign that raises the loss more at L2 norm 2 has error rate 0.57 at
@@ -107,22 +105,20 @@ def build_universal_perturbations(model_fn, x, y, *, norm="l2", build_eps=6.0, m
     shape, m = x.shape[1:], len(x)
     l2_norm = build_eps if norm == "l2" else build_eps * float(np.sqrt(np.prod(shape)))
     probe_norm = l2_norm if probe_norm is None else probe_norm
+    params = AttackParams(deepfool_candidates=nb_candidate, deepfool_overshoot=overshoot, deepfool_max_iter=max_iter,
+                          clip_min=clip_min, clip_max=clip_max)
     built = {}
     for method in methods:
         start = time.perf_counter()
         details = {}
-        if method == "svd_gradient":
-            rows = np.asarray(loss_gradient(model_fn, x, y)).reshape(m, -1)
-            v = choose_sign(top_singular_vector(rows), model_fn, x, y, probe_norm)
-            evaluations = m
-        elif method == "svd_deepfool":
-            x_adv, success, iterations = deepfool(model_fn, x, nb_candidate=nb_candidate, overshoot=overshoot,
-                                                  max_iter=max_iter, clip_min=clip_min, clip_max=clip_max,
-                                                  return_details=True)
-            rows = (np.asarray(x_adv) - x).reshape(m, -1)
-            v = choose_sign(top_singular_vector(rows), model_fn, x, y, probe_norm)
-            evaluations = int(np.sum(np.asarray(iterations))) * (nb_candidate - 1)
-            details["deepfool_success_rate"] = float(np.mean(np.asarray(success)))
+        if method in ("svd_gradient", "svd_deepfool"):
+            out = ATTACKS[method.removeprefix("svd_")].run(model_fn, x, y, params)
+            v, _ = svd_direction(np.asarray(out.direction), x, y, model_fn, probe_norm, clip_min, clip_max)
+            if out.iterations is None:  # one gradient per input
+                evaluations = m
+            else:
+                evaluations = int(np.sum(out.iterations)) * (nb_candidate - 1)
+                details["deepfool_success_rate"] = float(np.mean(out.success))
         elif method == "iterative_uap":
             result = iterative_uap(model_fn, x, eps=build_eps, norm=norm, delta=delta, max_passes=max_passes,
                                    overshoot=overshoot, nb_candidate=nb_candidate, max_iter=max_iter,

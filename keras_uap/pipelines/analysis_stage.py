@@ -4,8 +4,8 @@ Section 5 theory checks for one model.
 Inputs: the directions artifacts of every attack (`directions_<attack>`) and
 the rotated test set. Artifacts: `analysis.json` (see the README's
 metrics section) and `top_vectors.npz` (arrays `<attack>`, `invariant`,
-`<attack>_sample`, `invariant_sample`, each (10, 28, 28): top right singular
-vectors).
+`<attack>_sample`, `invariant_sample`, each (10, H, W), or (10, H, W, C)
+for several channels: top right singular vectors).
 """
 
 import json
@@ -22,8 +22,10 @@ from keras_uap.analysis import (
     spectrum_fractions,
     theorem1_rows,
 )
-from keras_uap.pipelines.directions_stage import ATTACKS, load_directions
-from keras_uap.pipelines.runner import Stage, code_version
+from keras_uap.method import ATTACK_NAMES, draw_sample
+from keras_uap.pipelines.directions_stage import load_directions
+from keras_uap.pipelines.code_versions import code_version
+from keras_uap.pipelines.runner import Stage
 
 __all__ = ["ANALYSIS_STAGE", "analyse_model"]
 
@@ -36,10 +38,6 @@ def _spectrum(directions, sample):
     summary = {"singular_values": s.tolist(), "singular_values_sample": s_sample.tolist(),
                "fractions": spectrum_fractions(s)}
     return summary, vectors, vectors_sample
-
-
-def _sample(n, sample_size, seed):
-    return np.sort(np.random.default_rng([seed, 500]).choice(n, min(sample_size, n), replace=False))
 
 
 def analyse_model(attack_directions, x_test, sample_size=500, seed=0, invariant_angle=2.0, attack_indices=None):
@@ -64,14 +62,14 @@ def analyse_model(attack_directions, x_test, sample_size=500, seed=0, invariant_
     covered = np.unique(np.concatenate(list(indices.values())))
     invariant = invariant_directions(x_test[covered], invariant_angle)
     n = len(covered)
-    sample = _sample(n, sample_size, seed)
+    sample = draw_sample(n, sample_size, seed)
     inv_summary, inv_vectors, inv_vectors_sample = _spectrum(invariant, sample)
     result = {"n": n, "sample_size": len(sample), "invariant_angle_deg": invariant_angle,
               "spectrum": {}, "invariant": inv_summary, "comparison": {}, "theory": {}}
     vectors = {"invariant": inv_vectors, "invariant_sample": inv_vectors_sample}
     for attack, directions in attack_directions.items():
         n_attack = len(directions)
-        attack_sample = _sample(n_attack, sample_size, seed)
+        attack_sample = draw_sample(n_attack, sample_size, seed)
         if n_attack == n:
             inv_top, inv_top_sample = inv_vectors, inv_vectors_sample
         else:  # the invariant directions of the attacked inputs only
@@ -104,7 +102,7 @@ def analyse_model(attack_directions, x_test, sample_size=500, seed=0, invariant_
 
 def _analysis_stage(output_dir, test_data, model, sample_size, seed, invariant_angle, **directions_dirs):
     attack_directions, attack_indices = {}, {}
-    for attack in ATTACKS:
+    for attack in ATTACK_NAMES:
         path = directions_dirs.get(f"directions_{attack}")
         if path:
             found = load_directions(os.path.dirname(path))
@@ -115,8 +113,10 @@ def _analysis_stage(output_dir, test_data, model, sample_size, seed, invariant_a
     result["model"] = model
     with open(os.path.join(output_dir, "analysis.json"), "w") as f:
         json.dump(result, f)
+    # One image per vector: (H, W) for one channel (as the figures and TensorBoard show it), else (H, W, C).
+    shape = x_test.shape[1:-1] if x_test.shape[-1] == 1 else x_test.shape[1:]
     np.savez(os.path.join(output_dir, "top_vectors.npz"),
-             **{k: v.reshape(len(v), 28, 28).astype(np.float32) for k, v in vectors.items()})
+             **{k: v.reshape(len(v), *shape).astype(np.float32) for k, v in vectors.items()})
     return {"model": model, "n": result["n"],
             "top5_fraction": {a: result["spectrum"][a]["fractions"]["5"] for a in attack_directions}}
 
@@ -124,8 +124,7 @@ def _analysis_stage(output_dir, test_data, model, sample_size, seed, invariant_a
 ANALYSIS_STAGE = Stage(
     name="analysis",
     fn=_analysis_stage,
-    version=code_version("1", "keras_uap.analysis.spectrum", "keras_uap.analysis.subspaces",
-                         "keras_uap.analysis.invariant", "keras_uap.analysis.theory", __name__),
-    inputs=("test_data",) + tuple(f"directions_{a}" for a in ATTACKS),
+    version=code_version("1", __name__),
+    inputs=("test_data",) + tuple(f"directions_{a}" for a in ATTACK_NAMES),
     params=("model", "sample_size", "seed", "invariant_angle"),
 )

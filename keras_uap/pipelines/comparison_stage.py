@@ -1,44 +1,48 @@
 """Comparison stage: for one model, every universal-perturbation method built
 from the same sample, its cost, and its error curves under L2 and L-infinity.
 
-For each m in `sample_sizes` one seeded sample of m test inputs is drawn and
-every method of `keras_uap.baselines.METHODS` builds its perturbation from
-it (`build_universal_perturbations`: SVD-UAP from gradients and DeepFool,
-the iterative UAP at L2 radius `build_eps`, the class-mean direction,
-random). Each is evaluated on all test inputs (or the model's seeded
+For each m in `sample_sizes` one seeded sample of m of the attacked test
+inputs (the first `attack_limit`) is drawn, as the universal stage draws
+its samples, and every method of `keras_uap.baselines.METHODS` builds its
+perturbation from it (`build_universal_perturbations`: SVD-UAP from
+gradients and DeepFool, the iterative UAP at L2 radius `build_eps`, the
+class-mean direction, random). Each is evaluated on all test inputs (or the model's seeded
 `eval_subset`) over the L2 grid `eps_grid`. For the L-infinity table, from
 the largest sample, every L2 direction's sign (the L-infinity step that best
 aligns with it, at no further cost) is set beside the iterative UAP rebuilt
 in the L-infinity ball of radius `linf_build_budget`, over `linf_grid`.
 
+The SVD-UAPs evaluated and saved are the universal stage's published
+vectors (input `universal_perturbations`) where it has one for that attack
+and m: the one vector `perturbations/<model>-<attack>-m<m>.npy` names; the
+cost recorded is that of rebuilding it from the sample.
+
 Artifacts: `comparison.json` and `perturbations/<method>-m<m>.npy` (unit L2
 directions of one input's shape, used by the transfer stage).
 """
 
+import dataclasses
 import json
 import os
 
 import numpy as np
 import tensorflow as tf
 
-from keras_uap.analysis import error_curves, interpolate_crossing
 from keras_uap.baselines.compare import METHODS, build_universal_perturbations
 from keras_uap.baselines.linf import linf_perturbation
+from keras_uap.method import draw_sample, fooling_curves, interpolate_crossing
+from keras_uap.pipelines.directions_stage import attacked_indices
 from keras_uap.pipelines.evaluation import load_evaluation_set
-from keras_uap.pipelines.runner import Stage, code_version
+from keras_uap.pipelines.code_versions import code_version
+from keras_uap.pipelines.runner import Stage
 
-__all__ = ["COMPARISON_STAGE", "DEFAULT_LINF_GRID", "sample_indices"]
+__all__ = ["COMPARISON_STAGE", "DEFAULT_LINF_GRID"]
 
 DEFAULT_LINF_GRID = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3)
 
 
-def sample_indices(n, m, seed):
-    """The seeded sample of m of n inputs every method builds from."""
-    return np.arange(n) if m >= n else np.sort(np.random.default_rng([seed, m, 31]).choice(n, m, replace=False))
-
-
-def _curve(eps, errors, foolings, column):
-    error, fooling = errors[:, column], foolings[:, column]
+def _curve(curves, column):
+    eps, error, fooling = curves.eps, curves.error_rate[:, column], curves.fooling_rate[:, column]
     return {"eps": [float(e) for e in eps], "error_rate": error.tolist(), "fooling_rate": fooling.tolist(),
             "eps50": interpolate_crossing(eps, error, 0.5), "eps80": interpolate_crossing(eps, error, 0.8)}
 
@@ -51,11 +55,26 @@ def _warm_up(model_fn, x, y, build_eps):
                                   max_passes=1)
 
 
+def _published(built, folder, model, m):
+    """`built` with each SVD-UAP's direction replaced by the universal stage's
+    published vector for the same model, attack and m, where there is one:
+    the comparison, the transfer and `perturbations/` then measure one vector
+    (the rebuilt one keeps its cost; on the same inputs it differs from the
+    published one by float rounding only)."""
+    for method in ("svd_gradient", "svd_deepfool"):
+        path = os.path.join(folder, f"{model}-{method.removeprefix('svd_')}-m{m}.npy") if folder else None
+        if method in built and path and os.path.isfile(path):
+            built[method] = dataclasses.replace(built[method], direction=np.load(path))
+    return built
+
+
 def _comparison_stage(output_dir, model_file, test_data, model, sample_sizes, eps_grid, linf_grid, build_eps,
-                      linf_build_budget, max_passes, delta, saturation, eval_subset, seed, batch_size=5000,
-                      progress=None):
+                      linf_build_budget, max_passes, delta, saturation, eval_subset, attack_limit, seed,
+                      universal_perturbations=None, batch_size=5000, progress=None):
     with np.load(test_data, allow_pickle=False) as f:
         x, y = f["x"], f["y"].astype(np.int32)
+    # The samples come from the attacked inputs, as the universal stage's do.
+    pool = attacked_indices(len(x), attack_limit)
     evaluation = load_evaluation_set(model_file, x, y, eval_subset, seed, batch_size)
     network, x_eval, y_eval = evaluation.network, evaluation.x, evaluation.y
     predict_fn, clean = evaluation.predict_fn, evaluation.clean
@@ -66,14 +85,14 @@ def _comparison_stage(output_dir, model_file, test_data, model, sample_sizes, ep
     l2, linf = {method: {} for method in METHODS}, {method: {} for method in METHODS}
     steps = len(sample_sizes) + 1
     for step, m in enumerate(sorted(int(m) for m in sample_sizes)):
-        pick = sample_indices(len(x), m, seed)
+        pick = pool[draw_sample(len(pool), m, seed)]
         built = build_universal_perturbations(model_fn, x[pick], y[pick], norm="l2", build_eps=build_eps,
                                               max_passes=max_passes, delta=delta, seed=seed)
-        vectors = np.stack([b.direction.reshape(-1) for b in built.values()])
-        eps, errors, foolings = error_curves(predict_fn, x_eval, y_eval, clean, vectors, eps_grid, saturation,
-                                             batch_size=batch_size)
+        built = _published(built, universal_perturbations, model, m)
+        curves = fooling_curves(predict_fn, x_eval, y_eval, [b.direction for b in built.values()], (0.0, *eps_grid),
+                                clean=clean, batch_size=batch_size, saturation=saturation)
         for column, (method, b) in enumerate(built.items()):
-            l2[method][str(m)] = {**_curve(eps, errors, foolings, column), "sample_size": m,
+            l2[method][str(m)] = {**_curve(curves, column), "sample_size": m,
                                   "seconds": b.seconds, "gradient_evaluations": b.gradient_evaluations,
                                   **b.details}
             np.save(os.path.join(output_dir, "perturbations", f"{method}-m{m}.npy"), b.direction)
@@ -81,17 +100,16 @@ def _comparison_stage(output_dir, model_file, test_data, model, sample_sizes, ep
             progress(step + 1, steps)
 
     # `built` is now the largest sample's: only the iterative UAP depends on the norm.
-    pick = sample_indices(len(x), m, seed)
     built.update(build_universal_perturbations(model_fn, x[pick], y[pick], norm="linf", methods=("iterative_uap",),
                                                build_eps=linf_build_budget, max_passes=max_passes, delta=delta,
                                                seed=seed))
     built = {method: built[method] for method in METHODS}
     vectors = np.stack([b.direction.reshape(-1) if method == "iterative_uap"
                         else linf_perturbation(b.direction.reshape(-1), 1.0) for method, b in built.items()])
-    budgets, errors, foolings = error_curves(predict_fn, x_eval, y_eval, clean, vectors, linf_grid, saturation,
-                                             batch_size=batch_size)
+    curves = fooling_curves(predict_fn, x_eval, y_eval, vectors, (0.0, *linf_grid), clean=clean,
+                            batch_size=batch_size, saturation=saturation)
     for column, (method, b) in enumerate(built.items()):
-        curve = _curve(budgets, errors, foolings, column)
+        curve = _curve(curves, column)
         curve["budget"] = curve.pop("eps")
         linf[method][str(m)] = {**curve, "sample_size": m, "seconds": b.seconds,
                                 "gradient_evaluations": b.gradient_evaluations, **b.details}
@@ -110,12 +128,9 @@ def _comparison_stage(output_dir, model_file, test_data, model, sample_sizes, ep
 COMPARISON_STAGE = Stage(
     name="comparison",
     fn=_comparison_stage,
-    version=code_version("1", "keras_uap.baselines.compare", "keras_uap.baselines.iterative_uap",
-                         "keras_uap.baselines.class_mean", "keras_uap.attacks.deepfool",
-                         "keras_uap.attacks.loss_gradient", "keras_uap.analysis.universal", "keras_uap.baselines.linf",
-                         "keras_uap.pipelines.evaluation", __name__),
-    inputs=("model_file", "test_data"),
+    version=code_version("1", __name__),
+    inputs=("model_file", "test_data", "universal_perturbations"),
     params=("model", "sample_sizes", "eps_grid", "linf_grid", "build_eps", "linf_build_budget", "max_passes",
-            "delta", "saturation", "eval_subset", "seed"),
+            "delta", "saturation", "eval_subset", "attack_limit", "seed"),
     settings=("batch_size", "progress"),
 )

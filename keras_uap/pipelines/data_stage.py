@@ -18,7 +18,8 @@ import numpy as np
 from keras_uap.data.rotation import MAX_ANGLE, rotate_images
 from keras_uap.data.sources import load_raw_dataset
 from keras_uap.errors import UserError
-from keras_uap.pipelines.runner import Stage, code_version
+from keras_uap.pipelines.code_versions import code_version
+from keras_uap.pipelines.runner import Stage
 
 __all__ = ["DATA_STAGE", "make_splits", "random_angles", "rotate_split", "load_split"]
 
@@ -86,7 +87,7 @@ def _data_stage(output_dir, dataset, seed, train_size, validation_size, test_siz
 DATA_STAGE = Stage(
     name="data",
     fn=_data_stage,
-    version=code_version("1", "keras_uap.data.idx", "keras_uap.data.rotation", __name__),
+    version=code_version("1", __name__),
     inputs=("source_dir",),
     params=("dataset", "seed", "train_size", "validation_size", "test_size"),
 )

@@ -1,9 +1,10 @@
 """Directions stage: per-input attack directions of one exported model.
 
-For each test input of the data artifact and one attack in `ATTACKS`, the
-stage stores (in `directions.npz`, no pickle):
+For each test input of the data artifact and one attack of the registry
+(`keras_uap.method.ATTACKS`), the stage stores (in `directions.npz`, no
+pickle):
 
-- `directions` (N, 784) float32: the raw direction (gradient, or `x_adv - x`);
+- `directions` (N, d) float32: the raw direction (gradient, or `x_adv - x`);
 - `index` (N,): which test inputs (the first `limit`, or a seeded random
   `subset` of them, sorted), `label` (N,) true labels,
   `clean_prediction` (N,), `success` (N,) bool: the attack changed the
@@ -24,12 +25,11 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from keras_uap.attacks import deepfool, fgsm_direction, loss_gradient, pgd_direction
-from keras_uap.pipelines.runner import Stage, code_version
+from keras_uap.method import AttackParams, draw_sample, get_attack
+from keras_uap.pipelines.code_versions import code_version
+from keras_uap.pipelines.runner import Stage
 
-__all__ = ["ATTACKS", "DIRECTIONS_STAGE", "attack_batch", "attacked_indices", "load_directions"]
-
-ATTACKS = ("gradient", "fgsm", "fgsm_clipped", "deepfool", "pgd")
+__all__ = ["DIRECTIONS_STAGE", "attack_batch", "attacked_indices", "load_directions"]
 
 
 def _predict(model_fn, x):
@@ -37,43 +37,25 @@ def _predict(model_fn, x):
 
 
 def attack_batch(attack, model_fn, x, y, clean, params):
-    """Directions, success flags and iteration counts for one batch."""
-    iterations = np.zeros(len(x), np.int32)
-    if attack == "gradient":
-        direction = loss_gradient(model_fn, x, y).numpy()
-        flat = direction.reshape(len(x), -1)
-        unit = flat / np.maximum(np.linalg.norm(flat, axis=1, keepdims=True), 1e-12)
-        stepped = np.clip(x + params["gradient_step"] * unit.reshape(x.shape), 0.0, 1.0)
-        success = _predict(model_fn, tf.constant(stepped)) != clean
-    elif attack in ("fgsm", "fgsm_clipped"):
-        direction = fgsm_direction(model_fn, x, y, eps=params["fgsm_eps"],
-                                   clipped=attack == "fgsm_clipped").numpy()
-        success = _predict(model_fn, tf.constant(x + direction)) != clean
-    elif attack == "deepfool":
-        x_adv, success, iterations = deepfool(
-            model_fn, x, nb_candidate=params["deepfool_candidates"], overshoot=params["deepfool_overshoot"],
-            max_iter=params["deepfool_max_iter"], clip_min=0.0, clip_max=1.0, return_details=True,
-        )
-        direction = np.asarray(x_adv) - x
-        success, iterations = np.asarray(success), np.asarray(iterations, np.int32)
-    elif attack == "pgd":
-        direction = pgd_direction(model_fn, x, y, eps=params["pgd_eps"], eps_iter=params["pgd_eps_iter"],
-                                  nb_iter=params["pgd_nb_iter"], clip_min=0.0, clip_max=1.0).numpy()
-        success = _predict(model_fn, tf.constant(x + direction)) != clean
+    """Directions (N, d), success flags and iteration counts for one batch of
+    the registered `attack` with `AttackParams` `params`."""
+    found = get_attack(attack)
+    out = found.run(model_fn, x, y, params)
+    direction = np.asarray(out.direction)
+    if out.success is None:
+        success = _predict(model_fn, tf.constant(found.adversarial(x, direction, params))) != clean
+        iterations = np.zeros(len(x), np.int32)
     else:
-        raise ValueError(f"unknown attack {attack!r}; choose one of {ATTACKS}")
+        success, iterations = out.success, out.iterations
     return direction.reshape(len(x), -1).astype(np.float32), np.asarray(success, bool), iterations
 
 
 def attacked_indices(n_test, limit=None, subset=None, seed=0):
     """Which test inputs an attack runs on: the first `limit` (all when None),
-    then, when `subset` is smaller, a random `subset` of those drawn from
-    `seed` (sorted). MNIST's test file is ordered by writer group, so a prefix
-    would not be a fair sample."""
+    then, when `subset` is smaller, `draw_sample` of `subset` of those. MNIST's
+    test file is ordered by writer group, so a prefix would not be a fair sample."""
     n = n_test if limit is None else min(int(limit), n_test)
-    if subset is None or int(subset) >= n:
-        return np.arange(n)
-    return np.sort(np.random.default_rng([seed, 4099]).choice(n, int(subset), replace=False))
+    return draw_sample(n, n if subset is None else int(subset), seed)
 
 
 def _directions_stage(output_dir, model, test_data, attack, limit, subset, seed, batch_size, fgsm_eps,
@@ -87,9 +69,9 @@ def _directions_stage(output_dir, model, test_data, attack, limit, subset, seed,
         x_all, y_all = f["x"], f["y"]
     index = attacked_indices(len(x_all), limit, subset, seed)
     n = len(index)
-    params = dict(fgsm_eps=fgsm_eps, gradient_step=gradient_step, deepfool_candidates=deepfool_candidates,
-                  deepfool_overshoot=deepfool_overshoot, deepfool_max_iter=deepfool_max_iter, pgd_eps=pgd_eps,
-                  pgd_eps_iter=pgd_eps_iter, pgd_nb_iter=pgd_nb_iter)
+    params = AttackParams(fgsm_eps=fgsm_eps, gradient_step=gradient_step, deepfool_candidates=deepfool_candidates,
+                          deepfool_overshoot=deepfool_overshoot, deepfool_max_iter=deepfool_max_iter,
+                          pgd_eps=pgd_eps, pgd_eps_iter=pgd_eps_iter, pgd_nb_iter=pgd_nb_iter)
     scratch = os.path.join(output_dir, "directions.scratch.npy")
     directions = np.lib.format.open_memmap(scratch, mode="w+", dtype=np.float32, shape=(n, x_all[0].size))
     meta = {k: np.zeros(n, dtype) for k, dtype in
@@ -120,8 +102,7 @@ def _directions_stage(output_dir, model, test_data, attack, limit, subset, seed,
 DIRECTIONS_STAGE = Stage(
     name="directions",
     fn=_directions_stage,
-    version=code_version("1", "keras_uap.attacks.deepfool", "keras_uap.attacks.fgsm",
-                         "keras_uap.attacks.loss_gradient", "keras_uap.attacks.pgd", __name__),
+    version=code_version("1", __name__),
     inputs=("model", "test_data"),
     params=("attack", "limit", "subset", "seed", "batch_size", "fgsm_eps", "gradient_step", "deepfool_candidates",
             "deepfool_overshoot", "deepfool_max_iter", "pgd_eps", "pgd_eps_iter", "pgd_nb_iter"),

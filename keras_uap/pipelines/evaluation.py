@@ -12,7 +12,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from keras_uap.pipelines.directions_stage import attacked_indices
+from keras_uap.method import draw_sample
 
 __all__ = ["EvaluationSet", "compiled_predict_fn", "load_evaluation_set"]
 
@@ -60,12 +60,12 @@ def load_evaluation_set(model_file, x, y, eval_subset, seed, batch_size):
     """Loads the export beside `model_file` and predicts the evaluated inputs.
 
     `eval_subset` None evaluates all of `(x, y)`; an int, the seeded subset
-    of that many (`attacked_indices`, the same draw as the directions stage).
+    of that many (`draw_sample`, the same draw as the directions stage's subsets).
     """
     from keras_uap.pipelines.train_stage import load_exported_model
 
     network = load_exported_model(os.path.dirname(model_file))
-    evaluated = attacked_indices(len(x), None, eval_subset, seed)
+    evaluated = draw_sample(len(x), len(x) if eval_subset is None else eval_subset, seed)
     x_eval, y_eval = x[evaluated], y[evaluated]
     predict_fn = compiled_predict_fn(network, x_eval[:8])
     clean = np.concatenate([predict_fn(tf.constant(x_eval[i:i + batch_size])).numpy()

@@ -13,7 +13,8 @@ import os
 
 import numpy as np
 
-from keras_uap.pipelines.runner import Stage, code_version
+from keras_uap.pipelines.code_versions import code_version
+from keras_uap.pipelines.runner import Stage
 from keras_uap.report import build_report
 
 __all__ = ["REPORT_STAGE"]
@@ -53,8 +54,7 @@ def _report_stage(output_dir, test_data, models, timings=None, tensorboard_dir=N
 REPORT_STAGE = Stage(
     name="report",
     fn=_report_stage,
-    version=code_version("1", "keras_uap.report.build", "keras_uap.report.figures", "keras_uap.report.tables",
-                         "keras_uap.report.tensorboard", "keras_uap.report.comparison", __name__),
+    version=code_version("1", __name__),
     inputs=("test_data", "analysis_*", "top_vectors_*", "universal_*", "train_metrics_*", "comparison_*",
             "transfer"),
     params=("models",),

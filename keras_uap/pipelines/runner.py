@@ -24,7 +24,6 @@ only into `output_dir` and returns a small JSON-able summary. The runner:
 import dataclasses
 import fnmatch
 import hashlib
-import importlib
 import json
 import os
 import platform
@@ -36,8 +35,7 @@ from typing import Callable
 
 import keras_uap
 
-__all__ = ["Stage", "StageResult", "run_stage", "fingerprint", "read_lineage", "code_version", "publish_file",
-           "publish_directory",
+__all__ = ["Stage", "StageResult", "run_stage", "fingerprint", "read_lineage", "publish_file", "publish_directory",
            "LINEAGE_FILE"]
 
 LINEAGE_FILE = "lineage.json"
@@ -52,9 +50,10 @@ class Stage:
     Attributes:
         name: short name, also the default output directory name.
         fn: `fn(output_dir, **inputs, **params) -> dict` (a JSON-able summary).
-        version: bump when the stage's code changes what it writes; either a
-            string or a function of the parameters returning one (a stage
-            whose code depends on a parameter, e.g. which model it trains).
+        version: a string that changes with the stage's code
+            (`keras_uap.pipelines.code_versions.code_version`), or a function
+            of the parameters returning one (a stage whose code depends on a
+            parameter, e.g. which model it trains).
         inputs: names of the artifact paths the function may take (an input
             left out is the function's default, e.g. "download instead"); a
             name ending in "*" admits every input with that prefix.
@@ -80,16 +79,6 @@ class StageResult:
 
 
 _fingerprint_cache = {}
-
-
-def code_version(release, *module_names):
-    """A stage version that changes whenever the source of the named modules
-    does, so that editing a model or an attack invalidates its results."""
-    digest = hashlib.sha256()
-    for name in module_names:
-        with open(importlib.import_module(name).__file__, "rb") as f:
-            digest.update(f.read())
-    return f"{release}-{digest.hexdigest()[:12]}"
 
 
 def _file_digest(path):

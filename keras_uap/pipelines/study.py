@@ -18,7 +18,8 @@ from keras_uap.models import MODELS
 from keras_uap.pipelines.data_stage import DATA_STAGE, TEST_SIZE, TRAIN_SIZE, VALIDATION_SIZE
 from keras_uap.pipelines.analysis_stage import ANALYSIS_STAGE
 from keras_uap.pipelines.comparison_stage import COMPARISON_STAGE, DEFAULT_LINF_GRID
-from keras_uap.pipelines.directions_stage import ATTACKS, DIRECTIONS_STAGE
+from keras_uap.method import ATTACK_NAMES
+from keras_uap.pipelines.directions_stage import DIRECTIONS_STAGE
 from keras_uap.pipelines.universal_stage import DEFAULT_EPS_GRID, UNIVERSAL_STAGE
 from keras_uap.pipelines.report_stage import REPORT_STAGE
 from keras_uap.pipelines.paths import check_input_dir, check_output_dir
@@ -27,7 +28,7 @@ from keras_uap.pipelines.train_stage import TRAIN_STAGE
 from keras_uap.pipelines.transfer_stage import TRANSFER_METHODS, TRANSFER_STAGE
 
 __all__ = ["StudyConfig", "quick_config", "check_models", "DEFAULT_MODEL_SETTINGS", "QUICK_MODEL_SETTINGS", "prepare_data", "train", "collect_directions", "run_all",
-           "compare_methods", "transfer", "export_path", "ATTACKS"]
+           "compare_methods", "transfer", "export_path", "STAGES", "stages_for"]
 
 
 # RotEqNet convolves with 17 orientations of 9x9 filters: on this 2-core CPU
@@ -195,8 +196,8 @@ def train(cfg, model, log=None, data=None):
 def collect_directions(cfg, model, attack, log=None, data=None):
     """Collects (or reuses) the `attack` directions of the exported `model` on
     the rotated test set. The export must exist (`keras-uap train`)."""
-    if attack not in ATTACKS:
-        raise UserError(f"unknown attack {attack!r}; choose one of: {', '.join(ATTACKS)}")
+    if attack not in ATTACK_NAMES:
+        raise UserError(f"unknown attack {attack!r}; choose one of: {', '.join(ATTACK_NAMES)}")
     keras_file = os.path.join(export_path(cfg, model), "model.keras")
     if not os.path.isfile(keras_file):
         raise UserError(f"{keras_file}: no exported {model}; create it with "
@@ -239,6 +240,13 @@ def analyse(cfg, model, directions, data, log=None):
     )
 
 
+def universal_sample_sizes(cfg):
+    """The universal stage's sample sizes: the profile's, and the comparison's,
+    whose SVD-UAPs are the universal stage's published vectors (also without
+    the comparison, so that switching it leaves the universal stage cached)."""
+    return sorted({int(m) for m in (*cfg.universal_sample_sizes, *cfg.comparison_sample_sizes)})
+
+
 def evaluate_universal(cfg, model, directions, data, log=None):
     """Universal-attack curves of one model from its directions results."""
     cfg = cfg.for_model(model)
@@ -247,7 +255,7 @@ def evaluate_universal(cfg, model, directions, data, log=None):
         os.path.join(cfg.run_dir, "universal", model),
         inputs={"model_file": os.path.join(export_path(cfg, model), "model.keras"),
                 "test_data": os.path.join(data.output_dir, "test.npz"), **_directions_inputs(directions)},
-        params={"model": model, "sample_sizes": list(cfg.universal_sample_sizes),
+        params={"model": model, "sample_sizes": universal_sample_sizes(cfg),
                 "seeds": list(cfg.universal_seeds), "random_seeds": list(cfg.random_seeds),
                 "eps_grid": list(cfg.eps_grid), "saturation": cfg.saturation, "probe_norm": cfg.probe_norm,
                 "full_set_only": list(cfg.universal_full_set_only), "eval_subset": cfg.universal_eval_subset,
@@ -258,20 +266,23 @@ def evaluate_universal(cfg, model, directions, data, log=None):
     )
 
 
-def compare_methods(cfg, model, data, log=None):
+def compare_methods(cfg, model, data, log=None, universal=None):
     """SVD-UAP against the iterative UAP, class-mean and random directions
-    for one model: the same samples, their cost, L2 and L-infinity curves."""
+    for one model: the same samples, their cost, L2 and L-infinity curves.
+    With the model's `universal` result, its SVD-UAPs are the vectors that
+    stage published."""
     cfg = cfg.for_model(model)
+    published = {"universal_perturbations": os.path.join(universal.output_dir, "perturbations")} if universal else {}
     return run_stage(
         COMPARISON_STAGE,
         os.path.join(cfg.run_dir, "comparison", model),
         inputs={"model_file": os.path.join(export_path(cfg, model), "model.keras"),
-                "test_data": os.path.join(data.output_dir, "test.npz")},
+                "test_data": os.path.join(data.output_dir, "test.npz"), **published},
         params={"model": model, "sample_sizes": list(cfg.comparison_sample_sizes), "eps_grid": list(cfg.eps_grid),
                 "linf_grid": list(cfg.linf_grid), "build_eps": cfg.comparison_build_eps,
                 "linf_build_budget": cfg.linf_build_budget, "max_passes": cfg.comparison_max_passes,
                 "delta": cfg.comparison_delta, "saturation": cfg.saturation,
-                "eval_subset": cfg.universal_eval_subset, "seed": cfg.seed},
+                "eval_subset": cfg.universal_eval_subset, "attack_limit": cfg.attack_limit, "seed": cfg.seed},
         settings={"batch_size": cfg.eval_batch_size, "progress": cfg.progress},
         force=cfg.force,
         log=log,
@@ -355,23 +366,63 @@ def check_models(models):
             raise UserError(f"unknown model {model!r}; choose from: {', '.join(MODELS)}")
 
 
-def run_all(cfg, models=tuple(MODELS), attacks=ATTACKS, log=None):
-    """Every stage of the study in order; returns {stage name: StageResult}."""
+# The stages in run-all's order, and what each needs run (or reused) first.
+STAGES = ("data", "train", "directions", "analyse", "universal", "compare", "transfer", "report")
+_NEEDS = {"data": (), "train": ("data",), "directions": ("data",), "analyse": ("directions",),
+          "universal": ("directions",), "compare": ("universal",), "transfer": ("compare",),
+          "report": ("train", "analyse", "universal", "compare", "transfer")}
+
+
+def stages_for(until=None):
+    """The stages `run_all(until=until)` runs: all of them for None, else
+    `until` and, transitively, the stages it needs. Only "train" and
+    "report" train models; the others need the exports to exist."""
+    if until is None:
+        return set(STAGES)
+    if until not in _NEEDS:
+        raise UserError(f"unknown stage {until!r}; choose one of: {', '.join(STAGES)}")
+    needed, todo = set(), [until]
+    while todo:
+        stage = todo.pop()
+        if stage not in needed:
+            needed.add(stage)
+            todo.extend(_NEEDS[stage])
+    return needed
+
+
+def run_all(cfg, models=tuple(MODELS), attacks=ATTACK_NAMES, log=None, until=None):
+    """Every stage of the study in order; returns {stage name: StageResult}.
+
+    With `until` (one of `STAGES`), only that stage and the stages it needs
+    (`stages_for`), which are reused from the cache where valid: `cfg.force`
+    then redoes `until` alone, so a user can rerun one stage.
+    """
     check_models(models)
-    results = {"data": prepare_data(cfg, log)}
+    wanted = stages_for(until)
+
+    def at(stage):
+        return cfg if until in (None, stage) else dataclasses.replace(cfg, force=False)
+
+    results = {"data": prepare_data(at("data"), log)}
+    if "train" in wanted:
+        for model in models:
+            results[f"train-{model}"] = train(at("train"), model, log, data=results["data"])
+    if "directions" not in wanted:
+        return results
     for model in models:
-        results[f"train-{model}"] = train(cfg, model, log, data=results["data"])
-    for model in models:
-        directions = {attack: collect_directions(cfg, model, attack, log, data=results["data"])
+        directions = {attack: collect_directions(at("directions"), model, attack, log, data=results["data"])
                       for attack in attacks}
         results.update({f"directions-{model}-{a}": r for a, r in directions.items()})
-        if directions:
-            results[f"analysis-{model}"] = analyse(cfg, model, directions, results["data"], log)
-            results[f"universal-{model}"] = evaluate_universal(cfg, model, directions, results["data"], log)
-        if cfg.comparison and attacks:
-            results[f"comparison-{model}"] = compare_methods(cfg, model, results["data"], log)
-    if cfg.comparison and attacks:
-        results["transfer"] = transfer(cfg, models, results, log)
-    if attacks:
-        results["report"] = report(cfg, models, results, log)
+        if directions and "analyse" in wanted:
+            results[f"analysis-{model}"] = analyse(at("analyse"), model, directions, results["data"], log)
+        if directions and "universal" in wanted:
+            results[f"universal-{model}"] = evaluate_universal(at("universal"), model, directions, results["data"],
+                                                               log)
+        if cfg.comparison and attacks and "compare" in wanted:
+            results[f"comparison-{model}"] = compare_methods(at("compare"), model, results["data"], log,
+                                                             results.get(f"universal-{model}"))
+    if cfg.comparison and attacks and "transfer" in wanted:
+        results["transfer"] = transfer(at("transfer"), models, results, log)
+    if attacks and "report" in wanted:
+        results["report"] = report(at("report"), models, results, log)
     return results

@@ -7,9 +7,10 @@ Artifacts: `saved_model/` (TF SavedModel), `model.keras`, `metrics.json`
 import json
 import os
 
-from keras_uap.models import MODEL_SOURCES, build_model
+from keras_uap.models import MODELS, build_model
 from keras_uap.pipelines.data_stage import load_split
-from keras_uap.pipelines.runner import Stage, code_version
+from keras_uap.pipelines.code_versions import code_version
+from keras_uap.pipelines.runner import Stage
 from keras_uap.training import evaluate_accuracy, export_model, set_determinism, train_model
 
 __all__ = ["TRAIN_STAGE", "load_exported_model"]
@@ -57,10 +58,15 @@ def _train_stage(output_dir, data, model, epochs, batch_size, optimizer, learnin
     return {k: metrics[k] for k in ("model", "test_accuracy", "validation_accuracy", "best_epoch")}
 
 
+# This module imports every model and layer (to build and register them), but
+# only the trained model's builder and what it reaches count: adding or
+# editing one model must not retrain the others.
+MODEL_PACKAGES = ("keras_uap.models", "keras_uap.layers")
+
+
 def _train_version(params):
-    # Only the trained model's own source counts: adding a model must not
-    # retrain the others.
-    return code_version("2", *MODEL_SOURCES.get(params["model"], ()), "keras_uap.training", __name__)
+    builder = [MODELS[params["model"]].__module__] if params["model"] in MODELS else []
+    return code_version("2", __name__, *builder, skip=MODEL_PACKAGES)
 
 
 TRAIN_STAGE = Stage(

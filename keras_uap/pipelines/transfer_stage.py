@@ -17,9 +17,10 @@ import os
 
 import numpy as np
 
-from keras_uap.analysis import error_curves
+from keras_uap.method import fooling_curves
 from keras_uap.pipelines.evaluation import load_evaluation_set
-from keras_uap.pipelines.runner import Stage, code_version
+from keras_uap.pipelines.code_versions import code_version
+from keras_uap.pipelines.runner import Stage
 
 __all__ = ["TRANSFER_STAGE", "TRANSFER_METHODS"]
 
@@ -39,12 +40,11 @@ def _transfer_stage(output_dir, test_data, models, methods, m, norm, eval_subset
                                          batch_size)
         clean_error[target] = evaluation.clean_error_rate
         for method in methods:
-            # One norm: no early stop; row 0 of the curves is the clean model, row 1 the norm.
-            _, errors, foolings = error_curves(evaluation.predict_fn, evaluation.x, evaluation.y, evaluation.clean,
-                                               directions[method], (norm,), batch_size=batch_size)
+            curves = fooling_curves(evaluation.predict_fn, evaluation.x, evaluation.y, directions[method], (norm,),
+                                    clean=evaluation.clean, batch_size=batch_size)
             for column, source in enumerate(models):
-                table[method][source][target] = {"error_rate": float(errors[1, column]),
-                                                 "fooling_rate": float(foolings[1, column]),
+                table[method][source][target] = {"error_rate": float(curves.error_rate[0, column]),
+                                                 "fooling_rate": float(curves.fooling_rate[0, column]),
                                                  "n_eval": int(len(evaluation.x))}
         if progress:
             progress(step + 1, len(models))
@@ -59,7 +59,7 @@ def _transfer_stage(output_dir, test_data, models, methods, m, norm, eval_subset
 TRANSFER_STAGE = Stage(
     name="transfer",
     fn=_transfer_stage,
-    version=code_version("1", "keras_uap.analysis.universal", "keras_uap.pipelines.evaluation", __name__),
+    version=code_version("1", __name__),
     inputs=("test_data", "model_file_*", "perturbations_*"),
     params=("models", "methods", "m", "norm", "eval_subsets", "seed"),
     settings=("batch_size", "progress"),

@@ -2,16 +2,19 @@
 directions used as a single perturbation of every test input.
 
 For m in `sample_sizes` (the full set included) and each attack, m directions
-are drawn (several seeds when m is smaller than the full set), the top right
-singular vector's sign is chosen on the sample alone, and error and fooling
-rates are measured on all test inputs (or a seeded random `eval_subset` of
+are drawn (`seed`, then the other `seeds` when m is smaller than the full
+set), the top right singular vector's sign is chosen on the sample alone,
+and error and fooling rates are measured on all test inputs (or a seeded random `eval_subset` of
 them, for models whose forward pass is too slow for hundreds of passes over
 the full set) over a grid of L2 norms. Random unit directions give the
 baseline.
 
 Artifacts: `universal.json` (curves and eps50/eps80 per attack and m, and the
-random baseline) and `perturbations/<model>-<attack>-m<m>.npy` (28, 28, 1)
-unit vectors, sign chosen (the first seed's for m below the full set).
+random baseline) and `perturbations/<model>-<attack>-m<m>.npy` unit vectors
+of one input's shape, sign chosen: `keras_uap.method.universal_perturbation` of the
+attacked inputs with `seed`, i.e. what
+`keras_uap.svd_universal_perturbation(model, x[index], y[index], attack,
+sample_size=m, seed=seed)` returns for the directions artifact's `index`.
 """
 
 import json
@@ -20,16 +23,17 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from keras_uap.analysis import (
-    choose_sign,
-    error_curves,
+from keras_uap.method import (
+    ATTACK_NAMES,
+    fooling_curves,
     interpolate_crossing,
     random_unit_vectors,
-    top_singular_vector,
+    universal_perturbation,
 )
-from keras_uap.pipelines.directions_stage import ATTACKS, load_directions
+from keras_uap.pipelines.directions_stage import load_directions
 from keras_uap.pipelines.evaluation import load_evaluation_set
-from keras_uap.pipelines.runner import Stage, code_version
+from keras_uap.pipelines.code_versions import code_version
+from keras_uap.pipelines.runner import Stage
 
 __all__ = ["UNIVERSAL_STAGE", "DEFAULT_EPS_GRID"]
 
@@ -73,35 +77,36 @@ def _universal_stage(output_dir, model_file, test_data, model, sample_sizes, see
     logits_fn = tf.function(lambda t: network(t, training=False), reduce_retracing=True)
     os.makedirs(os.path.join(output_dir, "perturbations"))
     d = int(np.prod(x.shape[1:]))
-    r_eps, r_err, r_fool = error_curves(predict_fn, x_eval, y_eval, clean, random_unit_vectors(d, random_seeds),
-                                        eps_grid, saturation, batch_size=batch_size)
-    random = _summarise(r_eps, r_err, r_fool)
+    grid = (0.0, *eps_grid)
+
+    def curves_of(vectors):
+        found = fooling_curves(predict_fn, x_eval, y_eval, vectors, grid, clean=clean, batch_size=batch_size,
+                               saturation=saturation)
+        return found.eps, found.error_rate, found.fooling_rate
+
+    random = _summarise(*curves_of(random_unit_vectors(d, random_seeds)))
     random["seeds"] = list(random_seeds)
     curves, n_directions = {}, {}
-    attacks = [a for a in ATTACKS if f"directions_{a}" in directions_files]
+    attacks = [a for a in ATTACK_NAMES if f"directions_{a}" in directions_files]
     for step, attack in enumerate(attacks):
         found = load_directions(os.path.dirname(directions_files[f"directions_{attack}"]))
         directions, index = found["directions"], found["index"]
+        x_attacked, y_attacked = x[index], y[index]
         n = len(directions)
         curves[attack] = {}
         n_directions[attack] = n
         sizes = [n] if attack in full_set_only else sample_sizes
         for m in sorted({min(int(m), n) for m in sizes}):
-            run_seeds = [seeds[0]] if m == n else list(seeds)
-            vectors = []
-            for seed in run_seeds:
-                pick = np.arange(n) if m == n else np.sort(
-                    np.random.default_rng([seed, m]).choice(n, m, replace=False))
-                v = top_singular_vector(directions[pick])
-                vectors.append(choose_sign(v, logits_fn, x[index[pick]], y[index[pick]], probe_norm))
-            eps, errors, foolings = error_curves(predict_fn, x_eval, y_eval, clean, np.stack(vectors), eps_grid,
-                                                 saturation, batch_size=batch_size)
-            summary = _summarise(eps, errors, foolings, random)
+            # The run's seed first: its vector is the one published (and the
+            # comparison's and the API's); further seeds only add curves.
+            run_seeds = [seed] if m == n else list(dict.fromkeys([seed, *seeds]))
+            vectors = [universal_perturbation(x_attacked, y_attacked, directions.__getitem__, logits_fn, m, seed,
+                                              probe_norm, attack=attack).perturbation for seed in run_seeds]
+            summary = _summarise(*curves_of(vectors), random)
             summary["seeds"] = run_seeds
             summary["sample_size"] = m
             curves[attack][str(m)] = summary
-            np.save(os.path.join(output_dir, "perturbations", f"{model}-{attack}-m{m}.npy"),
-                    vectors[0].reshape(x.shape[1:]).astype(np.float32))
+            np.save(os.path.join(output_dir, "perturbations", f"{model}-{attack}-m{m}.npy"), vectors[0])
         if progress:
             progress(step + 1, len(attacks))
     result = {"model": model, "n_test": int(len(x)), "n_eval": int(len(x_eval)), "n_directions": n_directions,
@@ -115,9 +120,8 @@ def _universal_stage(output_dir, model_file, test_data, model, sample_sizes, see
 UNIVERSAL_STAGE = Stage(
     name="universal",
     fn=_universal_stage,
-    version=code_version("1", "keras_uap.analysis.universal", "keras_uap.analysis.spectrum",
-                         "keras_uap.pipelines.evaluation", __name__),
-    inputs=("model_file", "test_data") + tuple(f"directions_{a}" for a in ATTACKS),
+    version=code_version("1", __name__),
+    inputs=("model_file", "test_data") + tuple(f"directions_{a}" for a in ATTACK_NAMES),
     params=("model", "sample_sizes", "seeds", "random_seeds", "eps_grid", "saturation", "probe_norm",
             "full_set_only", "eval_subset", "seed"),
     settings=("batch_size", "progress"),

@@ -37,10 +37,12 @@ import uuid
 import numpy as np
 
 from keras_uap.api import ATTACKS, NORMS, STRATEGIES
+from keras_uap.method import PAPER_ATTACKS
 from keras_uap.api._checks import range_if_outside
 from keras_uap.errors import UserError
 from keras_uap.pipelines.paths import check_output_dir
-from keras_uap.pipelines.runner import Stage, code_version, publish_directory, publish_file, read_lineage, run_stage
+from keras_uap.pipelines.code_versions import code_version
+from keras_uap.pipelines.runner import Stage, publish_directory, publish_file, read_lineage, run_stage
 
 __all__ = ["UserStudyConfig", "run_user_study", "DEFAULT_EPS", "USER_DATA_STAGE", "USER_DIRECTIONS_STAGE",
            "USER_UNIVERSAL_STAGE", "USER_REPORT_STAGE"]
@@ -60,7 +62,7 @@ class UserStudyConfig:
             TensorFlow Datasets name.
         split: which split to load ("test", "train", or a TFDS split).
         clip_min, clip_max: the valid input range; the data must lie in it.
-        attacks: attack names among `keras_uap.api.ATTACKS`.
+        attacks: attack names among `keras_uap.api.ATTACKS` (default: the paper's).
         sample_sizes: how many directions each SVD uses (at most the inputs).
         limit: use only the first `limit` inputs (None: all).
         eps: the norm grid (None: `DEFAULT_EPS[norm]`).
@@ -80,7 +82,7 @@ class UserStudyConfig:
     split: str = "test"
     clip_min: float = 0.0
     clip_max: float = 1.0
-    attacks: tuple = ATTACKS
+    attacks: tuple = PAPER_ATTACKS
     sample_sizes: tuple = (100, 500)
     limit: int | None = None
     eps: tuple | None = None
@@ -172,9 +174,9 @@ def _load_data(path):
 
 def _sample_union(n, sample_sizes, seed):
     """{m: indices} as `svd_universal_perturbation` draws them, and their sorted union."""
-    from keras_uap.api import sample_indices
+    from keras_uap.method import draw_sample
 
-    samples = {min(m, n): sample_indices(n, m, seed) for m in sample_sizes}
+    samples = {min(m, n): draw_sample(n, m, seed) for m in sample_sizes}
     return samples, np.unique(np.concatenate(list(samples.values())))
 
 
@@ -201,7 +203,7 @@ def _user_directions_stage(output_dir, model, data, attack, sample_sizes, seed, 
 
 
 def _curve_summary(curve, random=None):
-    from keras_uap.analysis import interpolate_crossing
+    from keras_uap.method import interpolate_crossing
 
     summary = {"eps": curve.eps.tolist(), "error_rate": curve.error_rate.tolist(),
                "fooling_rate": curve.fooling_rate.tolist()}
@@ -217,8 +219,8 @@ def _curve_summary(curve, random=None):
 
 def _random_baseline(classifier, x, y, eps, norm, seeds, batch_size, strategy, clip_min, clip_max):
     """Mean curves of random Gaussian unit directions (one per seed)."""
-    from keras_uap.analysis import interpolate_crossing, random_unit_vectors
     from keras_uap.api import fooling_curve
+    from keras_uap.method import interpolate_crossing, random_unit_vectors
 
     curves = [fooling_curve(classifier, x, y, v.reshape(x.shape[1:]), eps, norm, batch_size, strategy, clip_min,
                             clip_max) for v in random_unit_vectors(int(np.prod(x.shape[1:])), seeds)]
@@ -286,21 +288,17 @@ def _user_report_stage(output_dir, summary, universal, timings=None, sources=Non
 
 # --- Stages ------------------------------------------------------------------------
 
-_API_MODULES = ("keras_uap.api.classifier", "keras_uap.api.datasets", "keras_uap.api._checks")
-
 USER_DATA_STAGE = Stage(
     name="user_data",
     fn=_user_data_stage,
-    version=code_version("1", *_API_MODULES, __name__),
+    version=code_version("1", __name__),
     inputs=("model", "data"),
     params=("tfds_name", "split", "limit", "clip_min", "clip_max"),
 )
 USER_DIRECTIONS_STAGE = Stage(
     name="user_directions",
     fn=_user_directions_stage,
-    version=code_version("1", *_API_MODULES, "keras_uap.api.perturbation", "keras_uap.api.distribute",
-                         "keras_uap.attacks.deepfool", "keras_uap.attacks.fgsm", "keras_uap.attacks.loss_gradient",
-                         __name__),
+    version=code_version("1", __name__),
     inputs=("model", "data"),
     params=("attack", "sample_sizes", "seed", "clip_min", "clip_max"),
     settings=("batch_size", "strategy", "progress"),
@@ -308,8 +306,7 @@ USER_DIRECTIONS_STAGE = Stage(
 USER_UNIVERSAL_STAGE = Stage(
     name="user_universal",
     fn=_user_universal_stage,
-    version=code_version("1", *_API_MODULES, "keras_uap.api.perturbation", "keras_uap.api.distribute",
-                         "keras_uap.analysis.spectrum", "keras_uap.analysis.universal", __name__),
+    version=code_version("1", __name__),
     inputs=("model", "data", "directions_*"),
     params=("sample_sizes", "seed", "eps", "norm", "clip_min", "clip_max", "random_seeds", "probe_norm"),
     settings=("batch_size", "strategy", "progress"),
@@ -317,7 +314,7 @@ USER_UNIVERSAL_STAGE = Stage(
 USER_REPORT_STAGE = Stage(
     name="user_report",
     fn=_user_report_stage,
-    version=code_version("1", "keras_uap.pipelines.user_report", "keras_uap.report.tables", __name__),
+    version=code_version("1", __name__),
     inputs=("summary", "universal"),
     settings=("timings", "sources"),
 )

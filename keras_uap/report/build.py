@@ -224,7 +224,7 @@ def build_report(output_dir, analysis, top_vectors, universal, models_info, data
     Args:
         output_dir: where `report.md`, `metrics.json` and `figures/` go (created).
         analysis: model -> the dict of `analysis/<model>/analysis.json`.
-        top_vectors: model -> {attack or "invariant": (10, 28, 28) top singular vectors}.
+        top_vectors: model -> {attack or "invariant": (10, H, W) or (10, H, W, C) top singular vectors}.
         universal: model -> the dict of `universal/<model>/universal.json`.
         models_info: model -> {"test_accuracy", "export_path", "history"}.
         data_info: {"test_path", "n_test"}.

@@ -153,6 +153,12 @@ def universal_curves(path, title, curves, random=None, clean_error_rate=None, ta
     return _save(fig, path)
 
 
+def _as_image(vector):
+    """One singular vector (H, W) or (H, W, C) as an (H, W) image: its
+    channel mean, so a signed colour scale still applies."""
+    return vector.mean(axis=-1) if vector.ndim == 3 else vector
+
+
 def singular_vector_grid(path, title, vectors, k=5):
     """Figures 7-13: the top-k singular vectors as images, on a diverging colormap centred at 0.
 
@@ -163,7 +169,7 @@ def singular_vector_grid(path, title, vectors, k=5):
     limit = float(np.max(np.abs(images))) or 1.0
     fig, axes = _panels(len(images), width=1.9, height=2.2)
     for i, (ax, image) in enumerate(zip(axes[0], images)):
-        shown = ax.imshow(image.reshape(28, 28), cmap="RdBu_r", vmin=-limit, vmax=limit)
+        shown = ax.imshow(_as_image(image), cmap="RdBu_r", vmin=-limit, vmax=limit)
         ax.set_title(f"v{i + 1}", fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])

@@ -1,0 +1,42 @@
+"""The method's core, the only place each of its steps lives: the attack
+registry, the seeded sampler, the SVD universal perturbation and the
+fooling-curve evaluator. `run-all`, `study`, the baselines, the transfer and
+`keras_uap.api` all build on it."""
+
+from keras_uap.method.attacks import (
+    ATTACK_NAMES,
+    ATTACKS,
+    PAPER_ATTACKS,
+    Attack,
+    AttackOutput,
+    AttackParams,
+    get_attack,
+)
+from keras_uap.method.curves import FoolingCurves, fooling_curves, interpolate_crossing
+from keras_uap.method.sampling import draw_sample
+from keras_uap.method.svd import (
+    UniversalPerturbation,
+    choose_sign,
+    random_unit_vectors,
+    svd_direction,
+    universal_perturbation,
+)
+
+__all__ = [
+    "ATTACK_NAMES",
+    "ATTACKS",
+    "PAPER_ATTACKS",
+    "Attack",
+    "AttackOutput",
+    "AttackParams",
+    "get_attack",
+    "FoolingCurves",
+    "fooling_curves",
+    "interpolate_crossing",
+    "draw_sample",
+    "UniversalPerturbation",
+    "choose_sign",
+    "random_unit_vectors",
+    "svd_direction",
+    "universal_perturbation",
+]
