@@ -287,9 +287,9 @@ def test_zero_input_picks_the_first_orientation_everywhere():
 def test_padded_batch_sizes():
     import tensorflow as tf
 
-    from keras_uap.layers.rot_conv import _padded_batch
+    from keras_uap.layers.rot_conv_tensorflow import padded_batch
 
-    padded = [int(_padded_batch(tf.constant(b))) for b in range(130)]
+    padded = [int(padded_batch(tf.constant(b))) for b in range(130)]
     assert [padded[b] for b in (0, 1, 2, 3, 5, 9, 16, 17, 33, 125, 128, 129)] == [
         0, 1, 2, 4, 8, 16, 16, 32, 48, 128, 128, 144]
     assert all(b <= p <= max(2 * b, b + 15) for b, p in enumerate(padded))
@@ -335,10 +335,12 @@ def test_a_batch_alone_equals_its_rows_in_a_larger_batch(mode, channels, padding
 def test_the_whole_input_product_agrees_with_the_window_columns(mode, channels):
     import tensorflow as tf
 
+    from keras_uap.layers.rot_conv_tensorflow import _covers_whole_input
+
     keras.utils.set_random_seed(0)
     layer = RotConv(5, 9, mode=mode, padding="valid", bias_initializer="random_normal")
     x = tf.constant(_rng_input((4, 9, 9, channels), seed=3))
-    assert layer._covers_whole_input(x)
+    assert _covers_whole_input(layer, x)
     # Height and width unknown when traced: the window-columns path.
     spec = tf.TensorSpec((None, None, None, channels), tf.float32)
 
@@ -349,7 +351,7 @@ def test_the_whole_input_product_agrees_with_the_window_columns(mode, channels):
 
     product = loss_and_kernel_gradient(x)
     windows = tf.function(loss_and_kernel_gradient, input_signature=[spec])(x)
-    assert not layer._covers_whole_input(spec)
+    assert not _covers_whole_input(layer, spec)
     assert _relative_error(product[0], windows[0]) < 1e-5
     assert _relative_error(product[1], windows[1]) < 1e-5
     assert _relative_error(layer(x), tf.function(layer, input_signature=[spec])(x)) < 1e-5

@@ -1,8 +1,6 @@
 """RotConv's orientation pooling: responses to a vector field, in XLA kernels."""
 
 import tensorflow as tf
-# TF's wrappers of XLA operations (as jax2tf uses them): shipped with TF, not under tf.*.
-from tensorflow.compiler.tf2xla.python import xla
 
 from keras_uap.layers.vector_ops import direction_table
 
@@ -20,45 +18,17 @@ from keras_uap.layers.vector_ops import direction_table
 # against 2.9 ms for the pooling alone there (batch 64, measured).
 
 
-def _larger_of(value, index, other_value, other_index):
-    """(other is greater, other is equal, the max, the index of its first occurrence)."""
-    greater, equal = other_value > value, other_value == value
-    index = tf.where(greater, other_index, tf.where(equal, tf.minimum(index, other_index), index))
-    return greater, equal, tf.maximum(value, other_value), index
-
-
-@tf.function
-def _keep_the_larger(value, index, other_value, other_index):
-    """The reduction's step on (max, index of its first occurrence): the
-    larger value wins; equal values keep the lower index."""
-    return _larger_of(value, index, other_value, other_index)[2:]
-
-
-@tf.function
-def _keep_the_larger_and_count(value, index, ties, other_value, other_index, other_ties):
-    """As `_keep_the_larger`, with how many elements reach the max."""
-    greater, equal, value, index = _larger_of(value, index, other_value, other_index)
-    return value, index, tf.where(greater, other_ties, tf.where(equal, ties + other_ties, ties))
-
-
 def _strongest_orientation(responses, count_ties=False):
     """Over the orientation axis (0): the max, the index of its first
-    occurrence and, if `count_ties`, how many orientations reach it, in ONE
-    variadic reduction (as max and arg-max ops: two passes). The count is
-    optional because carrying it slows the reduction down (measured at
-    RotEqNet's first layer)."""
-    n_angles = responses.shape[0]
-    angle_axis = [n_angles] + [1] * (responses.shape.rank - 1)
-    operands = [responses, tf.broadcast_to(tf.reshape(tf.range(n_angles), angle_axis), tf.shape(responses))]
-    initial = [tf.constant(-float("inf"), responses.dtype), tf.constant(n_angles, tf.int32)]
-    scalars = [tf.TensorSpec([], responses.dtype), tf.TensorSpec([], tf.int32)]
-    step = _keep_the_larger
-    if count_ties:
-        operands.append(tf.ones_like(responses))
-        initial.append(tf.constant(0, responses.dtype))
-        scalars.append(tf.TensorSpec([], responses.dtype))
-        step = _keep_the_larger_and_count
-    return xla.variadic_reduce(operands, initial, [0], step.get_concrete_function(*scalars * 2))
+    occurrence and, if `count_ties`, how many orientations reach it. Public
+    ops only (`tf.argmax` returns the first maximum); inside one XLA kernel
+    the max and the arg-max read the same responses in one fusion."""
+    winner = tf.argmax(responses, axis=0, output_type=tf.int32)
+    strength = tf.reduce_max(responses, axis=0)
+    if not count_ties:
+        return strength, winner
+    ties = tf.reduce_sum(tf.cast(tf.equal(responses, strength[None]), responses.dtype), axis=0)
+    return strength, winner, ties
 
 
 def _filter_axis_bias(bias, pixels_first):
