@@ -284,6 +284,24 @@ def test_zero_input_picks_the_first_orientation_everywhere():
     np.testing.assert_array_equal(field, np.broadcast_to([1.0, 0.0], field.shape))
 
 
+def test_the_packed_key_reduction_is_max_and_first_argmax():
+    """Negative and positive responses, exact ties, and -0.0 against +0.0 (equal, as for `max`)."""
+    import tensorflow as tf
+
+    from keras_uap.layers.orientation_pooling import _strongest_orientation
+
+    rng = np.random.default_rng(7)
+    responses = rng.standard_normal((9, 5, 40)).astype("float32")
+    responses[:, 0] = np.round(responses[:, 0])  # many ties
+    responses[:, 1] = -np.abs(responses[:, 1])  # all negative
+    responses[:, 2] = 0.0
+    responses[::2, 2] = -0.0
+    responses[:, 3] = np.float32(-3.0e38)
+    strength, winner = _strongest_orientation(tf.constant(responses))
+    np.testing.assert_array_equal(np.asarray(strength), responses.max(axis=0))
+    np.testing.assert_array_equal(np.asarray(winner), responses.argmax(axis=0))
+
+
 def test_padded_batch_sizes():
     import tensorflow as tf
 
