@@ -6,7 +6,6 @@ import sys
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
 import keras
 from keras_uap.layers import (
@@ -23,6 +22,8 @@ from keras_uap.layers import (
     p4_conv_p4,
     p4_conv_z2,
 )
+
+from layer_backends import tensorflow_only
 
 ATOL = 1e-5
 
@@ -239,7 +240,10 @@ def test_keras_file_loads_in_fresh_process_with_identical_outputs(tmp_path):
     assert result.stdout.strip().endswith("ok")
 
 
+@tensorflow_only
 def test_export_gives_a_savedmodel_with_the_same_logits(tmp_path):
+    import tensorflow as tf
+
     model = _functional_model()
     x = _rng_input((3, 28, 28, 1))
     model.export(str(tmp_path / "sm"), format="tf_saved_model", verbose=False)

@@ -53,6 +53,7 @@ from keras_uap.layers import (
     rotate_vector_field,
 )
 from keras_uap.layers.vector_ops import disk_mask
+from layer_backends import input_gradient, tensorflow_only, to_numpy
 
 EXACT_RTOL = 1e-5  # n_angles a multiple of 4, rotations by multiples of 90 degrees
 STEP_17 = 360.0 / 17
@@ -123,14 +124,14 @@ def test_filter_bank_is_the_rot90_of_the_disk_masked_filter():
     layer = RotConv(3, 5, n_angles=4)
     layer.build((None, 9, 9, 2))
     kernel = layer.kernel.numpy() * disk_mask(5)[:, :, None, None]
-    bank = layer.rotated_filter_bank().numpy().reshape(5, 5, 2, 4, 3)
+    bank = to_numpy(layer.rotated_filter_bank()).reshape(5, 5, 2, 4, 3)
     for a in range(4):
         np.testing.assert_allclose(bank[..., a, :], np.rot90(kernel, a, axes=(0, 1)), atol=1e-7)
     # 17 angles: orientation 0 is the masked filter itself (channel a * 3 + f),
     # and the corners outside the inscribed disk are zero at every orientation.
     layer17 = RotConv(3, 5, n_angles=17)
     layer17.build((None, 9, 9, 2))
-    bank17 = layer17.rotated_filter_bank().numpy()
+    bank17 = to_numpy(layer17.rotated_filter_bank())
     assert bank17.shape == (5, 5, 2, 3 * 17)
     masked17 = layer17.kernel.numpy() * disk_mask(5)[:, :, None, None]
     np.testing.assert_allclose(bank17.reshape(5, 5, 2, 17, 3)[..., 0, :], masked17, atol=1e-7)
@@ -141,7 +142,7 @@ def test_vector_filter_bank_rotates_the_components_too():
     layer = RotConv(2, 5, n_angles=4, mode="vector")
     layer.build((None, 9, 9, 6))
     kernel = (layer.kernel.numpy() * disk_mask(5)[:, :, None, None]).reshape(5, 5, 3, 2, 2)
-    bank = layer.rotated_filter_bank().numpy().reshape(5, 5, 3, 2, 4, 2)
+    bank = to_numpy(layer.rotated_filter_bank()).reshape(5, 5, 3, 2, 4, 2)
     u, v = kernel[:, :, :, 0], kernel[:, :, :, 1]
     for a, (cos, sin) in enumerate([(1, 0), (0, 1), (-1, 0), (0, -1)]):
         ru, rv = np.rot90(u, a, axes=(0, 1)), np.rot90(v, a, axes=(0, 1))
@@ -232,6 +233,7 @@ def test_precomputed_rotation_equals_the_affine_transform_bank(mode, channels, k
     assert _relative_error(bank, _affine_transform_bank(layer.kernel, n_angles, mode)) < 1e-6
 
 
+@tensorflow_only
 @pytest.mark.parametrize("mode, channels, k, n_angles, padding, size, strides", [
     ("scalar", 1, 9, 17, "same", 16, 1), ("scalar", 2, 5, 8, "valid", 11, 1), ("scalar", 1, 3, 4, "same", 8, 1),
     ("vector", 4, 7, 17, "same", 10, 1), ("vector", 6, 9, 17, "valid", 9, 1), ("vector", 4, 5, 4, "valid", 9, 1),
@@ -277,6 +279,45 @@ def test_outputs_and_gradients_match_the_affine_transform_and_argmax_implementat
     assert np.asarray(new).any()
 
 
+@pytest.mark.parametrize("mode, channels, k, n_angles, padding, size, strides", [
+    ("scalar", 1, 9, 17, "same", 12, 1), ("scalar", 2, 5, 8, "same", 11, 2), ("vector", 4, 7, 17, "valid", 7, 1),
+    ("vector", 4, 5, 4, "valid", 9, 1)])
+def test_outputs_and_input_gradients_match_the_former_implementation_on_every_backend(
+        mode, channels, k, n_angles, padding, size, strides):
+    """The layer as the backend runs it (TensorFlow: its fast path; others: one
+    convolution and a max/arg-max) against the bank by affine_transform, convolved,
+    and pooled by max, argmax and take; zero border columns give exact ties."""
+    keras.utils.set_random_seed(0)
+    layer = RotConv(3, k, n_angles=n_angles, mode=mode, padding=padding, strides=strides, bias_initializer="ones")
+    x = _rng_input((3, size, size, channels), seed=1)
+    x[:, :, : k // 2 + 1] = 0.0
+    layer.build(x.shape)
+    upstream = keras.ops.convert_to_tensor(_rng_input(layer.compute_output_shape(x.shape), seed=2))
+
+    def former(v):
+        bank = _affine_transform_bank(layer.kernel, n_angles, mode)
+        return _max_argmax_pooling(layer, keras.ops.conv(v, bank, strides=strides, padding=padding))
+
+    assert _relative_error(to_numpy(layer(x)), to_numpy(former(x))) < 1e-5
+    ours = input_gradient(lambda v: layer(v) * upstream, x)
+    assert _relative_error(ours, input_gradient(lambda v: former(v) * upstream, x)) < 1e-5
+
+
+@tensorflow_only
+@pytest.mark.parametrize("mode, channels, padding, size", [
+    ("scalar", 1, "same", 16), ("vector", 4, "same", 10), ("vector", 6, "valid", 9)])
+def test_the_tensorflow_path_equals_the_portable_convolution(mode, channels, padding, size):
+    """Same numbers to float rounding whichever path RotConv takes (outputs and input gradients)."""
+    keras.utils.set_random_seed(1)
+    layer = RotConv(4, 9, mode=mode, padding=padding, bias_initializer="random_normal")
+    x = _rng_input((5, size, size, channels), seed=6)
+    assert _relative_error(to_numpy(layer(x)), to_numpy(layer.pooled_field_by_convolution(x))) < 1e-5
+    weights = keras.ops.convert_to_tensor(_rng_input(layer.compute_output_shape(x.shape), seed=7))
+    fast = input_gradient(lambda v: layer(v) * weights, x)
+    portable = input_gradient(lambda v: layer.pooled_field_by_convolution(v) * weights, x)
+    assert _relative_error(fast, portable) < 1e-5
+
+
 def test_zero_input_picks_the_first_orientation_everywhere():
     """All 17 responses tie at 0: the first orientation (angle 0) wins, as for argmax."""
     layer = RotConv(3, 5, bias_initializer="ones")
@@ -284,6 +325,7 @@ def test_zero_input_picks_the_first_orientation_everywhere():
     np.testing.assert_array_equal(field, np.broadcast_to([1.0, 0.0], field.shape))
 
 
+@tensorflow_only
 def test_the_packed_key_reduction_is_max_and_first_argmax():
     """Negative and positive responses, exact ties, and -0.0 against +0.0 (equal, as for `max`)."""
     import tensorflow as tf
@@ -302,6 +344,7 @@ def test_the_packed_key_reduction_is_max_and_first_argmax():
     np.testing.assert_array_equal(np.asarray(winner), responses.argmax(axis=0))
 
 
+@tensorflow_only
 def test_padded_batch_sizes():
     import tensorflow as tf
 
@@ -315,6 +358,7 @@ def test_padded_batch_sizes():
     assert len(set(padded[1:129])) == 12
 
 
+@tensorflow_only
 @pytest.mark.parametrize("vector, channels, size, height, width, strides, padding", [
     (False, 1, 9, 28, 28, 1, "same"), (False, 3, 5, 12, 11, (2, 3), "same"), (False, 2, 7, 13, 9, 2, "valid"),
     (True, 4, 5, 10, 10, 1, "same"), (True, 6, 3, 9, 8, (3, 2), "valid"), (True, 4, 9, 9, 9, 1, "valid")])
@@ -349,6 +393,7 @@ def test_a_batch_alone_equals_its_rows_in_a_larger_batch(mode, channels, padding
         np.testing.assert_allclose(alone, whole[:batch], rtol=0, atol=1e-6 * np.abs(whole).max())
 
 
+@tensorflow_only
 @pytest.mark.parametrize("mode, channels", [("scalar", 3), ("vector", 8)])
 def test_the_whole_input_product_agrees_with_the_window_columns(mode, channels):
     import tensorflow as tf
@@ -510,19 +555,13 @@ def test_vector_batch_norm_is_equivariant():
 
 
 def test_vector_to_magnitude_is_invariant_with_finite_gradients():
-    import tensorflow as tf
-
     field = _rng_input((2, 7, 7, 6))
     field[0, 0, 0, :2] = 0.0  # a zero vector: the plain sqrt gradient would be NaN
     layer = Vector2Magnitude()
     out = np.asarray(layer(field))
     np.testing.assert_allclose(out, np.linalg.norm(_pairs(field), axis=-1), rtol=1e-6)
     assert max(check_equivariance(layer, field, "vector", "planar").values()) < 1e-6
-    x = tf.constant(field)
-    with tf.GradientTape() as tape:
-        tape.watch(x)
-        total = tf.reduce_sum(layer(x))
-    grad = tape.gradient(total, x).numpy()
+    grad = input_gradient(layer, field)
     assert np.all(np.isfinite(grad)) and np.all(grad[0, 0, 0, :2] == 0)
 
 
