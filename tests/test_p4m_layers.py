@@ -253,3 +253,15 @@ def test_p4m_is_a_superset_of_p4():
     p4m = _numpy(expand_group_kernel(keras.ops.convert_to_tensor(kernel), "p4m", False))
     np.testing.assert_array_equal(p4m.reshape(3, 3, 2, 2, 8)[..., :4], p4.reshape(3, 3, 2, 2, 4))
     assert P4ConvP4 is not P4MConvP4M
+
+
+def test_the_layers_page_example_runs_and_its_check_passes():
+    """docs/layers.md's example, as written (it asserts the p4m invariance itself)."""
+    import pathlib
+    import re
+
+    page = pathlib.Path(__file__).resolve().parents[1] / "docs" / "layers.md"
+    (code,) = re.findall(r"```python\n(.*?)```", page.read_text(), flags=re.S)
+    namespace = {}
+    exec(compile(code, str(page), "exec"), namespace)  # noqa: S102
+    assert max(namespace["errors"].values()) < ATOL
