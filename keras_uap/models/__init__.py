@@ -13,10 +13,12 @@ __all__ = ["MODELS", "MODEL_SOURCES", "build_model", "build_stdcnn", "build_gcnn
 
 MODELS = {"stdcnn": build_stdcnn, "gcnn": build_gcnn, "roteqnet": build_roteqnet}
 
-_P4_LAYERS = ("keras_uap.layers.conv_args", "keras_uap.layers.base_p4_conv", "keras_uap.layers.p4_ops",
+_P4_LAYERS = ("keras_uap.layers.conv_args", "keras_uap.layers.base_group_conv", "keras_uap.layers.base_p4_conv",
+              "keras_uap.layers.p4_ops",
               "keras_uap.layers.p4_conv_z2", "keras_uap.layers.p4_conv_p4",
               "keras_uap.layers.group_spatial_max_pooling_2d")
-_VECTOR_LAYERS = ("keras_uap.layers.conv_args", "keras_uap.layers.rot_conv", "keras_uap.layers.disk_windows",
+_VECTOR_LAYERS = ("keras_uap.layers.conv_args", "keras_uap.layers.base_group_conv", "keras_uap.layers.rot_conv",
+                  "keras_uap.layers.rot_conv_tensorflow", "keras_uap.layers.disk_windows",
                   "keras_uap.layers.orientation_pooling", "keras_uap.layers.vector_ops",
                   "keras_uap.layers.vector_max_pool", "keras_uap.layers.vector_batch_norm",
                   "keras_uap.layers.vector_to_magnitude")
