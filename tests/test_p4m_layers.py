@@ -17,16 +17,13 @@ from keras_uap.layers import (
     check_equivariance,
 )
 from keras_uap.layers.p4_ops import expand_group_kernel
+from layer_backends import to_numpy
 
 ATOL = 1e-5
 
 
 def _rng(shape, seed=0):
     return np.random.default_rng(seed).standard_normal(shape).astype("float32")
-
-
-def _numpy(x):
-    return np.asarray(keras.ops.convert_to_numpy(x))
 
 
 # --- An independent reconstruction of GrouPy's index arrays (groupy/gconv/make_gconv_indices.py) ---
@@ -93,7 +90,7 @@ def test_the_filter_bank_agrees_with_groupys_transform(group, input_on_group, n_
     groupy_raw = kernel.reshape(ksize, ksize, n_in, nti, n_out).transpose(0, 1, 3, 2, 4)
     groupy_raw = groupy_raw.reshape(ksize, ksize, nti * n_in, n_out)
     expected = _groupy_transform_filter(groupy_raw, _groupy_indices(ksize, group, input_on_group), n_in, n_out)
-    ours = _numpy(expand_group_kernel(keras.ops.convert_to_tensor(kernel), group, input_on_group))
+    ours = to_numpy(expand_group_kernel(keras.ops.convert_to_tensor(kernel), group, input_on_group))
     np.testing.assert_array_equal(ours, expected)
 
 
@@ -138,7 +135,7 @@ def test_a_p4m_stack_with_batch_norm_and_pooling_is_equivariant_and_pools_to_inv
 def test_the_check_detects_a_p4_layer_that_is_not_mirror_equivariant():
     """P4ConvZ2's copies are rotations only: lifted to a p4m-sized map, mirror images break it."""
     layer = P4ConvZ2(2, 3)
-    as_p4m = lambda x: np.concatenate([_numpy(layer(x))] * 2, axis=-1)  # noqa: E731
+    as_p4m = lambda x: np.concatenate([to_numpy(layer(x))] * 2, axis=-1)  # noqa: E731
     errors = check_equivariance(as_p4m, _rng((1, 9, 9, 1)), "planar", "p4m", "p4m")
     assert max(errors.values()) > 0.1
 
@@ -150,15 +147,15 @@ def test_group_batch_norm_matches_a_numpy_reference_and_updates_its_running_stat
     x = _rng((3, 5, 5, 2 * order), seed=2) * 3.0 + 1.0
     layer = GroupBatchNormalization(group, momentum=0.5, gamma_initializer="random_normal",
                                     beta_initializer="random_normal")
-    out = _numpy(layer(x, training=True))
+    out = to_numpy(layer(x, training=True))
     grouped = x.reshape(3, 5, 5, 2, order).astype(np.float64)
     mean, var = grouped.mean(axis=(0, 1, 2, 4)), grouped.var(axis=(0, 1, 2, 4))
-    gamma, beta = _numpy(layer.gamma), _numpy(layer.beta)
+    gamma, beta = to_numpy(layer.gamma), to_numpy(layer.beta)
     expected = (grouped - mean[:, None]) / np.sqrt(var[:, None] + 1e-3) * gamma[:, None] + beta[:, None]
     np.testing.assert_allclose(out, expected.reshape(x.shape), atol=1e-4, rtol=1e-4)
-    np.testing.assert_allclose(_numpy(layer.moving_mean), 0.5 * mean, rtol=1e-5)
-    np.testing.assert_allclose(_numpy(layer.moving_variance), 0.5 + 0.5 * var, rtol=1e-5)
-    inference = _numpy(layer(x, training=False))
+    np.testing.assert_allclose(to_numpy(layer.moving_mean), 0.5 * mean, rtol=1e-5)
+    np.testing.assert_allclose(to_numpy(layer.moving_variance), 0.5 + 0.5 * var, rtol=1e-5)
+    inference = to_numpy(layer(x, training=False))
     moving_mean, moving_var = 0.5 * mean, 0.5 + 0.5 * var
     expected = (grouped - moving_mean[:, None]) / np.sqrt(moving_var[:, None] + 1e-3) * gamma[:, None] + beta[:, None]
     np.testing.assert_allclose(inference, expected.reshape(x.shape), atol=1e-4, rtol=1e-4)
@@ -172,7 +169,7 @@ def test_group_batch_norm_is_equivariant_in_training_and_inference(group, kind, 
                                     beta_initializer="random_normal")
     x = _rng((2, 6, 6, 3 * order), seed=3) + np.arange(3 * order, dtype="float32")
     layer(x, training=True)  # running statistics from a batch: not their initial 0 and 1
-    fn = lambda v: _numpy(layer(v, training=training))  # noqa: E731
+    fn = lambda v: to_numpy(layer(v, training=training))  # noqa: E731
     errors = check_equivariance(fn, x, kind, kind, group)
     assert max(errors.values()) < 1e-4 * np.abs(fn(x)).max()
 
@@ -183,7 +180,7 @@ def test_per_channel_batch_norm_would_not_be_equivariant():
     x = _rng((2, 6, 6, 8), seed=3) + np.arange(8, dtype="float32")
     layer = keras.layers.BatchNormalization(momentum=0.0)
     layer(x, training=True)
-    fn = lambda v: _numpy(layer(v, training=False))  # noqa: E731
+    fn = lambda v: to_numpy(layer(v, training=False))  # noqa: E731
     assert max(check_equivariance(fn, x, "p4", "p4").values()) > 0.1
 
 
@@ -242,15 +239,15 @@ def test_a_p4m_gcnn_trains_saves_and_reloads(tmp_path):
     path = tmp_path / "p4m.keras"
     model.save(path)
     reloaded = keras.saving.load_model(path)
-    np.testing.assert_allclose(_numpy(reloaded(x[:4])), _numpy(model(x[:4])), atol=1e-6)
+    np.testing.assert_allclose(to_numpy(reloaded(x[:4])), to_numpy(model(x[:4])), atol=1e-6)
     assert max(check_equivariance(model, x[:2], "planar", "invariant", "p4m").values()) < ATOL
 
 
 def test_p4m_is_a_superset_of_p4():
     """The first four copies of a p4m bank are the p4 bank (elements (0, r) are the rotations)."""
     kernel = _rng((3, 3, 2, 2))
-    p4 = _numpy(expand_group_kernel(keras.ops.convert_to_tensor(kernel), "p4", False))
-    p4m = _numpy(expand_group_kernel(keras.ops.convert_to_tensor(kernel), "p4m", False))
+    p4 = to_numpy(expand_group_kernel(keras.ops.convert_to_tensor(kernel), "p4", False))
+    p4m = to_numpy(expand_group_kernel(keras.ops.convert_to_tensor(kernel), "p4m", False))
     np.testing.assert_array_equal(p4m.reshape(3, 3, 2, 2, 8)[..., :4], p4.reshape(3, 3, 2, 2, 4))
     assert P4ConvP4 is not P4MConvP4M
 

@@ -85,7 +85,7 @@ def _gaussian(k, sigma):
 
 
 def _pairs(field):
-    field = np.asarray(field)
+    field = to_numpy(field)
     return field.reshape(field.shape[:-1] + (field.shape[-1] // 2, 2))
 
 
@@ -94,10 +94,10 @@ def _rotation_errors(fn, x, input_kind):
     magnitudes, fraction of strong vectors within one 17-angle step, relative
     L2 error against the wrong action that does not rotate the vectors)."""
     act_in = rotate_planar if input_kind == "planar" else rotate_vector_field
-    reference = np.asarray(fn(x))
+    reference = to_numpy(fn(x))
     results = []
     for k in (1, 2, 3):
-        out = np.asarray(fn(np.ascontiguousarray(act_in(x, k))))
+        out = to_numpy(fn(np.ascontiguousarray(act_in(x, k))))
         expected = rotate_vector_field(reference, k)
         o, e = _pairs(out), _pairs(expected)
         mo, me = np.linalg.norm(o, axis=-1), np.linalg.norm(e, axis=-1)
@@ -114,7 +114,7 @@ def _rotation_errors(fn, x, input_kind):
 
 def _relative_exact_error(fn, x, input_kind, output_kind):
     errors = check_equivariance(fn, x, input_kind, output_kind)
-    return max(errors.values()) / float(np.abs(np.asarray(fn(x))).max())
+    return max(errors.values()) / float(np.abs(to_numpy(fn(x))).max())
 
 
 # ---------------------------------------------------------------- RotConv
@@ -211,14 +211,15 @@ def _exact_kernel_gradient(kernel_shape, n_angles, mode, bank_gradient):
     bank gradient, from the banks of all basis filters at once)."""
     k, _, channels, filters = kernel_shape
     basis = np.eye(k * k * channels, dtype="float32").reshape(k, k, channels, k * k * channels)
-    basis_banks = np.asarray(_affine_transform_bank(basis, n_angles, mode)).reshape(
+    basis_banks = to_numpy(_affine_transform_bank(basis, n_angles, mode)).reshape(
         k, k, channels, k * k * channels, n_angles)
-    bank_gradient = np.asarray(bank_gradient).reshape(k, k, channels, filters, n_angles)
+    bank_gradient = to_numpy(bank_gradient).reshape(k, k, channels, filters, n_angles)
     return np.einsum("ijcba,ijcfa->bf", basis_banks, bank_gradient).reshape(kernel_shape)
 
 
 def _relative_error(actual, expected):
-    return float(np.max(np.abs(np.asarray(actual) - np.asarray(expected))) / np.max(np.abs(expected)))
+    expected = to_numpy(expected)
+    return float(np.max(np.abs(to_numpy(actual) - expected)) / np.max(np.abs(expected)))
 
 
 @pytest.mark.parametrize("mode, channels, k, n_angles", [
@@ -228,7 +229,7 @@ def test_precomputed_rotation_equals_the_affine_transform_bank(mode, channels, k
     layer = RotConv(3, k, n_angles=n_angles, mode=mode)
     layer.build((None, 12, 12, channels))
     # RotConv's bank is orientation-major (channel a * F + f), the former one filter-major.
-    bank = np.asarray(layer.rotated_filter_bank()).reshape(k, k, channels, n_angles, 3)
+    bank = to_numpy(layer.rotated_filter_bank()).reshape(k, k, channels, n_angles, 3)
     bank = bank.swapaxes(-1, -2).reshape(k, k, channels, 3 * n_angles)
     assert _relative_error(bank, _affine_transform_bank(layer.kernel, n_angles, mode)) < 1e-6
 
@@ -276,7 +277,7 @@ def test_outputs_and_gradients_match_the_affine_transform_and_argmax_implementat
     assert _relative_error(kernel_gradient, exact) < 1e-5
     if n_angles % 4 == 0 and n_angles <= 4:  # rotations by multiples of 90 degrees: permutations
         assert _relative_error(kernel_gradient, tape.gradient(old_loss, layer.kernel)) < 1e-5
-    assert np.asarray(new).any()
+    assert to_numpy(new).any()
 
 
 @pytest.mark.parametrize("mode, channels, k, n_angles, padding, size, strides", [
@@ -340,8 +341,8 @@ def test_the_packed_key_reduction_is_max_and_first_argmax():
     responses[::2, 2] = -0.0
     responses[:, 3] = np.float32(-3.0e38)
     strength, winner = _strongest_orientation(tf.constant(responses))
-    np.testing.assert_array_equal(np.asarray(strength), responses.max(axis=0))
-    np.testing.assert_array_equal(np.asarray(winner), responses.argmax(axis=0))
+    np.testing.assert_array_equal(to_numpy(strength), responses.max(axis=0))
+    np.testing.assert_array_equal(to_numpy(winner), responses.argmax(axis=0))
 
 
 @tensorflow_only
@@ -371,9 +372,9 @@ def test_disk_window_columns_match_extract_patches(vector, channels, size, heigh
 
     x = _rng_input((3, height, width, channels), seed=5)
     stride_pair = (strides, strides) if isinstance(strides, int) else strides
-    columns = np.asarray(disk_window_columns(x, size, stride_pair, padding, vector=vector))
+    columns = to_numpy(disk_window_columns(x, size, stride_pair, padding, vector=vector))
     patches = tf.image.extract_patches(x, [1, size, size, 1], [1, *stride_pair, 1], [1, 1, 1, 1], padding.upper())
-    patches = np.asarray(patches).reshape(-1, size * size, channels)[:, disk_pixels(size)]  # (windows, D, C)
+    patches = to_numpy(patches).reshape(-1, size * size, channels)[:, disk_pixels(size)]  # (windows, D, C)
     if vector:  # channel 2c + p -> row (d, p, c)
         patches = patches.reshape(len(patches), -1, channels // 2, 2).swapaxes(-1, -2)
     np.testing.assert_array_equal(columns, patches.reshape(len(patches), -1).T)
@@ -386,9 +387,9 @@ def test_a_batch_alone_equals_its_rows_in_a_larger_batch(mode, channels, padding
     compiles once per shape); the padding must not leak into the rows."""
     layer = RotConv(3, 7, n_angles=8, mode=mode, padding=padding, bias_initializer="random_normal")
     x = _rng_input((20, size, size, channels), seed=4)
-    whole = np.asarray(layer(x))
+    whole = to_numpy(layer(x))
     for batch in (0, 1, 3, 5, 16, 17):
-        alone = np.asarray(layer(x[:batch]))
+        alone = to_numpy(layer(x[:batch]))
         assert alone.shape == (batch,) + whole.shape[1:]
         np.testing.assert_allclose(alone, whole[:batch], rtol=0, atol=1e-6 * np.abs(whole).max())
 
@@ -440,7 +441,7 @@ def test_the_equivariance_check_detects_unrotated_vectors():
     layer = RotConv(4, 5, n_angles=4)
     x = _rng_input((1, 11, 11, 1))
     errors = check_equivariance(layer, x, "planar", "planar")
-    assert max(errors.values()) > 0.5 * float(np.abs(np.asarray(layer(x))).max())
+    assert max(errors.values()) > 0.5 * float(np.abs(to_numpy(layer(x))).max())
 
 
 def test_17_angles_random_filters_within_the_discretisation_tolerance():
@@ -507,14 +508,14 @@ def _reference_vector_max_pool(field, pool, stride):
 def test_vector_max_pool_matches_reference_and_is_equivariant(pool, stride):
     field = _rng_input((2, 9, 9, 6))
     layer = VectorMaxPool(pool, strides=stride)
-    np.testing.assert_array_equal(np.asarray(layer(field)), _reference_vector_max_pool(field, pool, stride))
+    np.testing.assert_array_equal(to_numpy(layer(field)), _reference_vector_max_pool(field, pool, stride))
     even = _rng_input((2, 10, 10, 6)) if pool == 2 else field  # windows tile the square symmetrically
     assert max(check_equivariance(layer, even, "vector", "vector").values()) == 0.0
 
 
 def test_vector_max_pool_same_padding_keeps_the_border_vectors():
     field = _rng_input((1, 5, 5, 4))
-    out = np.asarray(VectorMaxPool(2, padding="same")(field))
+    out = to_numpy(VectorMaxPool(2, padding="same")(field))
     assert out.shape == (1, 3, 3, 4)
     # The last row/column windows only hold real vectors (zero padding never wins).
     np.testing.assert_array_equal(out[:, 2, 2], field[:, 4, 4])
@@ -527,7 +528,7 @@ def test_vector_max_pool_same_padding_keeps_the_border_vectors():
 def test_vector_batch_norm_scales_magnitudes_and_keeps_directions(centered):
     field = 3.0 * _rng_input((4, 6, 6, 8)) + 1.0
     layer = VectorBatchNorm(momentum=0.5, centered=centered)
-    out = np.asarray(layer(field, training=True))
+    out = to_numpy(layer(field, training=True))
     p_in, p_out = _pairs(field), _pairs(out)
     scale = np.linalg.norm(p_out, axis=-1) / np.linalg.norm(p_in, axis=-1)
     # One positive scale per map: directions kept.
@@ -558,7 +559,7 @@ def test_vector_to_magnitude_is_invariant_with_finite_gradients():
     field = _rng_input((2, 7, 7, 6))
     field[0, 0, 0, :2] = 0.0  # a zero vector: the plain sqrt gradient would be NaN
     layer = Vector2Magnitude()
-    out = np.asarray(layer(field))
+    out = to_numpy(layer(field))
     np.testing.assert_allclose(out, np.linalg.norm(_pairs(field), axis=-1), rtol=1e-6)
     assert max(check_equivariance(layer, field, "vector", "planar").values()) < 1e-6
     grad = input_gradient(layer, field)
@@ -684,6 +685,6 @@ def test_training_lowers_the_loss_and_keras_file_round_trip(tmp_path):
     assert not np.allclose(model.layers[2].moving_variance.numpy(), 1.0)  # updated in training
     model.save(tmp_path / "m.keras")
     loaded = keras.saving.load_model(tmp_path / "m.keras")
-    np.testing.assert_array_equal(np.asarray(loaded(x)), np.asarray(model(x)))
+    np.testing.assert_array_equal(to_numpy(loaded(x)), to_numpy(model(x)))
     assert [type(layer).__name__ for layer in loaded.layers[1:6]] == [
         "RotConv", "VectorBatchNorm", "VectorMaxPool", "RotConv", "Vector2Magnitude"]

@@ -15,6 +15,7 @@ The action of a group element on a feature map (elements as in `p4_ops`:
 """
 
 import numpy as np
+from keras import ops
 
 from keras_uap.layers.p4_ops import group_elements, permute_group_axis, transform_plane
 
@@ -91,7 +92,7 @@ def check_equivariance(fn, x, input_kind="planar", output_kind="p4", group="p4")
         elements (the identity's error is 0 unless `fn` is not deterministic).
     """
     act_in, act_out = _ACTIONS[input_kind], _ACTIONS[output_kind]
-    reference = np.asarray(fn(x))
+    reference = ops.convert_to_numpy(fn(x))
     if group == "p4":
         elements = {k: (0, k) for k in (1, 2, 3)}
     else:
@@ -99,5 +100,5 @@ def check_equivariance(fn, x, input_kind="planar", output_kind="p4", group="p4")
     errors = {}
     for key, element in elements.items():
         moved_input = np.ascontiguousarray(act_in(x, element))
-        errors[key] = float(np.max(np.abs(np.asarray(fn(moved_input)) - act_out(reference, element))))
+        errors[key] = float(np.max(np.abs(ops.convert_to_numpy(fn(moved_input)) - act_out(reference, element))))
     return errors
