@@ -86,15 +86,20 @@ def _bank_operator(n_angles, size, vector):
 
 
 @functools.lru_cache(maxsize=None)
-def _orientation_major_operator(n_angles, size, vector):
-    """`_bank_operator`'s matrix with its columns reordered to `(a, i)`
-    ("scalar") or `(a, i, p)` ("vector"), orientation first."""
+def _bank_rows_operator(n_angles, size, vector, orientation_major):
+    """`_bank_operator`'s matrix transposed, `(D * n_angles, D)` ("scalar")
+    or `(2 D * n_angles, 2 D)` ("vector"): its product with the learned
+    filters' disk pixels is the bank, one row per rotated disk pixel, in the
+    order `(i, a)` / `(i, p, a)`, or `(a, i)` / `(a, i, p)` (orientation
+    first) if `orientation_major`. Transposed once here, not per call."""
     disk, matrix = _bank_operator(n_angles, size, vector)
-    parts = 2 if vector else 1
-    reordered = matrix.reshape(matrix.shape[0], len(disk), parts, n_angles).transpose(0, 3, 1, 2)
-    reordered = np.ascontiguousarray(reordered.reshape(matrix.shape[0], -1))
-    reordered.flags.writeable = False
-    return reordered
+    if orientation_major:
+        parts = 2 if vector else 1
+        matrix = matrix.reshape(matrix.shape[0], len(disk), parts, n_angles).transpose(0, 3, 1, 2)
+        matrix = matrix.reshape(matrix.shape[0], -1)
+    rows = np.ascontiguousarray(matrix.T)
+    rows.flags.writeable = False
+    return rows
 
 
 @keras.saving.register_keras_serializable(package="keras_uap")
@@ -109,8 +114,9 @@ class RotConv(BaseGroupConv):
     the disk again. Masking, interpolation and (in "vector" mode) the
     rotation of the components are linear in the filter, so they are
     computed once, on the first build for each `(n_angles, k, mode)`, as one
-    constant matrix (the same interpolation op applied to the basis filters;
-    not a weight, so it is neither saved nor in the config); each call
+    constant matrix (that interpolation written out in NumPy, checked against
+    the op by the tests; not a weight, so it is neither saved nor in the
+    config); each call
     rebuilds the bank from the learned filter with ONE matrix product over
     the disk pixels (equal to rotating the filter, to float rounding, and
     differentiated exactly). Orientation pooling then keeps, per pixel and
@@ -120,9 +126,9 @@ class RotConv(BaseGroupConv):
     `relu(s + b) * (cos alpha_a*, sin alpha_a*)` (`b` one bias per filter,
     shared by its orientations).
 
-    Backends: on every backend the responses are one `keras.ops.conv` with
-    the `filters * n_angles` oriented filters, then a max and an arg-max
-    over the orientations. On TensorFlow a faster path gives the same
+    Backends: on JAX (any backend but TensorFlow) the responses are one
+    `keras.ops.conv` with the `filters * n_angles` oriented filters, then a
+    max and an arg-max over the orientations. On TensorFlow a faster path gives the same
     numbers to float rounding (`rot_conv_tensorflow.py`): the bank's rows
     times the disk pixels of every input window as columns, i.e. a
     convolution that skips the zero weights outside the disk (49 of 81 for
@@ -273,10 +279,11 @@ class RotConv(BaseGroupConv):
         k = self.kernel_size[0]
         n = self.n_angles
         channels, filters = self.kernel.shape[2], self.kernel.shape[3]
-        disk, matrix = _bank_operator(n, k, self.mode == "vector")
+        disk, _ = _bank_operator(n, k, self.mode == "vector")
         size = len(disk)
         # Rows (i[, p], a) of the rotated disk pixels, columns (c, f).
-        bank = ops.matmul(ops.transpose(ops.convert_to_tensor(matrix)), self._disk_filters())
+        operator = ops.convert_to_tensor(_bank_rows_operator(n, k, self.mode == "vector", False))
+        bank = ops.matmul(operator, self._disk_filters())
         if self.mode == "vector":
             bank = ops.transpose(ops.reshape(bank, (size, 2, n, channels // 2, filters)), (0, 3, 1, 2, 4))
         else:
@@ -295,8 +302,8 @@ class RotConv(BaseGroupConv):
         vector = self.mode == "vector"
         disk, _ = _bank_operator(n, k, vector)
         # Rows (a, i[, p]), columns (c, f).
-        operator = ops.convert_to_tensor(_orientation_major_operator(n, k, vector))
-        bank = ops.matmul(ops.transpose(operator), self._disk_filters())
+        operator = ops.convert_to_tensor(_bank_rows_operator(n, k, vector, True))
+        bank = ops.matmul(operator, self._disk_filters())
         return ops.reshape(bank, (n, len(disk) * self.kernel.shape[2], self.filters))
 
     def pooled_field_by_convolution(self, inputs):
