@@ -1,6 +1,6 @@
 """Reusable equivariant Keras 3 layers (p4, p4m and RotEqNet's rotations).
 
-They run on the TensorFlow and JAX backends; importing this package needs
+They run on the TensorFlow, JAX and PyTorch backends; importing this package needs
 keras and numpy only (RotConv loads its TensorFlow path when that is the
 backend). Importing it registers every layer with Keras's serialization, so
 `keras.saving.load_model("model.keras")` needs no `custom_objects`.

@@ -313,6 +313,8 @@ class RotConv(BaseGroupConv):
         responses = ops.conv(inputs, self.rotated_filter_bank(), strides=self.strides, padding=self.padding,
                              data_format="channels_last")
         shape = ops.shape(responses)
+        if responses.shape[0] == 0:  # an empty batch: Keras' torch `max` refuses empty tensors
+            return ops.zeros((0, shape[1], shape[2], 2 * self.filters), responses.dtype)
         responses = ops.reshape(responses, (shape[0], shape[1], shape[2], self.n_angles, self.filters))
         strength = ops.max(responses, axis=3)
         if self.use_bias:
