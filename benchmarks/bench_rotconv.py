@@ -100,7 +100,12 @@ def bank_as_built(rot, x):
     """The filter bank as RotConv's call builds it for `x` (the layer's
     internals, on purpose): over the disk pixels, orientation by orientation
     when the kernel covers the whole input, else as the rows of one matrix."""
-    return rot._orientation_major_bank() if rot._covers_whole_input(x) else rot._window_bank()
+    from keras_uap.layers.rot_conv_tensorflow import _covers_whole_input
+
+    bank = rot.orientation_major_bank()
+    if _covers_whole_input(rot, x):
+        return bank
+    return tf.reshape(tf.transpose(bank, (0, 2, 1)), (rot.n_angles * rot.filters, -1))
 
 
 def bench_layers(budget, seed=0):

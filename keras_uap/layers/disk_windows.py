@@ -1,20 +1,9 @@
 """RotConv's input windows as columns: the disk pixels of every window, in an XLA kernel."""
 
-import functools
-
 import numpy as np
 import tensorflow as tf
 
-from keras_uap.layers.vector_ops import disk_mask
-
-
-@functools.lru_cache(maxsize=None)
-def disk_pixels(size):
-    """Row-major indices (into the `size * size` window) of the pixels inside
-    the disk inscribed in the window: the only ones a rotated filter weighs."""
-    disk = np.flatnonzero(disk_mask(size).reshape(-1))
-    disk.flags.writeable = False
-    return disk
+from keras_uap.layers.vector_ops import disk_pixels
 
 
 def _padded_span(length, size, stride, padding):

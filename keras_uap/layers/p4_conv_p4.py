@@ -1,7 +1,6 @@
 import keras
 
 from keras_uap.layers.base_p4_conv import BaseP4Conv
-from keras_uap.layers.p4_ops import expand_p4_kernel
 
 
 @keras.saving.register_keras_serializable(package="keras_uap")
@@ -33,7 +32,5 @@ class P4ConvP4(BaseP4Conv):
     (2, 24, 24, 40)
     """
 
-    _input_group_order = 4
-
-    def _expand_kernel(self, kernel):
-        return expand_p4_kernel(kernel)
+    _group = "p4"
+    _input_is_group = True

@@ -1,7 +1,6 @@
 import keras
 
 from keras_uap.layers.base_p4_conv import BaseP4Conv
-from keras_uap.layers.p4_ops import expand_z2_kernel
 
 
 @keras.saving.register_keras_serializable(package="keras_uap")
@@ -39,7 +38,5 @@ class P4ConvZ2(BaseP4Conv):
     (2, 26, 26, 40)
     """
 
-    _input_group_order = 1
-
-    def _expand_kernel(self, kernel):
-        return expand_z2_kernel(kernel)
+    _group = "p4"
+    _input_is_group = False

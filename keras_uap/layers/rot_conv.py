@@ -1,40 +1,41 @@
 import functools
 
 import numpy as np
-import tensorflow as tf
 
 import keras
 from keras import ops
 
-from keras_uap.layers.conv_args import (
-    check_window_fits,
-    conv_output_length,
-    padding_mode,
-    positive_int,
-    positive_int_pair,
-    square_kernel_size,
-)
-from keras_uap.layers.disk_windows import disk_pixels, disk_window_columns
-from keras_uap.layers.orientation_pooling import orientation_pooled_field
+from keras_uap.layers.base_group_conv import BaseGroupConv
+from keras_uap.layers.conv_args import positive_int
 from keras_uap.layers.vector_ops import (
     check_vector_channels,
     component_rotations,
+    direction_table,
     disk_mask,
+    disk_pixels,
     rotation_transforms,
 )
 
 _MODES = ("scalar", "vector")
-_BATCH_MULTIPLE = 16
 
-
-def _padded_batch(batch):
-    """The batch size RotConv computes for `batch` (a scalar int32 tensor):
-    the next power of two up to _BATCH_MULTIPLE, the next multiple of it
-    beyond (1, 2, 4, 8, 16, 32, 48, ...: at most 2x the work for small
-    batches, where it is cheap, and 1 + 15 / batch for larger ones)."""
-    powers = tf.constant([0] + [1 << (b - 1).bit_length() for b in range(1, _BATCH_MULTIPLE + 1)])
-    return tf.where(batch <= _BATCH_MULTIPLE, tf.gather(powers, tf.minimum(batch, _BATCH_MULTIPLE)),
-                    (batch + _BATCH_MULTIPLE - 1) // _BATCH_MULTIPLE * _BATCH_MULTIPLE)
+def _bilinear_weights(transform, size):
+    """(size * size, size * size) matrix: row `i * size + j` holds the weights
+    with which output pixel (i, j) of the projective `transform` (as in
+    `keras.ops.image.affine_transform`: it samples the input at
+    `(a0 j + a1 i + a2, b0 j + b1 i + b2)`, column then row) reads the input
+    pixels, bilinear, with zeros outside the input (constant fill 0)."""
+    a0, a1, a2, b0, b1, b2 = np.asarray(transform[:6], dtype=np.float64)
+    rows, cols = np.mgrid[0:size, 0:size]
+    x, y = a0 * cols + a1 * rows + a2, b0 * cols + b1 * rows + b2
+    x0, y0 = np.floor(x), np.floor(y)
+    weights = np.zeros((size * size, size * size))
+    out = np.arange(size * size).reshape(size, size)
+    for dy, dx in ((0, 0), (0, 1), (1, 0), (1, 1)):
+        row, col = y0 + dy, x0 + dx
+        weight = (1 - np.abs(y - row)) * (1 - np.abs(x - col))
+        inside = (row >= 0) & (row < size) & (col >= 0) & (col < size) & (weight > 0)
+        np.add.at(weights, (out[inside], (row * size + col)[inside].astype(int)), weight[inside])
+    return weights
 
 
 @functools.lru_cache(maxsize=None)
@@ -43,28 +44,15 @@ def _spatial_rotation_operator(n_angles, size):
     `T[a, i * size + j, p]` the weight of filter pixel `p` (row-major) in pixel
     (i, j) of the filter rotated to orientation `a`, disk masks included.
 
-    Obtained by applying the library's bilinear rotation
-    (`keras.ops.image.affine_transform`, constant 0 fill, the transforms of
-    `rotation_transforms`) to the disk-masked basis images and masking the
-    result; the interpolation is linear in the image, so `T` applied to a
-    filter equals rotating the filter, up to float rounding. Computed once
-    per (n_angles, size), eagerly even when first needed inside a trace.
+    The bilinear rotation of `keras.ops.image.affine_transform` (constant 0
+    fill, the transforms of `rotation_transforms`) written as a matrix, in
+    NumPy, so that it is computed once, on any backend and in no trace; the
+    tests check it against that op. The interpolation is linear in the
+    image, so `T` applied to a filter equals rotating the filter.
     """
-    pixels = size * size
-    mask = disk_mask(size)
-    basis = (np.eye(pixels, dtype="float32") * mask.reshape(pixels)).reshape(pixels, size, size)
-    images = np.ascontiguousarray(np.broadcast_to(basis.transpose(1, 2, 0)[None], (n_angles, size, size, pixels)))
-    with tf.init_scope():
-        rotated = ops.image.affine_transform(
-            ops.convert_to_tensor(images),
-            ops.convert_to_tensor(rotation_transforms(n_angles, size)),
-            interpolation="bilinear",
-            fill_mode="constant",
-            fill_value=0,
-            data_format="channels_last",
-        )
-        rotated = np.asarray(ops.convert_to_numpy(rotated)) * mask[None, :, :, None]
-    operator = rotated.reshape(n_angles, pixels, pixels).astype("float32")
+    mask = disk_mask(size).reshape(-1)
+    operator = np.stack([_bilinear_weights(t, size) for t in rotation_transforms(n_angles, size)])
+    operator = (operator * mask[None, :, None] * mask[None, None, :]).astype("float32")
     operator.flags.writeable = False
     return operator
 
@@ -98,41 +86,24 @@ def _bank_operator(n_angles, size, vector):
 
 
 @functools.lru_cache(maxsize=None)
-def _orientation_major_operator(n_angles, size, vector):
-    """`_bank_operator`'s matrix with its columns reordered to `(a, i)`
-    ("scalar") or `(a, i, p)` ("vector"), orientation first."""
+def _bank_rows_operator(n_angles, size, vector, orientation_major):
+    """`_bank_operator`'s matrix transposed, `(D * n_angles, D)` ("scalar")
+    or `(2 D * n_angles, 2 D)` ("vector"): its product with the learned
+    filters' disk pixels is the bank, one row per rotated disk pixel, in the
+    order `(i, a)` / `(i, p, a)`, or `(a, i)` / `(a, i, p)` (orientation
+    first) if `orientation_major`. Transposed once here, not per call."""
     disk, matrix = _bank_operator(n_angles, size, vector)
-    parts = 2 if vector else 1
-    reordered = matrix.reshape(matrix.shape[0], len(disk), parts, n_angles).transpose(0, 3, 1, 2)
-    reordered = np.ascontiguousarray(reordered.reshape(matrix.shape[0], -1))
-    reordered.flags.writeable = False
-    return reordered
-
-
-@tf.custom_gradient
-def _per_orientation_products(pixels, bank):
-    """`(n, N, F)` products `pixels @ bank[a]` of `pixels` `(N, K)` with each
-    orientation's filters `bank` `(n, K, F)`, one batched product.
-
-    The gradient with respect to `pixels` is ONE product with the bank laid
-    out `(K, n * F)`: differentiating the broadcast instead would write an
-    `(n, N, K)` tensor and sum it over n, which at the attack stages'
-    500 images costs more than the forward pass.
-    """
-    products = tf.matmul(pixels[None], bank)
-
-    def grad(upstream):
-        n, k, f = bank.shape
-        flat_bank = tf.reshape(tf.transpose(bank, (1, 0, 2)), (k, n * f))
-        flat_upstream = tf.reshape(tf.transpose(upstream, (1, 0, 2)), (-1, n * f))
-        return (tf.matmul(flat_upstream, flat_bank, transpose_b=True),
-                tf.matmul(pixels[None], upstream, transpose_a=True))
-
-    return products, grad
+    if orientation_major:
+        parts = 2 if vector else 1
+        matrix = matrix.reshape(matrix.shape[0], len(disk), parts, n_angles).transpose(0, 3, 1, 2)
+        matrix = matrix.reshape(matrix.shape[0], -1)
+    rows = np.ascontiguousarray(matrix.T)
+    rows.flags.writeable = False
+    return rows
 
 
 @keras.saving.register_keras_serializable(package="keras_uap")
-class RotConv(keras.layers.Layer):
+class RotConv(BaseGroupConv):
     """Rotating convolution with orientation pooling (RotEqNet, Marcos et al., ICCV 2017).
 
     Each of the `filters` learned filters is masked to the disk inscribed in
@@ -143,26 +114,26 @@ class RotConv(keras.layers.Layer):
     the disk again. Masking, interpolation and (in "vector" mode) the
     rotation of the components are linear in the filter, so they are
     computed once, on the first build for each `(n_angles, k, mode)`, as one
-    constant matrix (the same interpolation op applied to the basis filters;
-    not a weight, so it is neither saved nor in the config); each call
+    constant matrix (that interpolation written out in NumPy, checked against
+    the op by the tests; not a weight, so it is neither saved nor in the
+    config); each call
     rebuilds the bank from the learned filter with ONE matrix product over
     the disk pixels (equal to rotating the filter, to float rounding, and
-    differentiated exactly), and all `filters * n_angles` oriented filters
-    are correlated with the input in ONE matrix product: the bank's rows
-    times the disk pixels of every input window as columns
-    (`disk_windows.py`, an XLA kernel), i.e. a convolution that skips the
-    zero weights outside the disk (49 of 81 for k = 9) and leaves the
-    responses orientation first, as the pooling reads them. When the kernel
-    covers the whole input ("valid" padding, height = width = k known when
-    traced, as in RotEqNet's last layer) the product is one per orientation,
-    with the bank in the order built. Orientation pooling
-    then keeps, per pixel and filter, the largest response `s` over the
-    orientations and its angle `alpha_a*` (the first one on ties; the
-    gradient of `s` is split equally among tied maxima, as for `max`), and
-    outputs the vector `relu(s + b) * (cos alpha_a*, sin alpha_a*)` (`b` one
-    bias per filter, shared by its orientations): one XLA kernel forward,
-    one backward (`orientation_pooling.py`), each compiled once per input
-    shape; first-order gradients only.
+    differentiated exactly). Orientation pooling then keeps, per pixel and
+    filter, the largest response `s` over the orientations and its angle
+    `alpha_a*` (the first one on ties; the gradient of `s` is split equally
+    among tied maxima, as for `max`), and outputs the vector
+    `relu(s + b) * (cos alpha_a*, sin alpha_a*)` (`b` one bias per filter,
+    shared by its orientations).
+
+    Backends: on JAX (any backend but TensorFlow) the responses are one
+    `keras.ops.conv` with the `filters * n_angles` oriented filters, then a
+    max and an arg-max over the orientations. On TensorFlow a faster path gives the same
+    numbers to float rounding (`rot_conv_tensorflow.py`): the bank's rows
+    times the disk pixels of every input window as columns, i.e. a
+    convolution that skips the zero weights outside the disk (49 of 81 for
+    k = 9), and the pooling as one XLA kernel forward and one backward
+    (first-order gradients only there).
 
     Vector-field layout (input in "vector" mode, and always the output):
     `(batch, height, width, 2 * F)`, channel `2 f` the x-component (along the
@@ -228,6 +199,8 @@ class RotConv(keras.layers.Layer):
     (2, 24, 24, 8)
     """
 
+    _square_kernel_reason = "the filter is rotated about its centre"
+
     def __init__(
         self,
         filters,
@@ -243,49 +216,40 @@ class RotConv(keras.layers.Layer):
         bias_regularizer=None,
         **kwargs,
     ):
-        super().__init__(**kwargs)
-        filters = positive_int(filters, "filters")
         n_angles = positive_int(n_angles, "n_angles")
         if mode not in _MODES:
             raise ValueError(f"`mode` must be one of {_MODES}. Received: mode={mode}")
-        self.filters = filters
-        self.kernel_size = square_kernel_size(kernel_size, "the filter is rotated about its centre")
+        super().__init__(
+            filters,
+            kernel_size,
+            strides=strides,
+            padding=padding,
+            use_bias=use_bias,
+            kernel_initializer=kernel_initializer,
+            bias_initializer=bias_initializer,
+            kernel_regularizer=kernel_regularizer,
+            bias_regularizer=bias_regularizer,
+            **kwargs,
+        )
         self.n_angles = n_angles
         self.mode = mode
-        self.strides = positive_int_pair(strides, "strides")
-        self.padding = padding_mode(padding)
-        self.use_bias = bool(use_bias)
-        self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        self.bias_initializer = keras.initializers.get(bias_initializer)
-        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
-        self.bias_regularizer = keras.regularizers.get(bias_regularizer)
-        self.input_spec = keras.layers.InputSpec(ndim=4)
 
-    def build(self, input_shape):
-        channels = input_shape[-1]
-        if self.mode == "vector":
-            check_vector_channels("RotConv(mode='vector')", input_shape)
-        elif channels is None:
-            raise ValueError(f"RotConv needs a known channel axis. Received: input_shape={tuple(input_shape)}")
-        check_window_fits("RotConv", input_shape, self.kernel_size, self.padding)
+    def _input_channels(self, input_shape):
         # In "vector" mode input channel 2c holds u_c (weights of the x-component)
         # and 2c + 1 holds v_c (weights of the y-component).
-        self.kernel = self.add_weight(
-            name="kernel",
-            shape=self.kernel_size + (channels, self.filters),
-            initializer=self.kernel_initializer,
-            regularizer=self.kernel_regularizer,
-        )
-        if self.use_bias:
-            self.bias = self.add_weight(
-                name="bias",
-                shape=(self.filters,),
-                initializer=self.bias_initializer,
-                regularizer=self.bias_regularizer,
-            )
-        # The rotation matrix: computed (eagerly, cached per configuration) here, not per call.
+        if self.mode == "vector":
+            check_vector_channels("RotConv(mode='vector')", input_shape)
+        elif input_shape[-1] is None:
+            raise ValueError(f"RotConv needs a known channel axis. Received: input_shape={tuple(input_shape)}")
+        return input_shape[-1]
+
+    def _output_channels(self):
+        return 2 * self.filters
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        # The rotation matrix: computed (cached per configuration) here, not per call.
         _bank_operator(self.n_angles, self.kernel_size[0], self.mode == "vector")
-        self.input_spec = keras.layers.InputSpec(ndim=4, axes={-1: channels})
 
     def _disk_filters(self):
         """The learned filters' disk pixels as the rows the rotation matrix acts
@@ -298,11 +262,11 @@ class RotConv(keras.layers.Layer):
         disk, _ = _bank_operator(self.n_angles, k, self.mode == "vector")
         size = len(disk)
         # Only the disk pixels of the filter are read, and only those of the bank are non-zero.
-        inside = tf.gather(tf.reshape(kernel, (k * k, channels, filters)), disk)  # (D, C_in, F)
+        inside = ops.take(ops.reshape(kernel, (k * k, channels, filters)), disk, axis=0)  # (D, C_in, F)
         if self.mode == "vector":
-            inside = tf.transpose(tf.reshape(inside, (size, channels // 2, 2, filters)), (2, 0, 1, 3))
-            return tf.reshape(inside, (2 * size, channels // 2 * filters))
-        return tf.reshape(inside, (size, channels * filters))
+            inside = ops.transpose(ops.reshape(inside, (size, channels // 2, 2, filters)), (2, 0, 1, 3))
+            return ops.reshape(inside, (2 * size, channels // 2 * filters))
+        return ops.reshape(inside, (size, channels * filters))
 
     def rotated_filter_bank(self):
         """The oriented filters as a convolution kernel `(k, k, C_in, n_angles * filters)`.
@@ -310,30 +274,25 @@ class RotConv(keras.layers.Layer):
         Output channel `a * filters + f` is filter `f` at orientation
         `alpha_a = 360 * a / n_angles` degrees (orientation-major). A
         `Conv2D` with this kernel gives RotConv's responses before the
-        orientation pooling; RotConv itself multiplies the disk pixels of
-        each window by the same filters (`_window_bank`), which skips the
-        zeros outside the disk.
+        orientation pooling.
         """
         k = self.kernel_size[0]
         n = self.n_angles
         channels, filters = self.kernel.shape[2], self.kernel.shape[3]
-        disk, matrix = _bank_operator(n, k, self.mode == "vector")
+        disk, _ = _bank_operator(n, k, self.mode == "vector")
         size = len(disk)
         # Rows (i[, p], a) of the rotated disk pixels, columns (c, f).
-        bank = tf.matmul(tf.constant(matrix), self._disk_filters(), transpose_a=True)
+        operator = ops.convert_to_tensor(_bank_rows_operator(n, k, self.mode == "vector", False))
+        bank = ops.matmul(operator, self._disk_filters())
         if self.mode == "vector":
-            bank = tf.transpose(tf.reshape(bank, (size, 2, n, channels // 2, filters)), (0, 3, 1, 2, 4))
+            bank = ops.transpose(ops.reshape(bank, (size, 2, n, channels // 2, filters)), (0, 3, 1, 2, 4))
         else:
-            bank = tf.transpose(tf.reshape(bank, (size, n, channels, filters)), (0, 2, 1, 3))
-        bank = tf.reshape(bank, (size, channels, n * filters))
-        bank = tf.scatter_nd(tf.constant(disk[:, None].astype("int32")), bank, (k * k, channels, n * filters))
-        return tf.reshape(bank, (k, k, channels, n * filters))
+            bank = ops.transpose(ops.reshape(bank, (size, n, channels, filters)), (0, 2, 1, 3))
+        bank = ops.reshape(bank, (size, channels, n * filters))
+        bank = ops.scatter(disk[:, None].astype("int32"), bank, (k * k, channels, n * filters))
+        return ops.reshape(bank, (k, k, channels, n * filters))
 
-    def _covers_whole_input(self, inputs):
-        # Known at trace time; a dynamic height or width takes the window columns.
-        return self.padding == "valid" and tuple(inputs.shape[1:3]) == self.kernel_size
-
-    def _orientation_major_bank(self):
+    def orientation_major_bank(self):
         """The bank over the disk pixels: `(n_angles, D * C_in, F)`, per
         orientation the rows `(i[, p], c)` (disk pixel, [vector component,]
         input channel) by the filters. Built from the same matrix as
@@ -343,87 +302,35 @@ class RotConv(keras.layers.Layer):
         vector = self.mode == "vector"
         disk, _ = _bank_operator(n, k, vector)
         # Rows (a, i[, p]), columns (c, f).
-        bank = tf.matmul(tf.constant(_orientation_major_operator(n, k, vector)), self._disk_filters(),
-                         transpose_a=True)
-        return tf.reshape(bank, (n, len(disk) * self.kernel.shape[2], self.filters))
+        operator = ops.convert_to_tensor(_bank_rows_operator(n, k, vector, True))
+        bank = ops.matmul(operator, self._disk_filters())
+        return ops.reshape(bank, (n, len(disk) * self.kernel.shape[2], self.filters))
 
-    def _window_bank(self):
-        """`(n_angles * F, D * C_in)`: row `a * F + f` is filter `f` at
-        orientation `a` over the rows of `disk_window_columns`."""
-        bank = tf.transpose(self._orientation_major_bank(), (0, 2, 1))
-        return tf.reshape(bank, (self.n_angles * self.filters, -1))
-
-    def _whole_input_responses(self, inputs):
-        """Responses `(n_angles, N, F)` (pixels first) when the kernel covers
-        the whole input ("valid", height = width = k): one product of the
-        input's disk pixels with each orientation's filters, without the
-        bank's transpose into `_window_bank` (7 MB at RotEqNet's last layer)."""
-        k, n = self.kernel_size[0], self.n_angles
-        channels = inputs.shape[-1]
-        disk, _ = _bank_operator(n, k, self.mode == "vector")
-        size = len(disk)
-        pixels = tf.gather(tf.reshape(inputs, (-1, k * k, channels)), disk, axis=1)  # (N, D, C_in)
-        if self.mode == "vector":  # channels (c, p) -> (p, c), the bank's row order
-            pixels = tf.transpose(tf.reshape(pixels, (-1, size, channels // 2, 2)), (0, 1, 3, 2))
-        pixels = tf.reshape(pixels, (-1, size * channels))
-        return _per_orientation_products(pixels, self._orientation_major_bank())
-
-    def _window_responses(self, inputs):
-        """Responses `(n_angles, F, N * H' * W')`: the bank times the disk
-        pixels of every window, one matrix product."""
-        columns = disk_window_columns(inputs, self.kernel_size[0], self.strides, self.padding,
-                                      vector=self.mode == "vector")
-        responses = tf.matmul(self._window_bank(), columns)
-        return tf.reshape(responses, (self.n_angles, self.filters, -1))
+    def pooled_field_by_convolution(self, inputs):
+        """The layer's output on any backend: one convolution with
+        `rotated_filter_bank`, then the orientation pooling as a max and an
+        arg-max over the orientations."""
+        responses = ops.conv(inputs, self.rotated_filter_bank(), strides=self.strides, padding=self.padding,
+                             data_format="channels_last")
+        shape = ops.shape(responses)
+        if responses.shape[0] == 0:  # an empty batch: Keras' torch `max` refuses empty tensors
+            return ops.zeros((0, shape[1], shape[2], 2 * self.filters), responses.dtype)
+        responses = ops.reshape(responses, (shape[0], shape[1], shape[2], self.n_angles, self.filters))
+        strength = ops.max(responses, axis=3)
+        if self.use_bias:
+            strength = strength + ops.cast(self.bias, strength.dtype)
+        directions = ops.convert_to_tensor(direction_table(self.n_angles), dtype=strength.dtype)
+        field = ops.expand_dims(ops.relu(strength), -1) * ops.take(directions, ops.argmax(responses, axis=3), axis=0)
+        return ops.reshape(field, (shape[0], shape[1], shape[2], 2 * self.filters))
 
     def call(self, inputs):
-        inputs = tf.convert_to_tensor(inputs)
-        batch = tf.shape(inputs)[0]
-        # XLA compiles the window columns and the pooling once per shape: zero
-        # images pad the batch to one of a few sizes, so that callers whose
-        # batch size changes all the time (DeepFool's shrinking set of
-        # unfinished inputs) compile a few shapes, not one per size.
-        filler = tf.zeros(tf.concat([[_padded_batch(batch) - batch], tf.shape(inputs)[1:]], 0), inputs.dtype)
-        padded = tf.concat([inputs, filler], 0)
-        whole_input = self._covers_whole_input(inputs)
-        if whole_input:
-            responses = self._whole_input_responses(padded)
-        else:
-            responses = self._window_responses(padded)
-        bias = tf.convert_to_tensor(self.bias) if self.use_bias else tf.zeros((self.filters,), responses.dtype)
-        field = orientation_pooled_field(responses, bias, pixels_first=whole_input)  # (N * H' * W', F, 2)
-        height, width = (conv_output_length(tf.shape(inputs)[axis], self.kernel_size[0], stride, self.padding)
-                         for axis, stride in zip((1, 2), self.strides))
-        field = tf.reshape(field, (-1, height, width, 2 * self.filters))[:batch]
-        field.set_shape(self.compute_output_shape(inputs.shape))
-        return field
+        if keras.backend.backend() == "tensorflow":
+            from keras_uap.layers.rot_conv_tensorflow import pooled_field
 
-    def compute_output_shape(self, input_shape):
-        check_window_fits("RotConv", input_shape, self.kernel_size, self.padding)
-        batch, height, width, _ = input_shape
-        k, s = self.kernel_size[0], self.strides
-        return (
-            batch,
-            conv_output_length(height, k, s[0], self.padding),
-            conv_output_length(width, k, s[1], self.padding),
-            2 * self.filters,
-        )
+            return pooled_field(self, inputs)
+        return self.pooled_field_by_convolution(inputs)
 
     def get_config(self):
         config = super().get_config()
-        config.update(
-            {
-                "filters": self.filters,
-                "kernel_size": self.kernel_size,
-                "n_angles": self.n_angles,
-                "mode": self.mode,
-                "strides": self.strides,
-                "padding": self.padding,
-                "use_bias": self.use_bias,
-                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
-                "bias_initializer": keras.initializers.serialize(self.bias_initializer),
-                "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer),
-                "bias_regularizer": keras.regularizers.serialize(self.bias_regularizer),
-            }
-        )
+        config.update({"n_angles": self.n_angles, "mode": self.mode})
         return config

@@ -29,6 +29,7 @@ __all__ = [
     "squared_magnitude",
     "safe_sqrt",
     "disk_mask",
+    "disk_pixels",
     "orientation_angles",
     "rotation_transforms",
     "component_rotations",
@@ -86,6 +87,15 @@ def disk_mask(size):
     mask = inside.astype("float32")
     mask.flags.writeable = False  # cached and shared
     return mask
+
+
+@functools.lru_cache(maxsize=None)
+def disk_pixels(size):
+    """Row-major indices (into the `size * size` window) of the pixels inside
+    the disk inscribed in the window: the only ones a rotated filter weighs."""
+    disk = np.flatnonzero(disk_mask(size).reshape(-1))
+    disk.flags.writeable = False
+    return disk
 
 
 @functools.lru_cache(maxsize=None)

@@ -1,0 +1,101 @@
+"""RotConv's TensorFlow path: the disk pixels of every window times the
+oriented filters in one matrix product, and the orientation pooling in XLA
+kernels. Same numbers as `RotConv.pooled_field_by_convolution` to float
+rounding; RotConv takes it on the TensorFlow backend only."""
+
+import tensorflow as tf
+
+from keras_uap.layers.conv_args import conv_output_length
+from keras_uap.layers.disk_windows import disk_window_columns
+from keras_uap.layers.orientation_pooling import orientation_pooled_field
+from keras_uap.layers.vector_ops import disk_pixels
+
+_BATCH_MULTIPLE = 16
+
+
+def padded_batch(batch):
+    """The batch size RotConv computes for `batch` (a scalar int32 tensor):
+    the next power of two up to _BATCH_MULTIPLE, the next multiple of it
+    beyond (1, 2, 4, 8, 16, 32, 48, ...: at most 2x the work for small
+    batches, where it is cheap, and 1 + 15 / batch for larger ones)."""
+    powers = tf.constant([0] + [1 << (b - 1).bit_length() for b in range(1, _BATCH_MULTIPLE + 1)])
+    return tf.where(batch <= _BATCH_MULTIPLE, tf.gather(powers, tf.minimum(batch, _BATCH_MULTIPLE)),
+                    (batch + _BATCH_MULTIPLE - 1) // _BATCH_MULTIPLE * _BATCH_MULTIPLE)
+
+
+@tf.custom_gradient
+def _per_orientation_products(pixels, bank):
+    """`(n, N, F)` products `pixels @ bank[a]` of `pixels` `(N, K)` with each
+    orientation's filters `bank` `(n, K, F)`, one batched product.
+
+    The gradient with respect to `pixels` is ONE product with the bank laid
+    out `(K, n * F)`: differentiating the broadcast instead would write an
+    `(n, N, K)` tensor and sum it over n, which at the attack stages'
+    500 images costs more than the forward pass.
+    """
+    products = tf.matmul(pixels[None], bank)
+
+    def grad(upstream):
+        n, k, f = bank.shape
+        flat_bank = tf.reshape(tf.transpose(bank, (1, 0, 2)), (k, n * f))
+        flat_upstream = tf.reshape(tf.transpose(upstream, (1, 0, 2)), (-1, n * f))
+        return (tf.matmul(flat_upstream, flat_bank, transpose_b=True),
+                tf.matmul(pixels[None], upstream, transpose_a=True))
+
+    return products, grad
+
+
+def _covers_whole_input(layer, inputs):
+    # Known at trace time; a dynamic height or width takes the window columns.
+    return layer.padding == "valid" and tuple(inputs.shape[1:3]) == layer.kernel_size
+
+
+def _whole_input_responses(layer, inputs):
+    """Responses `(n_angles, N, F)` (pixels first) when the kernel covers
+    the whole input ("valid", height = width = k): one product of the
+    input's disk pixels with each orientation's filters, without the
+    bank's transpose into the window bank (7 MB at RotEqNet's last layer)."""
+    k = layer.kernel_size[0]
+    channels = inputs.shape[-1]
+    disk = disk_pixels(k)
+    size = len(disk)
+    pixels = tf.gather(tf.reshape(inputs, (-1, k * k, channels)), disk, axis=1)  # (N, D, C_in)
+    if layer.mode == "vector":  # channels (c, p) -> (p, c), the bank's row order
+        pixels = tf.transpose(tf.reshape(pixels, (-1, size, channels // 2, 2)), (0, 1, 3, 2))
+    pixels = tf.reshape(pixels, (-1, size * channels))
+    return _per_orientation_products(pixels, layer.orientation_major_bank())
+
+
+def _window_responses(layer, inputs):
+    """Responses `(n_angles, F, N * H' * W')`: the bank (row `a * F + f`
+    filter `f` at orientation `a`) times the disk pixels of every window,
+    one matrix product."""
+    bank = tf.transpose(layer.orientation_major_bank(), (0, 2, 1))
+    bank = tf.reshape(bank, (layer.n_angles * layer.filters, -1))
+    columns = disk_window_columns(inputs, layer.kernel_size[0], layer.strides, layer.padding,
+                                  vector=layer.mode == "vector")
+    return tf.reshape(tf.matmul(bank, columns), (layer.n_angles, layer.filters, -1))
+
+
+def pooled_field(layer, inputs):
+    """RotConv `layer`'s output field for `inputs`, on TensorFlow."""
+    inputs = tf.convert_to_tensor(inputs)
+    batch = tf.shape(inputs)[0]
+    # XLA compiles the window columns and the pooling once per shape: zero
+    # images pad the batch to one of a few sizes, so that callers whose
+    # batch size changes all the time (DeepFool's shrinking set of
+    # unfinished inputs) compile a few shapes, not one per size.
+    filler = tf.zeros(tf.concat([[padded_batch(batch) - batch], tf.shape(inputs)[1:]], 0), inputs.dtype)
+    padded = tf.concat([inputs, filler], 0)
+    whole_input = _covers_whole_input(layer, inputs)
+    if whole_input:
+        responses = _whole_input_responses(layer, padded)
+    else:
+        responses = _window_responses(layer, padded)
+    bias = tf.convert_to_tensor(layer.bias) if layer.use_bias else tf.zeros((layer.filters,), responses.dtype)
+    field = orientation_pooled_field(responses, bias, pixels_first=whole_input)  # (N * H' * W', F, 2)
+    height, width = (conv_output_length(tf.shape(inputs)[axis], layer.kernel_size[0], stride, layer.padding)
+                     for axis, stride in zip((1, 2), layer.strides))
+    field = tf.reshape(field, (-1, height, width, 2 * layer.filters))[:batch]
+    field.set_shape(layer.compute_output_shape(inputs.shape))
+    return field
