@@ -46,15 +46,16 @@ def _report_stage(output_dir, test_data, models, timings=None, tensorboard_dir=N
                            {"test_path": test_data, "n_test": n_test}, timings or {},
                            tensorboard_dir or os.path.join(output_dir, "tensorboard"),
                            comparison=comparison or None, transfer=transfer)
-    agreed = [c for c in metrics.get("reading", []) if c.get("in_paper") and c.get("agrees") is not None]
-    return {"claims_checked": len(agreed), "claims_agreeing": sum(bool(c["agrees"]) for c in agreed)}
+    claims = metrics["claims"]
+    return {"claims_counted": len(claims["counted"]), "claims_holding": claims["counts"]["holds"]}
 
 
 REPORT_STAGE = Stage(
     name="report",
     fn=_report_stage,
-    version=code_version("1", "keras_uap.report.build", "keras_uap.report.figures", "keras_uap.report.tables",
-                         "keras_uap.report.tensorboard", "keras_uap.report.comparison", __name__),
+    version=code_version("1", "keras_uap.report.build", "keras_uap.report.claims", "keras_uap.report.figures",
+                         "keras_uap.report.tables", "keras_uap.report.tensorboard", "keras_uap.report.comparison",
+                         __name__),
     inputs=("test_data", "analysis_*", "top_vectors_*", "universal_*", "train_metrics_*", "comparison_*",
             "transfer"),
     params=("models",),
