@@ -233,7 +233,8 @@ def _universal_metrics(eps80, random_eps80, grid=(0.0, 5.0, 10.0, 20.0)):
     (9.0, None, HOLDS),              # random above 20: ε80 9 ≤ half of anything above 20
     (12.0, None, CANNOT_BE_JUDGED),  # random above 20, but maybe only at 21
     (None, 18.0, DOES_NOT_HOLD),     # above 20 > half of 18
-    (None, None, CANNOT_BE_JUDGED)])
+    (None, None, CANNOT_BE_JUDGED),
+    (0.0, 0.0, CANNOT_BE_JUDGED)])   # a model whose clean error rate is already above 80%
 def test_universal_criterion_is_a_ratio_to_the_random_direction(eps80, random_eps80, verdict):
     claims = evaluate_claims(_universal_metrics(eps80, random_eps80))
     assert [(e["claim"], e["verdict"]) for e in claims["counted"]] == [

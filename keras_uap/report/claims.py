@@ -164,6 +164,8 @@ def _universal_verdict(curve, random):
     eps80, random80 = curve.get("eps80"), random.get("eps80")
     text = (f"ε80 {fmt(eps80, 2) if eps80 is not None else f'> {fmt(_grid_max(curve), 1)}'}, random "
             f"{fmt(random80, 2) if random80 is not None else f'> {fmt(_grid_max(random), 1)}'}")
+    if random80 is not None and random80 <= 0:
+        return None, CANNOT_BE_JUDGED, f"{text}: the clean error rate already reaches {ERROR_RATE_TARGET:.0%}"
     if eps80 is not None and random80 is not None:
         ratio = eps80 / random80
         return ratio, HOLDS if ratio <= RANDOM_EPS80_RATIO_MAX else DOES_NOT_HOLD, f"{text} (ratio {fmt(ratio)})"

@@ -1,5 +1,6 @@
-"""The report's markdown: tables, the Reading section and `report.md` itself,
-with the paper's numbers and claims they are set beside.
+"""The report's markdown: tables and `report.md` itself, with the paper's
+numbers beside this run's (the Reading section, the claims judged, comes from
+`keras_uap.report.claims`).
 
 Everything here reads the plain `metrics` dict that `build_report` assembles
 (never the raw artifacts), so the report shows exactly what `metrics.json`
