@@ -19,7 +19,7 @@ def stage_times(run_dir):
     times = {}
     metrics = os.path.join(run_dir, "metrics.json")
     with open(metrics) as f:
-        times.update(json.load(f).get("timings_s", {}))
+        times.update(json.load(f).get("timings", {}).get("stages", {}))
     with open(os.path.join(run_dir, "report", "lineage.json")) as f:
         times["report"] = json.load(f)["duration_s"]
     return times

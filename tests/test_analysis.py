@@ -7,11 +7,15 @@ import tensorflow as tf
 from keras_uap.analysis import (
     avg_abs_dot,
     invariant_directions,
+    max_abs_dot,
+    nonvacuous_sample_size,
     principal_angles_deg,
     sample_vector_distances,
     singular_spectrum,
     spectrum_fractions,
+    theorem1_held_out,
     theorem1_rows,
+    theorem2_rows,
     top_eigenpair,
 )
 
@@ -50,6 +54,66 @@ def test_eigenvalues_of_m_sum_to_one_and_theorem1_holds():
         assert 0 <= measured <= 1
 
 
+def test_theorem1_cannot_fail_in_sample_but_can_on_a_held_out_half():
+    # Pure noise: 40 random directions in 784 dimensions. In sample, v fits the rows
+    # and the bound holds, as it does for any rows; on the held-out half it fails.
+    rows = np.random.default_rng(4).standard_normal((40, 784))
+    lam, _, v = top_eigenpair(rows)
+    assert all(measured >= bound for _, measured, bound in theorem1_rows(rows, v, lam))
+    held_out = theorem1_held_out(rows, seed=0)
+    assert held_out["n_fit"] == held_out["n_held_out"] == 20
+    failed = [delta for delta, measured, bound in held_out["rows"] if measured < bound]
+    assert 0.2 in failed
+    # With a shared direction the held-out half agrees with the bound.
+    signal, _ = _rank_one_plus_noise(n=400, d=100, noise=2.0)
+    assert all(measured >= bound for _, measured, bound in theorem1_held_out(signal)["rows"])
+
+
+def _known_spectrum_rows(n, d, share, seed=0):
+    """Rows ±e_0 with probability `share`, else ±e_j (j ≥ 1) uniformly: M is diagonal with
+    M_00 = share and every other entry (1 - share)/(d - 1), so v = e_0 and the gap is known."""
+    rng = np.random.default_rng(seed)
+    axis = np.where(rng.random(n) < share, 0, rng.integers(1, d, n))
+    rows = np.zeros((n, d))
+    rows[np.arange(n), axis] = rng.choice([-1.0, 1.0], n)
+    return rows, axis
+
+
+def test_theorem2_bound_holds_for_a_known_spectrum_with_a_large_gap():
+    n, d, share = 4000, 30, 0.6
+    rows, axis = _known_spectrum_rows(n, d, share)
+    result = theorem2_rows(rows, sizes=(50, 200, 1000), seed=1)
+    assert [r["m"] for r in result] == [50, 200, 1000]
+    counts_full = np.bincount(axis, minlength=d) / n
+    gap = counts_full[0] - np.max(counts_full[1:])
+    for r in result:
+        assert r["gap"] == pytest.approx(gap)
+        # M - M_m is diagonal: its spectral norm is the largest difference of axis frequencies.
+        pick = np.random.default_rng([1, r["m"]]).choice(n, r["m"], replace=False)
+        counts_sample = np.bincount(axis[pick], minlength=d) / r["m"]
+        assert r["epsilon"] == pytest.approx(np.max(np.abs(counts_full - counts_sample)))
+        assert r["bound"] == pytest.approx(r["epsilon"] / (gap - r["epsilon"]))
+        assert r["distance"] <= r["bound"]
+    assert result[-1]["epsilon"] < result[0]["epsilon"]
+
+
+def test_theorem2_bound_holds_with_a_rotated_spectrum_and_is_vacuous_without_a_gap():
+    rng = np.random.default_rng(2)
+    basis = np.linalg.qr(rng.standard_normal((40, 40)))[0]
+    scales = np.r_[3.0, np.full(39, 0.5)]
+    rows = (rng.standard_normal((5000, 40)) * scales) @ basis.T
+    result = theorem2_rows(rows, sizes=(100, 400, 2000))
+    assert all(r["bound"] is not None and 0 < r["distance"] <= r["bound"] for r in result)
+    noise = theorem2_rows(rng.standard_normal((3000, 40)), sizes=(100, 400))
+    assert all(r["bound"] is None for r in noise)  # isotropic: a gap far below ε
+
+
+def test_nonvacuous_sample_size_extrapolates_epsilon_as_one_over_root_m():
+    rows = [{"m": m, "epsilon": 0.3 / np.sqrt(m), "gap": 0.01} for m in (100, 400)]
+    assert nonvacuous_sample_size(rows) == 900  # 0.3 / sqrt(m) < 0.01 from m = 900
+    assert nonvacuous_sample_size([]) is None
+
+
 def test_sample_vector_distance_shrinks_with_m():
     rows, u = _rank_one_plus_noise(noise=3.0, n=4000, d=200)
     _, _, v = top_eigenpair(rows)
@@ -64,6 +128,14 @@ def test_principal_angles_of_known_subspaces():
     b = np.stack([e[0], np.cos(np.radians(theta)) * e[1] + np.sin(np.radians(theta)) * e[2]])
     assert principal_angles_deg(a, b, 2) == pytest.approx([theta, 0.0], abs=1e-6)
     assert principal_angles_deg(a, np.stack([e[2], e[3]]), 2) == pytest.approx([90.0, 90.0])
+
+
+def test_max_abs_dot_finds_the_one_shared_direction_the_mean_hides():
+    # A 63° principal angle: one pair with cosine 0.45, the other 24 pairs orthogonal.
+    e = np.eye(10)
+    b = np.stack([e[5], e[6], e[7], e[8], 0.45 * e[0] + np.sqrt(1 - 0.45**2) * e[9]])
+    assert avg_abs_dot(e[:5], b, 5) == pytest.approx(0.45 / 25)
+    assert max_abs_dot(e[:5], b, 5) == pytest.approx(0.45)
 
 
 def test_avg_abs_dot():

@@ -126,7 +126,7 @@ def test_comparison_covers_every_model_method_and_sample(study):
                 assert c["eps"][0] == 0.0 and c["eps"] == sorted(c["eps"])
                 assert all(0 <= r <= 1 for r in c["error_rate"] + c["fooling_rate"])
                 assert c["fooling_rate"][0] == 0.0
-                assert c["seconds"] >= 0
+                assert "seconds" not in c and metrics["timings"]["comparison_seconds"][model][method][m] >= 0
             linf = metrics["linf"][model][method][sizes[-1]]
             assert linf["budget"][0] == 0.0 and all(0 <= r <= 1 for r in linf["error_rate"])
         # Cost in gradient evaluations: one per input for the gradient SVD, none without gradients,
@@ -192,3 +192,19 @@ def test_without_the_comparison_only_the_report_changes(study):
         metrics = json.load(f)
     assert "comparison" not in metrics and "transfer" not in metrics and metrics["universal"]["gcnn"]
 
+
+def test_a_second_run_with_the_same_seed_writes_the_same_metrics_but_for_timings(study):
+    # After the other tests of this module (one rewrites metrics.json without the comparison):
+    # reruns every stage, training included, in the same directories, so that the paths in
+    # metrics.json are the same too, and compares with the first run's metrics.json.
+    cfg, _, first = study
+
+    def without_timings(metrics):
+        return json.dumps({k: v for k, v in metrics.items() if k != "timings"}, indent=1, allow_nan=False)
+
+    again = run_all(dataclasses.replace(cfg, force=True))
+    assert not any(r.cached for r in again.values())
+    with open(os.path.join(cfg.run_dir, "metrics.json"), encoding="utf-8") as f:
+        second = json.load(f)
+    assert "comparison" in second and without_timings(second) == without_timings(first)
+    assert set(second["timings"]["stages"]) == set(first["timings"]["stages"])

@@ -3,7 +3,7 @@
 import numpy as np
 import scipy.linalg
 
-__all__ = ["avg_abs_dot", "principal_angles_deg"]
+__all__ = ["avg_abs_dot", "max_abs_dot", "principal_angles_deg"]
 
 
 def avg_abs_dot(a, b, k):
@@ -11,6 +11,13 @@ def avg_abs_dot(a, b, k):
     (unit vectors): 0 for orthogonal sets, 1/k-ish for random ones in low d."""
     a, b = np.asarray(a, np.float64)[:k], np.asarray(b, np.float64)[:k]
     return float(np.mean(np.abs(a @ b.T)))
+
+
+def max_abs_dot(a, b, k):
+    """Largest |<a_i, b_j>| over the pairs of the top-k rows: one shared
+    direction that the mean over all k^2 pairs would hide."""
+    a, b = np.asarray(a, np.float64)[:k], np.asarray(b, np.float64)[:k]
+    return float(np.max(np.abs(a @ b.T)))
 
 
 def principal_angles_deg(a, b, k):

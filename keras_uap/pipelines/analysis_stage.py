@@ -16,11 +16,15 @@ import numpy as np
 from keras_uap.analysis import (
     avg_abs_dot,
     invariant_directions,
+    max_abs_dot,
+    nonvacuous_sample_size,
     principal_angles_deg,
     sample_vector_distances,
     singular_spectrum,
     spectrum_fractions,
+    theorem1_held_out,
     theorem1_rows,
+    theorem2_rows,
 )
 from keras_uap.method import ATTACK_NAMES, draw_sample
 from keras_uap.pipelines.directions_stage import load_directions
@@ -84,18 +88,24 @@ def analyse_model(attack_directions, x_test, sample_size=500, seed=0, invariant_
             "avg_abs_dot_top10": avg_abs_dot(top, inv_top, 10),
             "avg_abs_dot_top5_sample": avg_abs_dot(top_sample, inv_top_sample, 5),
             "avg_abs_dot_top10_sample": avg_abs_dot(top_sample, inv_top_sample, 10),
+            "max_abs_dot_top5": max_abs_dot(top, inv_top, 5),
+            "max_abs_dot_top5_sample": max_abs_dot(top_sample, inv_top_sample, 5),
             "principal_angles_deg": principal_angles_deg(top, inv_top, 5),
             "principal_angles_deg_sample": principal_angles_deg(top_sample, inv_top_sample, 5),
         }
         s = np.asarray(summary["singular_values"])
         eigenvalues = np.square(s) / n_attack  # eigenvalues of M = E[a a^T / |a|^2]
+        sizes = tuple(m for m in (100, 500, 1000, 5000) if m < n_attack)
+        theorem2 = theorem2_rows(directions, sizes, seed)
         result["theory"][attack] = {
             "top_eigenvalue": float(eigenvalues[0]),
             "second_eigenvalue": float(eigenvalues[1]),
             "eigengap": float(eigenvalues[0] - eigenvalues[1]),
-            "theorem1": theorem1_rows(directions, top[0], float(eigenvalues[0])),
-            "theorem2": sample_vector_distances(directions, top[0],
-                                                sizes=tuple(m for m in (100, 500, 1000, 5000) if m < n_attack)),
+            "theorem1": theorem1_rows(directions, top[0], float(eigenvalues[0])),  # in sample: a sanity check
+            "theorem1_held_out": theorem1_held_out(directions, seed),
+            "sample_distances": sample_vector_distances(directions, top[0], sizes=sizes),
+            "theorem2": theorem2,
+            "theorem2_nonvacuous_m": nonvacuous_sample_size(theorem2),
         }
     return result, vectors
 

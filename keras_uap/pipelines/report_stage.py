@@ -47,8 +47,8 @@ def _report_stage(output_dir, test_data, models, timings=None, tensorboard_dir=N
                            {"test_path": test_data, "n_test": n_test}, timings or {},
                            tensorboard_dir or os.path.join(output_dir, "tensorboard"),
                            comparison=comparison or None, transfer=transfer)
-    agreed = [c for c in metrics.get("reading", []) if c.get("in_paper") and c.get("agrees") is not None]
-    return {"claims_checked": len(agreed), "claims_agreeing": sum(bool(c["agrees"]) for c in agreed)}
+    claims = metrics["claims"]
+    return {"claims_counted": len(claims["counted"]), "claims_holding": claims["counts"]["holds"]}
 
 
 REPORT_STAGE = Stage(

@@ -3,8 +3,10 @@ the other baselines (effect and cost), the L-infinity table and transfer
 across models, from the comparison and transfer stages' artifacts.
 
 `comparison_metrics` gathers the numbers into the `comparison`, `linf`,
-`transfer` and `cost_verdict` sections of `metrics.json`;
-`comparison_markdown` and `comparison_figure` only read those sections.
+`transfer` and `cost_verdict` sections of `metrics.json`, and the wall-clock
+ones (build seconds, time ratios) into its `timings` section, so that no
+verdict depends on a stopwatch; `comparison_markdown` and `comparison_figure`
+only read those sections.
 """
 
 import numpy as np
@@ -16,7 +18,9 @@ __all__ = ["METHOD_NAMES", "COST_RATIO_MAX", "comparison_metrics", "comparison_m
 METHOD_NAMES = {"svd_gradient": "SVD-UAP (gradient)", "svd_deepfool": "SVD-UAP (DeepFool)",
                 "iterative_uap": "iterative UAP", "class_mean": "class-mean difference", "random": "random"}
 # The question the comparison answers: does SVD-UAP reach the iterative UAP's
-# fooling rate at equal norm at a tenth of its cost or less?
+# fooling rate at equal norm at a tenth of its cost or less? Cost is counted work
+# (gradient evaluations), the same for the same seed on any machine; seconds are
+# reported beside it, never decide.
 COST_RATIO_MAX = 0.1
 
 
@@ -34,11 +38,16 @@ def _ordered_models(keys):
 
 
 def _verdict(entry, eps):
-    """SVD-UAP variants against the iterative UAP built from the same sample."""
+    """SVD-UAP variants against the iterative UAP built from the same sample.
+
+    Returns:
+        ({method: verdict}, {method: time ratio}): the verdict is decided on
+        gradient evaluations; the wall-clock ratio goes to `timings`.
+    """
     iterative = entry.get("iterative_uap")
     if not iterative:
-        return {}
-    out = {}
+        return {}, {}
+    out, time_ratios = {}, {}
     for method in ("svd_gradient", "svd_deepfool"):
         if method not in entry:
             continue
@@ -46,17 +55,23 @@ def _verdict(entry, eps):
         svd_fooling, it_fooling = _rate_at(svd, eps, "fooling_rate"), _rate_at(iterative, eps, "fooling_rate")
         gradient_ratio = (svd["gradient_evaluations"] / iterative["gradient_evaluations"]
                           if iterative.get("gradient_evaluations") else None)
-        time_ratio = svd["seconds"] / iterative["seconds"] if iterative.get("seconds") else None
         reaches = None if svd_fooling is None or it_fooling is None else svd_fooling >= it_fooling
-        cheap = None if gradient_ratio is None or time_ratio is None else max(gradient_ratio,
-                                                                               time_ratio) <= COST_RATIO_MAX
+        cheap = None if gradient_ratio is None else gradient_ratio <= COST_RATIO_MAX
         out[method] = {"eps": eps, "fooling_rate": svd_fooling, "iterative_fooling_rate": it_fooling,
                        "error_rate": _rate_at(svd, eps, "error_rate"),
                        "iterative_error_rate": _rate_at(iterative, eps, "error_rate"),
-                       "gradient_ratio": gradient_ratio, "time_ratio": time_ratio, "reaches": reaches,
-                       "tenth_of_cost": cheap,
+                       "gradient_ratio": gradient_ratio, "reaches": reaches, "tenth_of_cost": cheap,
                        "answer": None if reaches is None or cheap is None else bool(reaches and cheap)}
-    return out
+        time_ratios[method] = svd["seconds"] / iterative["seconds"] if iterative.get("seconds") else None
+    return out, time_ratios
+
+
+def _without_seconds(by_method):
+    """(the curves less their `seconds`, {method: {m: seconds}})."""
+    curves = {method: {m: {k: v for k, v in c.items() if k != "seconds"} for m, c in by_m.items()}
+              for method, by_m in by_method.items()}
+    seconds = {method: {m: c.get("seconds") for m, c in by_m.items()} for method, by_m in by_method.items()}
+    return curves, seconds
 
 
 def comparison_metrics(comparison, transfer=None):
@@ -66,18 +81,21 @@ def comparison_metrics(comparison, transfer=None):
         comparison: model -> the dict of `comparison/<model>/comparison.json`.
         transfer: the dict of `transfer/transfer.json`, or None.
     """
-    metrics = {"comparison": {}, "linf": {}, "cost_verdict": {}, "comparison_settings": {}}
+    metrics = {"comparison": {}, "linf": {}, "cost_verdict": {}, "comparison_settings": {},
+               "timings": {"comparison_seconds": {}, "linf_seconds": {}, "cost_time_ratio": {}}}
+    timings = metrics["timings"]
     for model in _ordered_models(comparison):
         c = comparison[model]
-        metrics["comparison"][model] = c["l2"]
-        metrics["linf"][model] = c["linf"]
+        metrics["comparison"][model], timings["comparison_seconds"][model] = _without_seconds(c["l2"])
+        metrics["linf"][model], timings["linf_seconds"][model] = _without_seconds(c["linf"])
         metrics["comparison_settings"][model] = {k: c.get(k) for k in ("n_eval", "n_test", "clean_error_rate",
                                                                       "build_eps", "linf_build_budget",
                                                                       "max_passes", "delta")}
         ms = sorted({m for by_m in c["l2"].values() for m in by_m}, key=int)
-        metrics["cost_verdict"][model] = {
-            m: _verdict({method: by_m[m] for method, by_m in c["l2"].items() if m in by_m}, c["build_eps"])
-            for m in ms}
+        verdicts = {m: _verdict({method: by_m[m] for method, by_m in c["l2"].items() if m in by_m}, c["build_eps"])
+                    for m in ms}
+        metrics["cost_verdict"][model] = {m: v[0] for m, v in verdicts.items()}
+        timings["cost_time_ratio"][model] = {m: v[1] for m, v in verdicts.items()}
     if transfer:
         metrics["transfer"] = {"norm": transfer["norm"], "m": transfer["m"], "models": transfer["models"],
                                "clean_error_rate": transfer["clean_error_rate"], "table": transfer["table"]}
@@ -88,9 +106,10 @@ def _l2_table(metrics):
     rows = []
     for model, methods in metrics["comparison"].items():
         eps = metrics["comparison_settings"][model]["build_eps"]
+        seconds = metrics["timings"]["comparison_seconds"][model]
         for method, by_m in methods.items():
             for m, c in sorted(by_m.items(), key=lambda kv: int(kv[0])):
-                rows.append([display_name(model), m, METHOD_NAMES.get(method, method), fmt(c["seconds"], 1),
+                rows.append([display_name(model), m, METHOD_NAMES.get(method, method), fmt(seconds[method][m], 1),
                              f"{c['gradient_evaluations']:,}", fmt(_rate_at(c, eps, "error_rate")),
                              fmt(_rate_at(c, eps, "fooling_rate")), fmt(c.get("eps50"), 2), fmt(c.get("eps80"), 2)])
     return markdown_table(["Model", "m", "method", "build time (s)", "gradient evaluations",
@@ -101,25 +120,27 @@ def _verdict_lines(metrics):
     lines = []
     for model, by_m in metrics["cost_verdict"].items():
         for m, methods in by_m.items():
+            time_ratios = metrics["timings"]["cost_time_ratio"][model][m]
             for method, v in methods.items():
                 answer = {True: "**yes**", False: "**no**", None: "n/a"}[v["answer"]]
                 lines.append(
                     f"- {display_name(model)}, m = {m}, {METHOD_NAMES[method]}: fooling rate at L2 {fmt(v['eps'], 1)} "
                     f"{fmt(v['fooling_rate'])} vs iterative {fmt(v['iterative_fooling_rate'])} (error rate "
                     f"{fmt(v['error_rate'])} vs {fmt(v['iterative_error_rate'])}); cost "
-                    f"{fmt(v['gradient_ratio'], 4)}x the gradient evaluations, {fmt(v['time_ratio'], 3)}x the time "
-                    f"-> reaches it at a tenth of the cost or less: {answer}.")
+                    f"{fmt(v['gradient_ratio'], 4)}x the gradient evaluations ({fmt(time_ratios[method], 3)}x the "
+                    f"time, not part of the verdict) -> reaches it at a tenth of the cost or less: {answer}.")
     return lines
 
 
 def _linf_table(metrics):
     rows = []
     for model, methods in metrics["linf"].items():
+        seconds = metrics["timings"]["linf_seconds"][model]
         for method, by_m in methods.items():
             for m, c in by_m.items():
                 rows.append([display_name(model), m, METHOD_NAMES.get(method, method),
                              *[fmt(r) for r in c["error_rate"][1:]], fmt(c.get("eps50"), 3),
-                             f"{c['gradient_evaluations']:,}", fmt(c["seconds"], 1)])
+                             f"{c['gradient_evaluations']:,}", fmt(seconds[method][m], 1)])
     budgets = next((c["budget"][1:] for methods in metrics["linf"].values() for by_m in methods.values()
                     for c in by_m.values()), [])
     return markdown_table(["Model", "m", "method", *[f"error rate at ‖δ‖∞ = {b:g}" for b in budgets],
@@ -158,7 +179,8 @@ def comparison_markdown(metrics, figure_path=None):
              _l2_table(metrics), "",
              f"**Does SVD-UAP reach the iterative UAP's fooling rate at equal norm at a tenth of its cost or less?** "
              f"(fooling rate = prediction changed, what the iterative UAP optimises; cost ratio = SVD-UAP / "
-             f"iterative UAP, both time and gradient evaluations must be ≤ {COST_RATIO_MAX})", "",
+             f"iterative UAP in gradient evaluations, which must be ≤ {COST_RATIO_MAX}: counted work decides, "
+             f"the same for the same seed on any machine; the time ratio is shown beside it)", "",
              *_verdict_lines(metrics), ""]
     if figure_path:
         lines += [f"![Universal perturbation methods, L2]({figure_path})", ""]

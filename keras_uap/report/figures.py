@@ -13,8 +13,8 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, NullFormatter
 
-from keras_uap.report.tables import (ATTACK_ORDER, PAPER_AVG_DOT_MAX, PAPER_ERROR_RATE_TARGET, PAPER_TOP5_FRACTION_MIN,
-                                     display_name)
+from keras_uap.report.claims import AVG_DOT_MAX, ERROR_RATE_TARGET, TOP5_FRACTION_MIN
+from keras_uap.report.tables import ATTACK_ORDER, display_name
 
 __all__ = ["spectrum_fraction_bars", "singular_value_spectra", "invariant_dot_bars", "universal_curves",
            "singular_vector_grid", "theory_panels", "training_curves", "fgsm_clipping_curves", "draw_all"]
@@ -40,7 +40,7 @@ def _panels(n, width=4.0, height=3.2, rows=1, **kwargs):
     return fig, axes
 
 
-def spectrum_fraction_bars(path, fractions, k=5, threshold=PAPER_TOP5_FRACTION_MIN, attack="gradient"):
+def spectrum_fraction_bars(path, fractions, k=5, threshold=TOP5_FRACTION_MIN, attack="gradient"):
     """Figure 1: fraction of the total squared spectrum in the top-k singular values, per model.
 
     Args:
@@ -97,7 +97,7 @@ def singular_value_spectra(path, title, spectra, sample_label="sample", all_labe
     return _save(fig, path)
 
 
-def invariant_dot_bars(path, title, comparison, threshold=PAPER_AVG_DOT_MAX):
+def invariant_dot_bars(path, title, comparison, threshold=AVG_DOT_MAX):
     """Figures 2b/3b: average |dot product| of top-5/top-10 adversarial vs invariant
     singular vectors, for the sample and for all inputs, grouped per attack."""
     series = (("avg_abs_dot_top5_sample", "top 5, sample"), ("avg_abs_dot_top5", "top 5, all"),
@@ -118,7 +118,7 @@ def invariant_dot_bars(path, title, comparison, threshold=PAPER_AVG_DOT_MAX):
     return _save(fig, path)
 
 
-def universal_curves(path, title, curves, random=None, clean_error_rate=None, target=PAPER_ERROR_RATE_TARGET):
+def universal_curves(path, title, curves, random=None, clean_error_rate=None, target=ERROR_RATE_TARGET):
     """Figures 5/6: error rate vs L2 norm of the universal perturbation, one panel per attack.
 
     Args:
@@ -179,28 +179,40 @@ def singular_vector_grid(path, title, vectors, k=5):
 
 
 def theory_panels(path, title, theory):
-    """Theorems 1 and 2 per attack: top row, measured Pr(|⟨a,v⟩| ≥ δ) and the bound vs δ;
-    bottom row, mean ± std of ‖v − ṽ‖ vs the sample size m."""
+    """Theorems 1 and 2 per attack: top row, measured Pr(|⟨a,v⟩| ≥ δ) in sample and on a held-out half
+    beside the bound vs δ; bottom row, ‖v − ṽ‖ (mean ± std over seeds, and the one sample of Theorem 2's
+    rows) and Theorem 2's bound where it is not vacuous, vs the sample size m."""
     fig, axes = _panels(len(theory), rows=2)
     for col, (attack, t) in enumerate(theory.items()):
         top, bottom = axes[0, col], axes[1, col]
         rows1 = np.array([[np.nan if v is None else v for v in r] for r in t["theorem1"]], float).reshape(-1, 3)
-        top.plot(rows1[:, 0], rows1[:, 1], "o-", ms=3, label="measured")
+        top.plot(rows1[:, 0], rows1[:, 1], "o-", ms=3, label="measured (in sample)")
         top.plot(rows1[:, 0], rows1[:, 2], "s--", ms=3, label="Theorem 1 bound")
+        held = np.array((t.get("theorem1_held_out") or {}).get("rows") or [], float).reshape(-1, 3)
+        top.plot(held[:, 0], held[:, 1], "^:", ms=3, label="measured (held-out half)")
         top.set_title(f"{display_name(attack)} (λ₁={t['top_eigenvalue'] or float('nan'):.3f})")
         top.set_xlabel("δ")
         top.set_ylim(-0.02, 1.02)
-        rows2 = np.array([[np.nan if v is None else v for v in r] for r in t["theorem2"]], float).reshape(-1, 3)
-        bottom.errorbar(rows2[:, 0], rows2[:, 1], yerr=rows2[:, 2], fmt="o-", ms=3, capsize=2)
+        rows2 = np.array([[np.nan if v is None else v for v in r] for r in t.get("sample_distances") or []],
+                         float).reshape(-1, 3)
+        bottom.errorbar(rows2[:, 0], rows2[:, 1], yerr=rows2[:, 2], fmt="o-", ms=3, capsize=2,
+                        label="‖v − ṽ‖, mean over seeds")
+        t2 = t.get("theorem2") or []
+        m2 = np.array([r["m"] for r in t2], float)
+        bottom.plot(m2, [r["distance"] for r in t2], "^", ms=4, label="‖v − ṽ‖ (Theorem 2 sample)")
+        bottom.plot(m2, [np.nan if r["bound"] is None else r["bound"] for r in t2], "s--", ms=3,
+                    label="ε/(γ − ε) (vacuous: not drawn)")
         if len(rows2):
             bottom.set_xscale("log")
             # Label the measured sizes only: log-axis minor labels (3x10^2, ...) overlap.
             bottom.set_xticks(rows2[:, 0], [f"{m:g}" for m in rows2[:, 0]])
             bottom.xaxis.set_minor_formatter(NullFormatter())
         bottom.set_xlabel("sample size m")
+        bottom.set_ylim(0, 2.05)  # ‖v − ṽ‖ ≤ 2 for unit vectors; a larger bound says nothing
     axes[0, 0].set_ylabel("Pr(|⟨a/‖a‖, v⟩| ≥ δ)")
     axes[0, 0].legend(fontsize=7)
     axes[1, 0].set_ylabel("‖v − ṽ‖₂")
+    axes[1, 0].legend(fontsize=7)
     fig.suptitle(title, y=1.0)
     return _save(fig, path)
 

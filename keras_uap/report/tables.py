@@ -1,5 +1,6 @@
-"""The report's markdown: tables, the Reading section and `report.md` itself,
-with the paper's numbers and claims they are set beside.
+"""The report's markdown: tables and `report.md` itself, with the paper's
+numbers beside this run's (the Reading section, the claims judged, comes from
+`keras_uap.report.claims`).
 
 Everything here reads the plain `metrics` dict that `build_report` assembles
 (never the raw artifacts), so the report shows exactly what `metrics.json`
@@ -11,40 +12,14 @@ import os
 
 from keras_uap.method import ATTACK_NAMES, PAPER_ATTACKS
 
-__all__ = ["MODEL_ORDER", "ATTACK_ORDER", "PAPER_ATTACKS", "PAPER_TOP5_FRACTION_MIN", "PAPER_AVG_DOT_MAX",
-           "PAPER_ERROR_RATE_TARGET", "PAPER_MEAN_ANGLE_MIN_DEG", "PAPER_PRINCIPAL_ANGLES_DEG", "PAPER_FIGURES",
-           "CLAIM_TEXT", "display_name", "fmt", "markdown_table", "models_table", "spectrum_table",
+__all__ = ["MODEL_ORDER", "ATTACK_ORDER", "PAPER_ATTACKS", "PAPER_PRINCIPAL_ANGLES_DEG", "PUBLISHED_MNIST_ROT_ERROR",
+           "PAPER_FIGURES", "display_name", "fmt", "markdown_table", "models_table", "spectrum_table",
            "invariant_dot_table", "principal_angles_table", "principal_angles_all_table", "universal_table",
-           "fgsm_clipping_table", "theory_table", "timings_table", "all_tables", "reading_markdown",
-           "report_markdown"]
+           "fgsm_clipping_table", "theory_table", "theorem2_table", "timings_table", "all_tables", "report_markdown"]
 
 # Paper order, so that tables, panels and legends read like the paper's; others follow sorted.
 MODEL_ORDER = ("stdcnn", "gcnn", "roteqnet")
 ATTACK_ORDER = ATTACK_NAMES  # the registry's order
-
-# The paper's claims, as thresholds the Reading section checks.
-PAPER_TOP5_FRACTION_MIN = 0.10   # Sec. 3 / Fig. 1: top-5 of gradients hold > 10% of the spectrum.
-PAPER_AVG_DOT_MAX = 0.07         # Sec. 3 / Figs. 2b-4b: average |dot| of top-5 vectors < 0.07.
-PAPER_ERROR_RATE_TARGET = 0.80   # Sec. 2/4: the universal direction fools > 80% of test inputs.
-# "Nearly 90 degree" principal angles (Table 1) has no number in the paper; its own
-# per-model means are 83.1-84.5 degrees, so a mean of at least 80 is read as agreeing.
-PAPER_MEAN_ANGLE_MIN_DEG = 80.0
-CLAIM_TEXT = {
-    "gradient_top5_fraction": f"Top-5 fraction of the squared spectrum of gradient directions > "
-                              f"{PAPER_TOP5_FRACTION_MIN:.2f} (Sec. 3, Fig. 1)",
-    "invariant_dot_top5": f"Average |dot| of top-5 adversarial vs invariant singular vectors < {PAPER_AVG_DOT_MAX}, "
-                          f"all inputs (Sec. 3, Figs. 2b/3b)",
-    "invariant_dot_top5_sample": "Same, on the sample (Sec. 3: \"also holds ... only 500 test points\")",
-    "principal_angles": f"Top-5 gradient and invariant subspaces nearly orthogonal: mean principal angle ≥ "
-                        f"{PAPER_MEAN_ANGLE_MIN_DEG:.0f}° (Table 1)",
-    "universal_all": f"Top singular vector of all inputs' directions reaches {PAPER_ERROR_RATE_TARGET:.0%} error "
-                     f"rate, at a smaller norm than a random direction (Sec. 4, Figs. 5/6)",
-    "universal_m100": "Same from m = 100 inputs (about 1% of the test set) (Sec. 4)",
-    "theorem1": "Theorem 1's lower bound holds at every δ measured (Sec. 5)",
-    "theorem2": "Theorem 2: mean ‖v − ṽ‖ shrinks from the smallest to the largest sample size m (Sec. 5)",
-    "fgsm_clipped_constant": "Clipped-FGSM top vector is closer to a constant image than unclipped FGSM's "
-                             "(this report's explanation, not a paper claim)",
-}
 
 # Table 1 of the paper: principal angles (degrees, descending) between the top-5
 # singular subspaces of gradient directions and of invariant (small rotation) directions.
@@ -53,6 +28,16 @@ PAPER_PRINCIPAL_ANGLES_DEG = {
     "gcnn": (89.06822425, 88.27986252, 87.45134508, 84.26710498, 68.77651938),
     "roteqnet": (89.75561818, 88.88988678, 85.60567329, 82.28177397, 68.96832307),
 }
+
+# Published test errors on MNIST-rot (12,000 training images of rotated digits, 50,000
+# test), beside which the models table sets this run's rotated-MNIST errors.
+PUBLISHED_MNIST_ROT_ERROR = {"gcnn": (0.0228, "P4CNN, Cohen & Welling (2016)"),
+                             "roteqnet": (0.0109, "Marcos et al. (2017)")}
+MNIST_ROT_PROTOCOL = (
+    "Published errors are on MNIST-rot (12,000 training images, 50,000 test images, each rotated once); this "
+    "study trains on 55,000 MNIST images with random rotations in [-180°, 180°] as augmentation and tests on "
+    "the 10,000 MNIST test images rotated at random, as the paper's appendix says, so the two are not the same "
+    "protocol.")
 
 _DISPLAY_NAMES = {
     "stdcnn": "StdCNN", "gcnn": "GCNN", "roteqnet": "RotEqNet",
@@ -86,12 +71,17 @@ def markdown_table(header, rows):
 
 
 def models_table(metrics):
-    """Test accuracy, clean error rate and export path per model."""
-    rows = [[display_name(m), fmt(info.get("test_accuracy"), 4), fmt(info.get("clean_error_rate"), 4),
-             fmt(info.get("best_val_accuracy"), 4), fmt(info.get("epochs")), f"`{info.get('export_path')}`"]
-            for m, info in metrics["models"].items()]
-    return markdown_table(["Model", "test accuracy", "clean error rate (universal stage)",
-                           "best val. accuracy", "epochs", "export"], rows)
+    """Test accuracy and error, the published MNIST-rot error, clean error rate and export path per model."""
+    rows = []
+    for m, info in metrics["models"].items():
+        accuracy = info.get("test_accuracy")
+        published = PUBLISHED_MNIST_ROT_ERROR.get(m)
+        rows.append([display_name(m), fmt(accuracy, 4), fmt(None if accuracy is None else 1.0 - accuracy, 4),
+                     f"{published[0]:.2%} ({published[1]})" if published else "—",
+                     fmt(info.get("clean_error_rate"), 4), fmt(info.get("best_val_accuracy"), 4),
+                     fmt(info.get("epochs")), f"`{info.get('export_path')}`"])
+    return markdown_table(["Model", "test accuracy", "test error (rotated MNIST)", "published MNIST-rot error",
+                           "clean error rate (universal stage)", "best val. accuracy", "epochs", "export"], rows)
 
 
 def spectrum_table(metrics):
@@ -169,24 +159,40 @@ def fgsm_clipping_table(metrics):
 
 
 def theory_table(metrics):
-    """Eigenvalues of M, whether Theorem 1's bound holds, and Theorem 2's distances."""
+    """Eigenvalues of M and Theorem 1 in and out of sample."""
     rows = []
     for model, attacks in metrics["theory"].items():
         for attack, t in attacks.items():
-            t1, t2 = t["theorem1"], t["theorem2"]
-            holds = sum(1 for _, measured, bound in t1 if measured is not None and bound is not None
-                        and measured >= bound - 1e-9)
-            first = f"m={t2[0][0]}: {fmt(t2[0][1])}" if t2 else "n/a"
-            last = f"m={t2[-1][0]}: {fmt(t2[-1][1])}" if t2 else "n/a"
+            held_out = (t.get("theorem1_held_out") or {}).get("rows") or []
             rows.append([display_name(model), display_name(attack), fmt(t["top_eigenvalue"], 4),
-                         fmt(t["second_eigenvalue"], 4), fmt(t["eigengap"], 4), f"{holds}/{len(t1)}", first, last])
-    return markdown_table(["Model", "Attack", "λ₁", "λ₂", "gap", "Thm 1 bound holds (δ values)",
-                           "Thm 2 ‖v−ṽ‖ (smallest m)", "Thm 2 ‖v−ṽ‖ (largest m)"], rows)
+                         fmt(t["second_eigenvalue"], 4), fmt(t["eigengap"], 4), _bound_count(t["theorem1"]),
+                         _bound_count(held_out)])
+    return markdown_table(["Model", "Attack", "λ₁", "λ₂", "gap γ", "Thm 1 bound holds, in sample (sanity)",
+                           "Thm 1 bound holds, held-out half"], rows)
+
+
+def _bound_count(rows):
+    holds = sum(1 for _, measured, bound in rows if measured is not None and bound is not None
+                and measured >= bound - 1e-9)
+    return f"{holds}/{len(rows)}"
+
+
+def theorem2_table(metrics):
+    """Theorem 2 per sample size: ε = ‖M − M̃‖₂, the gap, the bound ε/(γ − ε) and the measured ‖v − ṽ‖."""
+    rows = []
+    for model, attacks in metrics["theory"].items():
+        for attack, t in attacks.items():
+            for r in t.get("theorem2") or []:
+                bound = "vacuous (γ ≤ ε)" if r["bound"] is None else fmt(r["bound"])
+                rows.append([display_name(model), display_name(attack), r["m"], fmt(r["epsilon"], 4),
+                             fmt(r["gap"], 4), bound, fmt(r["distance"]), fmt(t.get("theorem2_nonvacuous_m"))])
+    return markdown_table(["Model", "Attack", "m", "ε", "γ", "bound", "‖v − ṽ‖ (sign-aligned)",
+                           "m where ε < γ (ε ∝ 1/√m)"], rows)
 
 
 def timings_table(metrics):
     """Wall-clock seconds per stage."""
-    return markdown_table(["Stage", "seconds"], [[k, fmt(v, 1)] for k, v in metrics["timings_s"].items()])
+    return markdown_table(["Stage", "seconds"], [[k, fmt(v, 1)] for k, v in metrics["timings"]["stages"].items()])
 
 
 def all_tables(metrics):
@@ -196,30 +202,10 @@ def all_tables(metrics):
             "table1_principal_angles": principal_angles_table(metrics),
             "principal_angles_all": principal_angles_all_table(metrics),
             "universal": universal_table(metrics), "fgsm_clipping": fgsm_clipping_table(metrics),
-            "theory": theory_table(metrics), "timings": timings_table(metrics)}
+            "theory": theory_table(metrics), "theorem2": theorem2_table(metrics), "timings": timings_table(metrics)}
 
 
-# ---- The Reading section and the whole report.md ----
-
-def reading_markdown(claims):
-    """The report's "Reading" section: one bullet per claim, every model/attack inline with its verdict."""
-    lines = []
-    for claim, text in CLAIM_TEXT.items():
-        items = [c for c in claims if c["claim"] == claim]
-        if items:
-            parts = []
-            for c in items:
-                who = " ".join(display_name(k) for k in (c["model"], c["attack"]) if k)
-                verdict = "not measured" if c["agrees"] is None else "agrees" if c["agrees"] else "disagrees"
-                extra = "" if c["in_paper"] else ", not in the paper"
-                parts.append(f"{who} {c['detail']} ({verdict}{extra})")
-            lines.append(f"- **{text}**: " + "; ".join(parts) + ".")
-    counted = [c for c in claims if c["in_paper"] and c["claim"] in CLAIM_TEXT and c["agrees"] is not None]
-    agreeing = sum(c["agrees"] for c in counted)
-    lines.append(f"\nOf {len(counted)} checks on the paper's models and attacks, {agreeing} agree and "
-                 f"{len(counted) - agreeing} disagree.")
-    return "\n".join(lines)
-
+# ---- The whole report.md ----
 
 _INTRO = """\
 # Universal attacks on equivariant networks: reproduction report
@@ -262,7 +248,11 @@ _SECTIONS = (
     ("6. Theory (Theorems 1 and 2)",
      "Paper (Sec. 5): with λ the top eigenvalue of M = E[a aᵀ/‖a‖²] and v its eigenvector, Theorem 1 gives "
      "Pr(|⟨a/‖a‖, v⟩| ≥ δ) ≥ (λ − δ²)/(1 − δ²); Theorem 2: from m = O(ε⁻² d log d) samples, "
-     "‖v − ṽ‖ ≤ ε/(γ − ε) for an eigengap γ > ε.", ["theory"], ["theory/"]),
+     "‖v − ṽ‖ ≤ ε/(γ − ε) for an eigengap γ > ε. Theorem 1 measured on the rows that gave λ and v holds for "
+     "any finite set of rows, so it is shown beside the same bound measured on a held-out half. Theorem 2 is "
+     "evaluated as stated: ε is the spectral norm of M − M̃ for one seeded sample of each size m; the bound "
+     "is vacuous where γ ≤ ε; the last column extrapolates ε ∝ 1/√m to the m where it would not be.",
+     ["theory", "theorem2"], ["theory/"]),
     ("7. Training and timings", "Training and validation curves of the exported models.", ["timings"], ["training"]),
 )
 
@@ -345,11 +335,10 @@ def report_markdown(metrics, markdown_tables, reading, figure_paths, output_dir)
     sizes = "; ".join(f"{display_name(m)}: directions of {fmt(i.get('analysis_n'))} test inputs, sample of "
                       f"{fmt(i.get('analysis_sample_size'))}, invariant directions from "
                       f"{fmt(i.get('invariant_angle_deg'), 1)}° rotations" for m, i in metrics["models"].items())
-    lines = [_INTRO, "", "## Models and data", "", markdown_tables["models"], "",
+    lines = [_INTRO, "", "## Models and data", "", markdown_tables["models"], "", MNIST_ROT_PROTOCOL, "",
              f"Rotated test set: `{data['test_path']}` ({fmt(data['n_test'])} inputs). Analysis (\"all\" and "
              f"\"sample\" below; the paper's are 10,000 and 500): {sizes}.", ""] + _subset_lines(metrics) + [
-             "## Reading", "", "Each claim (in bold, with the paper's threshold) checked against this run's numbers.",
-             "", reading, ""]
+             "## Reading", "", reading, ""]
     for title, claim, table_names, prefixes in _SECTIONS:
         lines += [f"## {title}", "", claim, ""]
         if table_names == ["fgsm_clipping"]:
