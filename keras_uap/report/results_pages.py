@@ -413,7 +413,8 @@ def write_results_pages(metrics_path, readme="README.md", results="docs/results.
 
 def main(argv=None):
     """`python -m keras_uap.report.results_pages --metrics RUN/metrics.json`; user errors exit 2."""
-    parser = argparse.ArgumentParser(prog="python -m keras_uap.report.results_pages", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m keras_uap.report.results_pages",
+                                     description=__doc__.split("\n")[0])
     parser.add_argument("--metrics", required=True, help="a run's metrics.json (or docs/metrics-default.json)")
     parser.add_argument("--readme", default="README.md")
     parser.add_argument("--results", default="docs/results.md")
