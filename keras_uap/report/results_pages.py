@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import sys
+from typing import NamedTuple
 
 from keras_uap.errors import UserError
 from keras_uap.report.comparison import METHOD_NAMES
@@ -40,7 +41,6 @@ README_END = "<!-- results:end -->"
 # Report figures the pages show, copied from `<run>/report/figures/` into the docs.
 FIGURES = {"fig1": "fig1_top5_fraction_gradient.png", "comparison": "comparison_l2.png",
            **{f"universal/{m}": f"{m}_universal.png" for m in MODEL_ORDER}}
-_MISSING = object()
 
 
 class _Reader:
@@ -83,11 +83,12 @@ class _Reader:
         return out
 
 
-class Pages:
+class Pages(NamedTuple):
     """The README's results section, `docs/results.md`, and the snapshot they were made from."""
 
-    def __init__(self, readme_section, results_page, snapshot):
-        self.readme_section, self.results_page, self.snapshot = readme_section, results_page, snapshot
+    readme_section: str
+    results_page: str
+    snapshot: dict
 
 
 def _rate(value):
