@@ -311,7 +311,9 @@ def _claims_section(r):
 
 def _results_page(r):
     models = _models(r)
-    accuracy = ", ".join(f"{display_name(m)} {fmt(r.get('models', m, 'test_accuracy'), 3)}" for m in models)
+    trained = [[display_name(m), fmt(r.get("models", m, "test_accuracy"), 3), fmt(r.get("models", m, "epochs")),
+                f"{r.get('models', m, 'universal_n_eval'):,}" if r.get("models", m, "universal_n_eval") else "n/a"]
+               for m in models]
     figures = [f"![{display_name(m)} universal curves](figures/{m}_universal.png)"
                for m in models if r.keys("universal", m)]
     lines = ["# Results beside the paper", "",
@@ -321,7 +323,8 @@ def _results_page(r):
              "fraction of perturbed test inputs misclassified (the paper's \"fooling rate\"); fooling rate: "
              "fraction whose prediction changed. Norms are L2, pixels in [0, 1]. Where each number comes from: "
              "[paper-map.md](paper-map.md); its `metrics.json` key: [pipeline.md](pipeline.md).", "",
-             f"Rotated test accuracy: {accuracy}.", ""]
+             markdown_table(["model", "rotated test accuracy", "epochs", "test inputs in the curves"], trained),
+             ""]
     lines += _spectrum_section(r, models)
     if r.keys("spectrum"):
         lines += ["![Top-5 fraction of the gradient spectrum](figures/fig1_top5_fraction_gradient.png)", ""]
