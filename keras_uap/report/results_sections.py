@@ -192,23 +192,19 @@ def _theory_section(r, models):
 
 
 def _comparison_section(r, models):
-    rows = []
-    for m in models:
-        for k in _ms_of(r, "cost_verdict", m):
-            for method in r.keys("cost_verdict", m, k, order=("svd_gradient", "svd_deepfool")):
-                v = ("cost_verdict", m, k, method)
-                answer = r.get(*v, "answer")
-                rows.append([display_name(m), k, METHOD_NAMES.get(method, method), _rate(r.get(*v, "fooling_rate")),
-                             _rate(r.get(*v, "iterative_fooling_rate")), fmt(r.get(*v, "gradient_ratio"), 3),
-                             fmt(r.get(*v, "time_ratio"), 3), {True: "yes", False: "no"}.get(answer, "n/a")])
+    rows, paths = [], [("cost_verdict", m, k, method) for m in models for k in _ms_of(r, "cost_verdict", m)
+                       for method in r.keys("cost_verdict", m, k, order=("svd_gradient", "svd_deepfool"))]
+    for v in paths:
+        rows.append([display_name(v[1]), v[2], METHOD_NAMES.get(v[3], v[3]), _rate(r.get(*v, "fooling_rate")),
+                     _rate(r.get(*v, "iterative_fooling_rate")), fmt(r.get(*v, "gradient_ratio"), 3),
+                     fmt(r.get(*v, "time_ratio"), 3), {True: "yes", False: "no"}.get(r.get(*v, "answer"), "n/a")])
     if not rows:
         return []
-    norm_at = next((("cost_verdict", m, k, method) for m in models for k in _ms_of(r, "cost_verdict", m)
-                    for method in r.keys("cost_verdict", m, k)), None)
     return ["## Beyond the paper: SVD-UAP against the iterative UAP", "",
             "Built from the same m test inputs; fooling rate (prediction changed) at the iterative UAP's L2 norm "
-            f"of {fmt(r.get(*norm_at, 'eps'), 0) if norm_at else 'n/a'}; cost as a fraction of the iterative UAP's gradient evaluations and time. \"Yes\" when the "
-            "SVD-UAP fools at least as many inputs at a tenth of the cost or less. Not in the paper.", "",
+            f"of {fmt(r.get(*paths[0], 'eps'), 0)}; cost as a fraction of the iterative UAP's gradient evaluations "
+            "and time. \"Yes\" when the SVD-UAP fools at least as many inputs at a tenth of the cost or less. "
+            "Not in the paper.", "",
             markdown_table(["model", "m", "method", "fooling rate", "iterative UAP", "gradient evaluations",
                             "time", "at a tenth of the cost?"], rows), "",
             "![Universal perturbation methods, L2](figures/comparison_l2.png)", ""]
