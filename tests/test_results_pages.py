@@ -101,3 +101,18 @@ def test_the_command_writes_the_pages_and_user_mistakes_exit_2(tmp_path, quick, 
 def test_replacing_the_section_keeps_the_rest_of_the_readme():
     text = f"a\n{README_BEGIN}\nx\n{README_END}\nb\n"
     assert replace_readme_section(text, "NEW") == "a\nNEW\nb\n"
+
+
+def test_the_figures_the_pages_show_are_copied_from_the_run(tmp_path, quick):
+    run = tmp_path / "run"
+    (run / "report" / "figures").mkdir(parents=True)
+    (run / "metrics.json").write_text(json.dumps(quick), encoding="utf-8")
+    for name in ("gcnn_universal.png", "gcnn_theory.png"):
+        (run / "report" / "figures" / name).write_bytes(b"png " + name.encode())
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{README_BEGIN}\n{README_END}\n", encoding="utf-8")
+    main(["--metrics", str(run / "metrics.json"), "--readme", str(readme), "--results", str(tmp_path / "results.md"),
+          "--snapshot", str(tmp_path / "snapshot.json"), "--figures-dir", str(tmp_path / "figures")])
+    assert sorted(p.name for p in (tmp_path / "figures").iterdir()) == ["gcnn_universal.png"]
+    assert (tmp_path / "figures" / "gcnn_universal.png").read_bytes() == b"png gcnn_universal.png"
+    assert "figures/gcnn_universal.png" in (tmp_path / "results.md").read_text(encoding="utf-8")
