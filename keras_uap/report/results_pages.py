@@ -17,7 +17,7 @@ import sys
 from typing import NamedTuple
 
 from keras_uap.errors import UserError
-from keras_uap.report.results_sections import claim_counts, headline_table, results_page
+from keras_uap.report.results_sections import readme_section, results_page
 from keras_uap.report.tables import MODEL_ORDER
 
 __all__ = ["README_BEGIN", "README_END", "FIGURES", "Pages", "make_pages", "replace_readme_section",
@@ -88,10 +88,7 @@ def make_pages(metrics):
         `Pages`; `make_pages(pages.snapshot)` gives the same text again.
     """
     r = _Reader(metrics)
-    counts = claim_counts(r)
-    agree = f"{counts[0]} of the {counts[1]} checks of the paper's claims agree; " if counts else ""
-    readme = "\n".join([README_BEGIN, headline_table(r), "", f"{agree}every table: [docs/results.md](docs/results.md).",
-                        README_END])
+    readme = "\n".join([README_BEGIN, readme_section(r), README_END])
     page = results_page(r)
     return Pages(readme, page, r.snapshot())
 

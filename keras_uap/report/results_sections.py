@@ -13,7 +13,7 @@ from keras_uap.report.tables import (ATTACK_ORDER, CLAIM_TEXT, MODEL_ORDER, PAPE
                                      PAPER_PRINCIPAL_ANGLES_DEG, PAPER_TOP5_FRACTION_MIN, display_name, fmt,
                                      markdown_table)
 
-__all__ = ["PAPER", "claim_counts", "headline_table", "results_page"]
+__all__ = ["PAPER", "claim_counts", "headline_table", "readme_section", "results_page"]
 
 # What the paper reports, beside which each row is set, and where it says so.
 PAPER = {
@@ -268,3 +268,20 @@ def results_page(r):
     lines += _transfer_section(r)
     lines += _claims_section(r)
     return "\n".join(lines).rstrip() + "\n"
+
+
+def readme_section(r):
+    """The README's results: the headline table, the claims agreeing, and three figures."""
+    counts = claim_counts(r)
+    agree = f"{counts[0]} of the {counts[1]} checks of the paper's claims agree; " if counts else ""
+    lines = [headline_table(r), "", f"{agree}every table: [docs/results.md](docs/results.md).", ""]
+    if r.keys("spectrum"):
+        lines.append("![Top-5 fraction of the gradient spectrum](docs/figures/fig1_top5_fraction_gradient.png)")
+    curves = [m for m in _models(r) if r.keys("universal", m)]
+    if curves:
+        model = "gcnn" if "gcnn" in curves else curves[0]
+        lines.append(f"![{display_name(model)}: error rate against the L2 norm of the universal perturbation]"
+                     f"(docs/figures/{model}_universal.png)")
+    if r.keys("cost_verdict"):
+        lines.append("![SVD-UAP against the iterative UAP and other baselines](docs/figures/comparison_l2.png)")
+    return "\n".join(lines).rstrip()
