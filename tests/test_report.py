@@ -266,21 +266,16 @@ def test_cost_verdict_is_decided_on_gradient_evaluations_not_seconds():
     assert fast["timings"]["comparison_seconds"]["stdcnn"]["iterative_uap"]["50"] == 10.0
 
 
-def test_tensorboard_events_hold_spectra_curves_images_and_tables(built):
+def test_tensorboard_shows_every_figure_as_an_image_and_no_scalars(built):
     root, _, _ = built
     tags = _event_tags(str(root / "tb"))
+    figures = {os.path.splitext(os.path.basename(p))[0] for p in glob.glob(str(root / "report" / "figures" / "*.png"))}
+    images = {tag for tag, values in tags.items() if values[0][1].ndim == 1}
+    assert len(images) == len(figures)  # one image per figure the report drew
     for model in MODELS:
-        assert len(tags[f"spectrum/{model}/invariant"]) == 784
-        for attack in ATTACKS:
-            assert [step for step, _ in tags[f"spectrum/{model}/{attack}"]] == list(range(784))
-            assert f"spectrum_sample/{model}/{attack}" in tags
-            eps = tags[f"universal/{model}/{attack}/m100/eps"]
-            assert [float(v) for _, v in eps] == pytest.approx(EPS)
-            assert len(tags[f"universal/{model}/{attack}/m10000/error_rate"]) == len(EPS)
-            _, image = tags[f"top_vectors/{model}/{attack}"][0]
-            assert image.shape == (2 + 5,)  # width, height, then five encoded PNGs
-        assert f"universal/{model}/random/fooling_rate" in tags
-        assert f"top_vectors/{model}/invariant" in tags
+        assert {f"universal/{model}", f"spectrum/{model}", f"vectors/{model}/invariant"} <= images
+        assert {f"vectors/{model}/{attack}" for attack in ATTACKS} <= images
+    assert all(value.dtype == object for values in tags.values() for _, value in values)  # text or PNG, no scalar
     table1 = tags["tables/table1_principal_angles"][0][1].item().decode()
     assert "89.82" in table1 and "GCNN (this run)" in table1
     assert "holds" in tags["reading"][0][1].item().decode()

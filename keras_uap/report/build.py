@@ -265,6 +265,6 @@ def build_report(output_dir, analysis, top_vectors, universal, models_info, data
             f.write("\n" + "\n".join(beyond) + "\n")
     with open(os.path.join(output_dir, "metrics.json"), "w", encoding="utf-8") as f:
         json.dump(metrics, f, indent=1, allow_nan=False)
-    write_tensorboard(tensorboard_dir, metrics, top_vectors, markdown_tables, reading)
+    write_tensorboard(tensorboard_dir, figure_paths, markdown_tables, reading)
     return metrics
 

@@ -1,0 +1,287 @@
+"""What the results pages say: the README's headline table and the sections of
+`docs/results.md`, each number set beside the paper's.
+
+Every function reads the run's metrics through a reader `r` with
+`r.get(*path, default=None)`, `r.keys(*path, order=())` and
+`r.rows(*path, fields=...)` (see `results_pages._Reader`), never the dict
+itself, so that the numbers shown can be recorded; a section whose keys the
+run lacks is left out.
+"""
+
+from keras_uap.report.comparison import METHOD_NAMES
+from keras_uap.report.tables import (ATTACK_ORDER, CLAIM_TEXT, MODEL_ORDER, PAPER_AVG_DOT_MAX, PAPER_ERROR_RATE_TARGET,
+                                     PAPER_PRINCIPAL_ANGLES_DEG, PAPER_TOP5_FRACTION_MIN, display_name, fmt,
+                                     markdown_table)
+
+__all__ = ["PAPER", "claim_counts", "headline_table", "readme_section", "results_page"]
+
+# What the paper reports, beside which each row is set, and where it says so.
+PAPER = {
+    "top5_fraction": (f"> {PAPER_TOP5_FRACTION_MIN:.2f}", "Sec. 3, Fig. 1"),
+    "avg_abs_dot_top5": (f"< {PAPER_AVG_DOT_MAX:.2f}", "Sec. 3, Figs. 2b-4b"),
+    "principal_angles": (" / ".join(f"{angles[-1]:.1f}" for angles in PAPER_PRINCIPAL_ANGLES_DEG.values()),
+                         "Table 1"),
+    "universal": (f"{PAPER_ERROR_RATE_TARGET:.0%}-90% of test inputs at a small norm", "Sec. 2 and 4, Figs. 5-6"),
+    "universal_m100": ("about 80% from m = 100 (1% of the test set)", "Sec. 4"),
+    "theory": ("Theorem 1 bound; ‖v − v_m‖ shrinks as m grows", "Sec. 5"),
+}
+def _rate(value):
+    # Three decimals everywhere a rate meets a threshold: 0.796 must not print as 0.80.
+    return fmt(value, 3)
+
+
+def _eps80(r, *path):
+    """The L2 norm of 80% error rate, or "not reached (max x)" with the curve's highest rate."""
+    eps80 = r.get(*path, "eps80")
+    if eps80 is not None:
+        return fmt(eps80, 1)
+    rates = [v for v in r.get(*path, "error_rate", default=[]) if v is not None]
+    return f"not reached (max {_rate(max(rates))})" if rates else "n/a"
+
+
+def _max_rate(r, *path):
+    rates = [v for v in r.get(*path, "error_rate", default=[]) if v is not None]
+    return _rate(max(rates)) if rates else "n/a"
+
+
+def _ms_of(r, *path):
+    return sorted(r.keys(*path), key=int)
+
+
+def _ms(r, model, attack):
+    return _ms_of(r, "universal", model, attack)
+
+
+def _ends(ms):
+    return ms[:1] + ms[1:][-1:]
+
+
+def _models(r):
+    return r.keys("models", order=MODEL_ORDER)
+
+
+def _paper(key):
+    text, where = PAPER[key]
+    return f"{text} ({where})"
+
+
+def _claims(r):
+    return r.rows("reading", fields=("claim", "model", "attack", "in_paper", "agrees"))
+
+
+def claim_counts(r):
+    """(agree, checked) over the paper's claims in `reading`, or None when the run has none."""
+    claims = _claims(r)
+    if not claims:
+        return None
+    checked = [c for c in claims if c.get("in_paper") and c.get("agrees") is not None]
+    return sum(bool(c["agrees"]) for c in checked), len(checked)
+
+
+def headline_table(r):
+    models = _models(r)
+    header = [""] + [display_name(m) for m in models] + ["paper"]
+    rows = [["rotated test accuracy"] + [fmt(r.get("models", m, "test_accuracy"), 3) for m in models] + [""]]
+    if any(r.keys("spectrum", m) for m in models):
+        rows.append(["top-5 fraction of the gradient spectrum"]
+                    + [_rate(r.get("spectrum", m, "gradient", "top5_fraction")) for m in models]
+                    + [_paper("top5_fraction")])
+    if any(r.keys("invariant", m) for m in models):
+        rows.append(["mean |dot|, top-5 gradient vs invariant vectors"]
+                    + [_rate(r.get("invariant", m, "gradient", "avg_abs_dot_top5")) for m in models]
+                    + [_paper("avg_abs_dot_top5")])
+        rows.append(["5th principal angle, gradient vs invariant top-5 (degrees)"]
+                    + [fmt((r.get("invariant", m, "gradient", "principal_angles_deg") or [None] * 5)[4], 1)
+                       for m in models] + [_paper("principal_angles")])
+    if any(r.keys("universal", m) for m in models):
+        rows.append(["L2 norm for 80% error rate, gradient SVD vector, smallest / largest m"]
+                    + [" / ".join(_eps80(r, "universal", m, "gradient", k) for k in _ends(_ms(r, m, "gradient")))
+                       or "n/a" for m in models] + [_paper("universal")])
+        rows.append(["same, random direction"] + [_eps80(r, "universal", m, "random") for m in models] + [""])
+        rows.append(["highest error rate, gradient SVD vector (all inputs)"]
+                    + [_max_rate(r, "universal", m, "gradient", (_ms(r, m, "gradient") or ["-"])[-1])
+                       for m in models] + [f"0.8-0.9 ({PAPER['universal'][1]})"])
+    verdicts = {m: ("cost_verdict", m, _ms_of(r, "cost_verdict", m)[0], "svd_gradient")
+                for m in models if _ms_of(r, "cost_verdict", m)}
+    if verdicts:
+        first = next(iter(verdicts.values()))
+        rows.append([f"fooling rate at L2 {fmt(r.get(*first, 'eps'), 0)}, m = {first[2]}: gradient SVD-UAP / "
+                     f"iterative UAP"]
+                    + [f"{_rate(r.get(*verdicts[m], 'fooling_rate'))} / "
+                       f"{_rate(r.get(*verdicts[m], 'iterative_fooling_rate'))}" if m in verdicts else "n/a"
+                       for m in models] + ["not in the paper"])
+    return markdown_table(header, rows)
+
+
+def _spectrum_section(r, models):
+    rows = [[display_name(m), display_name(a), _rate(r.get("spectrum", m, a, "top1_fraction")),
+             _rate(r.get("spectrum", m, a, "top5_fraction")), _rate(r.get("spectrum", m, a, "top10_fraction"))]
+            for m in models for a in r.keys("spectrum", m, order=ATTACK_ORDER)]
+    if not rows:
+        return []
+    return ["## Spectrum of the attack directions (Fig. 1, Figs. 2a-4a)", "",
+            f"Fraction of the squared singular values in the top k. Paper: top-5 of the gradients "
+            f"{_paper('top5_fraction')}.", "",
+            markdown_table(["model", "attack", "top-1", "top-5", "top-10"], rows), ""]
+
+
+def _invariant_section(r, models):
+    rows, angles = [], []
+    for m in models:
+        for a in r.keys("invariant", m, order=ATTACK_ORDER):
+            rows.append([display_name(m), display_name(a), _rate(r.get("invariant", m, a, "avg_abs_dot_top5")),
+                         _rate(r.get("invariant", m, a, "avg_abs_dot_top10"))])
+        run = r.get("invariant", m, "gradient", "principal_angles_deg")
+        if run:
+            paper = PAPER_PRINCIPAL_ANGLES_DEG.get(m)
+            angles.append([display_name(m), ", ".join(fmt(v, 1) for v in run),
+                           ", ".join(f"{v:.1f}" for v in paper) if paper else "n/a"])
+    if not rows:
+        return []
+    return ["## Adversarial against invariant directions (Figs. 2b-4b, Table 1)", "",
+            f"Mean \\|dot\\| over all pairs of the top-k adversarial and invariant singular vectors. Paper: "
+            f"top-5 {_paper('avg_abs_dot_top5')}.", "",
+            markdown_table(["model", "attack", "top-5", "top-10"], rows), "",
+            "Principal angles (degrees) between the top-5 gradient and invariant subspaces, beside Table 1:", "",
+            markdown_table(["model", "this run", "paper (Table 1)"], angles), ""]
+
+
+def _universal_section(r, models):
+    rows = []
+    for m in models:
+        for a in r.keys("universal", m, order=ATTACK_ORDER):
+            if a == "random":
+                continue
+            ms = _ms(r, m, a)
+            rows.append([display_name(m), display_name(a)] + [" / ".join(_eps80(r, "universal", m, a, k) for k in ms)]
+                        + [_max_rate(r, "universal", m, a, ms[-1])] + [", ".join(ms)])
+        if r.keys("universal", m, "random"):
+            rows.append([display_name(m), "random", _eps80(r, "universal", m, "random"),
+                         _max_rate(r, "universal", m, "random"), "-"])
+    if not rows:
+        return []
+    return ["## Universal perturbation along the top singular vector (Figs. 5-6)", "",
+            f"L2 norm (pixels in [0, 1]) at which the error rate reaches 80%, for the vector of m inputs' "
+            f"directions; highest error rate on the curve for the largest m. Paper: {_paper('universal')}; "
+            f"{_paper('universal_m100')}.", "",
+            markdown_table(["model", "direction", "ε80, by m", "highest error rate", "m"], rows), ""]
+
+
+def _theorem2_distances(rows):
+    """(smallest m, distance), (largest m, distance) from Theorem 2's rows, as lists or dicts."""
+    pairs = [(row["m"], row["distance"]) if isinstance(row, dict) else (row[0], row[1]) for row in rows or []]
+    return (pairs[0], pairs[-1]) if pairs else None
+
+
+def _theory_section(r, models):
+    rows = []
+    for m in models:
+        for a in r.keys("theory", m, order=ATTACK_ORDER):
+            t1 = [row for row in r.get("theory", m, a, "theorem1", default=[]) if None not in row]
+            held = sum(measured >= bound - 1e-9 for _, measured, bound in t1)
+            ends = _theorem2_distances(r.get("theory", m, a, "theorem2"))
+            rows.append([display_name(m), display_name(a), fmt(r.get("theory", m, a, "top_eigenvalue"), 3),
+                         f"{held} of {len(t1)}",
+                         " → ".join(f"{fmt(d, 3)} (m = {k})" for k, d in dict(ends).items()) if ends else "n/a"])
+    if not rows:
+        return []
+    return ["## Section 5: Theorems 1 and 2", "",
+            f"λ₁ is the top eigenvalue of M = E[a aᵀ/‖a‖²]. Paper: {_paper('theory')}.", "",
+            markdown_table(["model", "attack", "λ₁", "Theorem 1 bound holds (δ values)",
+                            "Theorem 2: mean ‖v − v_m‖"], rows), ""]
+
+
+def _comparison_section(r, models):
+    rows, paths = [], [("cost_verdict", m, k, method) for m in models for k in _ms_of(r, "cost_verdict", m)
+                       for method in r.keys("cost_verdict", m, k, order=("svd_gradient", "svd_deepfool"))]
+    for v in paths:
+        rows.append([display_name(v[1]), v[2], METHOD_NAMES.get(v[3], v[3]), _rate(r.get(*v, "fooling_rate")),
+                     _rate(r.get(*v, "iterative_fooling_rate")), fmt(r.get(*v, "gradient_ratio"), 3),
+                     fmt(r.get(*v, "time_ratio"), 3), {True: "yes", False: "no"}.get(r.get(*v, "answer"), "n/a")])
+    if not rows:
+        return []
+    return ["## Beyond the paper: SVD-UAP against the iterative UAP", "",
+            "Built from the same m test inputs; fooling rate (prediction changed) at the iterative UAP's L2 norm "
+            f"of {fmt(r.get(*paths[0], 'eps'), 0)}; cost as a fraction of the iterative UAP's gradient evaluations "
+            "and time. \"Yes\" when the SVD-UAP fools at least as many inputs at a tenth of the cost or less. "
+            "Not in the paper.", "",
+            markdown_table(["model", "m", "method", "fooling rate", "iterative UAP", "gradient evaluations",
+                            "time", "at a tenth of the cost?"], rows), "",
+            "![Universal perturbation methods, L2](figures/comparison_l2.png)", ""]
+
+
+def _transfer_section(r):
+    models = r.keys("transfer", "table", "svd_gradient", order=MODEL_ORDER)
+    if not models:
+        return []
+    rows = [[display_name(s)] + [_rate(r.get("transfer", "table", "svd_gradient", s, t, "error_rate"))
+                                 for t in models] for s in models]
+    return ["## Beyond the paper: transfer across models", "",
+            f"Error rate of each model's gradient SVD-UAP (m = {r.get('transfer', 'm')}, L2 norm "
+            f"{fmt(r.get('transfer', 'norm'), 0)}) on every model's test inputs "
+            "(rows: built on; columns: evaluated on).", "",
+            markdown_table(["built on \\ evaluated on", *[display_name(m) for m in models]], rows), ""]
+
+
+def _claims_section(r):
+    claims = _claims(r)
+    if not claims:
+        return []
+    by_claim = {}
+    for c in claims:
+        verdict = {True: "agrees", False: "disagrees"}.get(c.get("agrees"), "not measured")
+        who = " ".join(display_name(x) for x in (c.get("model"), c.get("attack")) if x)
+        by_claim.setdefault(c["claim"], {}).setdefault(verdict, []).append(who)
+    rows = [[CLAIM_TEXT.get(claim, claim), *[", ".join(verdicts.get(v, [])) or "-"
+                                             for v in ("agrees", "disagrees", "not measured")]]
+            for claim, verdicts in by_claim.items()]
+    counts = claim_counts(r)
+    return ["## Each claim checked", "",
+            f"{counts[0]} of the {counts[1]} checks of the paper's claims agree." if counts else "", "",
+            markdown_table(["claim", "agrees", "disagrees", "not measured"], rows), ""]
+
+
+def results_page(r):
+    models = _models(r)
+    trained = [[display_name(m), fmt(r.get("models", m, "test_accuracy"), 3), fmt(r.get("models", m, "epochs")),
+                f"{r.get('models', m, 'universal_n_eval'):,}" if r.get("models", m, "universal_n_eval") else "n/a"]
+               for m in models]
+    figures = [f"![{display_name(m)} universal curves](figures/{m}_universal.png)"
+               for m in models if r.keys("universal", m)]
+    lines = ["# Results beside the paper", "",
+             "Generated by `python -m keras_uap.report.results_pages` from a run's `metrics.json`; do not edit by "
+             "hand. The committed page is the default run's (`keras-uap run-all`, seed 0), made from its snapshot "
+             "[`metrics-default.json`](metrics-default.json). Error rate: "
+             "fraction of perturbed test inputs misclassified (the paper's \"fooling rate\"); fooling rate: "
+             "fraction whose prediction changed. Norms are L2, pixels in [0, 1]. Where each number comes from: "
+             "[paper-map.md](paper-map.md); its `metrics.json` key: [pipeline.md](pipeline.md).", "",
+             markdown_table(["model", "rotated test accuracy", "epochs", "test inputs in the curves"], trained),
+             ""]
+    lines += _spectrum_section(r, models)
+    if r.keys("spectrum"):
+        lines += ["![Top-5 fraction of the gradient spectrum](figures/fig1_top5_fraction_gradient.png)", ""]
+    lines += _invariant_section(r, models)
+    lines += _universal_section(r, models)
+    lines += [*figures, ""] if figures else []
+    lines += _theory_section(r, models)
+    lines += _comparison_section(r, models)
+    lines += _transfer_section(r)
+    lines += _claims_section(r)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def readme_section(r):
+    """The README's results: the headline table, the claims agreeing, and three figures."""
+    counts = claim_counts(r)
+    agree = f"{counts[0]} of the {counts[1]} checks of the paper's claims agree; " if counts else ""
+    lines = [headline_table(r), "", f"{agree}every table: [docs/results.md](docs/results.md).", ""]
+    if r.keys("spectrum"):
+        lines.append("![Top-5 fraction of the gradient spectrum](docs/figures/fig1_top5_fraction_gradient.png)")
+    curves = [m for m in _models(r) if r.keys("universal", m)]
+    if curves:
+        model = "gcnn" if "gcnn" in curves else curves[0]
+        lines.append(f"![{display_name(model)}: error rate against the L2 norm of the universal perturbation]"
+                     f"(docs/figures/{model}_universal.png)")
+    if r.keys("cost_verdict"):
+        lines.append("![SVD-UAP against the iterative UAP and other baselines](docs/figures/comparison_l2.png)")
+    return "\n".join(lines).rstrip()
