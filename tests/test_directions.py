@@ -97,3 +97,27 @@ def test_a_deepfool_subset_is_a_seeded_random_sample_of_the_attacked_inputs(tiny
     # The other attacks ignore the DeepFool subset.
     gradient = load_directions(collect_directions(sub, "stdcnn", "gradient", data=results["data"]).output_dir)
     np.testing.assert_array_equal(gradient["index"], np.arange(200))
+
+
+def test_the_attacks_clip_to_the_data_artifacts_range(collected, tmp_path):
+    from keras_uap.pipelines.directions_stage import DIRECTIONS_STAGE
+
+    cfg, results, found = collected
+    with np.load(f"{results['data'].output_dir}/test.npz") as f:
+        narrow = {**{k: f[k] for k in f.files}, "clip_min": np.float32(0.1), "clip_max": np.float32(0.9)}
+    np.savez(tmp_path / "test.npz", **narrow)
+    params = {"limit": 20, "subset": None, "seed": 0, "batch_size": 20, "fgsm_eps": cfg.fgsm_eps,
+              "gradient_step": cfg.gradient_step, "deepfool_candidates": cfg.deepfool_candidates,
+              "deepfool_overshoot": cfg.deepfool_overshoot, "deepfool_max_iter": cfg.deepfool_max_iter,
+              "pgd_eps": cfg.pgd_eps, "pgd_eps_iter": cfg.pgd_eps_iter, "pgd_nb_iter": cfg.pgd_nb_iter}
+    model = os.path.join(results["train-gcnn"].output_dir, "model.keras")
+    x = narrow["x"][:20].reshape(20, -1)
+    for attack in ("fgsm_clipped", "pgd"):
+        out = tmp_path / attack
+        out.mkdir()
+        DIRECTIONS_STAGE.fn(str(out), model=model, test_data=str(tmp_path / "test.npz"), attack=attack, **params)
+        moved = x + load_directions(str(out))["directions"]
+        assert moved.min() >= 0.1 - 1e-6 and moved.max() <= 0.9 + 1e-6
+        # With the artifact's own [0, 1] the same inputs do leave [0.1, 0.9].
+        wide = x + load_directions(found[attack].output_dir)["directions"][:20]
+        assert wide.min() < 0.1 or wide.max() > 0.9

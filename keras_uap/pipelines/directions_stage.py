@@ -1,7 +1,8 @@
 """Directions stage: per-input attack directions of one exported model.
 
 For each test input of the data artifact and one attack of the registry
-(`keras_uap.method.ATTACKS`), the stage stores (in `directions.npz`, no
+(`keras_uap.method.ATTACKS`), the attacks clipping to the artifact's
+`clip_min`/`clip_max`, the stage stores (in `directions.npz`, no
 pickle):
 
 - `directions` (N, d) float32: the raw direction (gradient, or `x_adv - x`);
@@ -13,7 +14,8 @@ pickle):
   `iterations` (N,) DeepFool's iteration counts (0 for the other attacks).
 
 `pgd` is CleverHans' projected gradient descent (L-infinity ball of radius
-`pgd_eps`, `pgd_nb_iter` steps of `pgd_eps_iter`, clipped to [0, 1]); its
+`pgd_eps`, `pgd_nb_iter` steps of `pgd_eps_iter`, clipped to the data's
+range); its
 direction is `x_adv - x`, like DeepFool's.
 
 Work and memory scale with the batch: directions go batch by batch into a
@@ -27,6 +29,7 @@ import tensorflow as tf
 
 from keras_uap.method import AttackParams, draw_sample, get_attack
 from keras_uap.pipelines.code_versions import code_version
+from keras_uap.pipelines.data_stage import value_range
 from keras_uap.pipelines.runner import Stage
 
 __all__ = ["DIRECTIONS_STAGE", "attack_batch", "attacked_indices", "load_directions"]
@@ -67,11 +70,13 @@ def _directions_stage(output_dir, model, test_data, attack, limit, subset, seed,
     model_fn = tf.function(lambda t: network(t, training=False), reduce_retracing=True)
     with np.load(test_data, allow_pickle=False) as f:
         x_all, y_all = f["x"], f["y"]
+        clip_min, clip_max = value_range(f)
     index = attacked_indices(len(x_all), limit, subset, seed)
     n = len(index)
     params = AttackParams(fgsm_eps=fgsm_eps, gradient_step=gradient_step, deepfool_candidates=deepfool_candidates,
                           deepfool_overshoot=deepfool_overshoot, deepfool_max_iter=deepfool_max_iter,
-                          pgd_eps=pgd_eps, pgd_eps_iter=pgd_eps_iter, pgd_nb_iter=pgd_nb_iter)
+                          pgd_eps=pgd_eps, pgd_eps_iter=pgd_eps_iter, pgd_nb_iter=pgd_nb_iter,
+                          clip_min=clip_min, clip_max=clip_max)
     scratch = os.path.join(output_dir, "directions.scratch.npy")
     directions = np.lib.format.open_memmap(scratch, mode="w+", dtype=np.float32, shape=(n, x_all[0].size))
     meta = {k: np.zeros(n, dtype) for k, dtype in
