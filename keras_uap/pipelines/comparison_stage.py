@@ -2,7 +2,7 @@
 from the same sample, its cost, and its error curves under L2 and L-infinity.
 
 For each m in `sample_sizes` one seeded sample of m of the attacked test
-inputs (the first `attack_limit`) is drawn, as the universal stage draws
+inputs (the first `limit`) is drawn, as the universal stage draws
 its samples, and every method of `keras_uap.baselines.METHODS` builds its
 perturbation from it (`build_universal_perturbations`: SVD-UAP from
 gradients and DeepFool, the iterative UAP at L2 radius `build_eps`, the
@@ -70,13 +70,13 @@ def _published(built, folder, model, m):
 
 
 def _comparison_stage(output_dir, model_file, test_data, model, sample_sizes, eps_grid, linf_grid, build_eps,
-                      linf_build_budget, max_passes, delta, saturation, eval_subset, attack_limit, seed,
+                      linf_build_budget, max_passes, delta, saturation, eval_subset, limit, seed,
                       universal_perturbations=None, batch_size=5000, progress=None):
     with np.load(test_data, allow_pickle=False) as f:
         x, y = f["x"], f["y"].astype(np.int32)
         clip = dict(zip(("clip_min", "clip_max"), value_range(f)))
     # The samples come from the attacked inputs, as the universal stage's do.
-    pool = attacked_indices(len(x), attack_limit)
+    pool = attacked_indices(len(x), limit)
     evaluation = load_evaluation_set(model_file, x, y, eval_subset, seed, batch_size)
     network, x_eval, y_eval = evaluation.network, evaluation.x, evaluation.y
     predict_fn, clean = evaluation.predict_fn, evaluation.clean
@@ -133,6 +133,6 @@ COMPARISON_STAGE = Stage(
     version=code_version("1", __name__),
     inputs=("model_file", "test_data", "universal_perturbations"),
     params=("model", "sample_sizes", "eps_grid", "linf_grid", "build_eps", "linf_build_budget", "max_passes",
-            "delta", "saturation", "eval_subset", "attack_limit", "seed"),
+            "delta", "saturation", "eval_subset", "limit", "seed"),
     settings=("batch_size", "progress"),
 )

@@ -6,8 +6,8 @@ For each test input of the data artifact and one attack of the registry
 pickle):
 
 - `directions` (N, d) float32: the raw direction (gradient, or `x_adv - x`);
-- `index` (N,): which test inputs (the first `limit`, or a seeded random
-  `subset` of them, sorted), `label` (N,) true labels,
+- `index` (N,): which test inputs (the first `limit`, or for DeepFool and
+  PGD a seeded random `deepfool_subset`/`pgd_subset` of them, sorted), `label` (N,) true labels,
   `clean_prediction` (N,), `success` (N,) bool: the attack changed the
   model's prediction (for `gradient`: a step of L2 norm `gradient_step`
   along the unit gradient did), `l2` and `linf` (N,) norms of the direction,
@@ -61,8 +61,8 @@ def attacked_indices(n_test, limit=None, subset=None, seed=0):
     return draw_sample(n, n if subset is None else int(subset), seed)
 
 
-def _directions_stage(output_dir, model, test_data, attack, limit, subset, seed, batch_size, fgsm_eps,
-                      gradient_step, deepfool_candidates, deepfool_overshoot, deepfool_max_iter, pgd_eps,
+def _directions_stage(output_dir, model, test_data, attack, limit, deepfool_subset, pgd_subset, seed, batch_size,
+                      fgsm_eps, gradient_step, deepfool_candidates, deepfool_overshoot, deepfool_max_iter, pgd_eps,
                       pgd_eps_iter, pgd_nb_iter, progress=None):
     from keras_uap.pipelines.train_stage import load_exported_model
 
@@ -71,6 +71,7 @@ def _directions_stage(output_dir, model, test_data, attack, limit, subset, seed,
     with np.load(test_data, allow_pickle=False) as f:
         x_all, y_all = f["x"], f["y"]
         clip_min, clip_max = value_range(f)
+    subset = {"deepfool": deepfool_subset, "pgd": pgd_subset}.get(attack)
     index = attacked_indices(len(x_all), limit, subset, seed)
     n = len(index)
     params = AttackParams(fgsm_eps=fgsm_eps, gradient_step=gradient_step, deepfool_candidates=deepfool_candidates,
@@ -109,8 +110,8 @@ DIRECTIONS_STAGE = Stage(
     fn=_directions_stage,
     version=code_version("1", __name__),
     inputs=("model", "test_data"),
-    params=("attack", "limit", "subset", "seed", "batch_size", "fgsm_eps", "gradient_step", "deepfool_candidates",
-            "deepfool_overshoot", "deepfool_max_iter", "pgd_eps", "pgd_eps_iter", "pgd_nb_iter"),
+    params=("attack", "limit", "deepfool_subset", "pgd_subset", "seed", "batch_size", "fgsm_eps", "gradient_step",
+            "deepfool_candidates", "deepfool_overshoot", "deepfool_max_iter", "pgd_eps", "pgd_eps_iter", "pgd_nb_iter"),
     settings=("progress",),
 )
 
