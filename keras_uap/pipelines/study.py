@@ -10,8 +10,6 @@ stages); `StudyConfig.for_model` applies them.
 
 import dataclasses
 import os
-import shutil
-import tempfile
 
 from keras_uap.data.sources import DATA_DIR_ENV, resolve_data_dir
 from keras_uap.errors import UserError
@@ -24,7 +22,7 @@ from keras_uap.pipelines.directions_stage import DIRECTIONS_STAGE
 from keras_uap.pipelines.universal_stage import UNIVERSAL_STAGE
 from keras_uap.pipelines.report_stage import REPORT_STAGE
 from keras_uap.pipelines.paths import check_input_dir, check_output_dir
-from keras_uap.pipelines.runner import publish_directory, publish_file, read_lineage, run_stage
+from keras_uap.pipelines.runner import publish_run_outputs, recorded_timings, run_stage
 from keras_uap.pipelines.stage_params import (
     AnalysisParams,
     ComparisonParams,
@@ -315,15 +313,6 @@ def transfer(cfg, models, results, log=None):
     )
 
 
-def recorded_timings(results):
-    """Seconds each stage took when it actually ran (cached stages included)."""
-    timings = {}
-    for name, result in results.items():
-        lineage = read_lineage(result.output_dir) or {}
-        timings[name] = float(lineage.get("duration_s", result.duration_s))
-    return timings
-
-
 def report(cfg, models, results, log=None):
     """Builds the report from the analysis and universal results of `models`,
     then publishes `<run-dir>/metrics.json` and `<run-dir>/perturbations/`."""
@@ -347,13 +336,8 @@ def report(cfg, models, results, log=None):
         force=cfg.force,
         log=log,
     )
-    publish_file(os.path.join(result.output_dir, "metrics.json"), os.path.join(cfg.run_dir, "metrics.json"))
-    staging = tempfile.mkdtemp(prefix=".tmp-perturbations-", dir=cfg.run_dir)
-    for model in models:
-        folder = os.path.join(results[f"universal-{model}"].output_dir, "perturbations")
-        for name in sorted(os.listdir(folder)):
-            shutil.copyfile(os.path.join(folder, name), os.path.join(staging, name))
-    publish_directory(staging, os.path.join(cfg.run_dir, "perturbations"))
+    publish_run_outputs(cfg.run_dir, os.path.join(result.output_dir, "metrics.json"),
+                        [os.path.join(results[f"universal-{model}"].output_dir, "perturbations") for model in models])
     return result
 
 

@@ -31,8 +31,6 @@ import dataclasses
 import json
 import math
 import os
-import shutil
-import uuid
 
 import numpy as np
 
@@ -42,7 +40,7 @@ from keras_uap.api._checks import range_if_outside
 from keras_uap.errors import UserError
 from keras_uap.pipelines.paths import check_output_dir
 from keras_uap.pipelines.code_versions import code_version
-from keras_uap.pipelines.runner import Stage, publish_directory, publish_file, read_lineage, run_stage
+from keras_uap.pipelines.runner import Stage, publish_run_outputs, recorded_timings, run_stage
 
 __all__ = ["UserStudyConfig", "run_user_study", "DEFAULT_EPS", "USER_DATA_STAGE", "USER_DIRECTIONS_STAGE",
            "USER_UNIVERSAL_STAGE", "USER_REPORT_STAGE"]
@@ -323,25 +321,6 @@ USER_REPORT_STAGE = Stage(
 # --- The chain -----------------------------------------------------------------------
 
 
-def _timings(results):
-    return {name: float((read_lineage(r.output_dir) or {}).get("duration_s", r.duration_s))
-            for name, r in results.items()}
-
-
-def _publish_run_outputs(run_dir, report_dir, universal_dir):
-    """`<run-dir>/metrics.json` and `<run-dir>/perturbations/`, each replaced atomically."""
-    publish_file(os.path.join(report_dir, "metrics.json"), os.path.join(run_dir, "metrics.json"))
-    for entry in os.listdir(run_dir):  # what a killed run left while staging
-        if entry.startswith((".tmp-perturbations-", "perturbations.old-")):
-            shutil.rmtree(os.path.join(run_dir, entry), ignore_errors=True)
-    staging = os.path.join(run_dir, f".tmp-perturbations-{uuid.uuid4().hex[:8]}")
-    os.makedirs(staging)
-    source = os.path.join(universal_dir, "perturbations")
-    for name in sorted(os.listdir(source)):
-        shutil.copyfile(os.path.join(source, name), os.path.join(staging, name))
-    publish_directory(staging, os.path.join(run_dir, "perturbations"))
-
-
 def run_user_study(cfg, log=None):
     """Runs (or reuses) every stage of the study on the user's model and data.
 
@@ -398,9 +377,10 @@ def run_user_study(cfg, log=None):
         USER_REPORT_STAGE, os.path.join(run_dir, "user_report"),
         inputs={"summary": os.path.join(results["user_data"].output_dir, "summary.json"),
                 "universal": results["user_universal"].output_dir},
-        settings={"timings": _timings(results),
+        settings={"timings": recorded_timings(results),
                   "sources": {"model": os.path.abspath(cfg.model_path),
                               "data": os.path.abspath(cfg.data) if is_path else cfg.data, "split": cfg.split}},
         force=cfg.force, log=log)
-    _publish_run_outputs(run_dir, results["user_report"].output_dir, results["user_universal"].output_dir)
+    publish_run_outputs(run_dir, os.path.join(results["user_report"].output_dir, "metrics.json"),
+                        [os.path.join(results["user_universal"].output_dir, "perturbations")])
     return results
