@@ -309,7 +309,7 @@ def study(
         "100,500"),
     limit: Annotated[Optional[int], typer.Option(min=1, help="Use only the first N inputs (default: all).")] = None,
     eps: Annotated[Optional[str], typer.Option(help="Comma-separated perturbation norms (default: 1,2,4,8 for l2, "
-                                                    "0.01,0.02,0.04,0.08 for linf).")] = None,
+                                                    "0.01,0.02,0.04,0.08 for linf, times clip-max minus clip-min).")] = None,
     norm: Annotated[NormName, typer.Option(help="Norm of the perturbation in the curves.")] = NormName.l2,
     probe_norm: Annotated[Optional[float], typer.Option(
         help="L2 norm, in pixel units, at which each singular vector's sign is chosen (the sign that raises "

@@ -75,3 +75,4 @@ def test_replace_params_names_stage_fields(name):
         StudyConfig().replace_params(**{name: 1})
     with pytest.raises(TypeError, match="unexpected keyword argument 'epoch'"):
         StudyConfig().replace_params(**{"train.epoch": 1})
+

@@ -45,7 +45,8 @@ from keras_uap.pipelines.runner import Stage, publish_run_outputs, recorded_timi
 __all__ = ["UserStudyConfig", "run_user_study", "DEFAULT_EPS", "USER_DATA_STAGE", "USER_DIRECTIONS_STAGE",
            "USER_UNIVERSAL_STAGE", "USER_REPORT_STAGE"]
 
-# Norm grids in the data's own units (for images in [0, 1]).
+# Default norm grids per unit of the input range (clip_max - clip_min):
+# `UserStudyConfig.eps_grid` scales them to the data's own units.
 DEFAULT_EPS = {"l2": (1.0, 2.0, 4.0, 8.0), "linf": (0.01, 0.02, 0.04, 0.08)}
 RANDOM_SEEDS = (0, 1, 2)
 
@@ -63,7 +64,8 @@ class UserStudyConfig:
         attacks: attack names among `keras_uap.api.ATTACKS` (default: the paper's).
         sample_sizes: how many directions each SVD uses (at most the inputs).
         limit: use only the first `limit` inputs (None: all).
-        eps: the norm grid (None: `DEFAULT_EPS[norm]`).
+        eps: the norm grid, data units (None: `DEFAULT_EPS[norm]` times
+            `clip_max - clip_min`).
         norm: "l2" or "linf" for the curves.
         probe_norm: the L2 norm (data units) at which each singular
             vector's sign is chosen (None: `keras_uap.api.default_probe_norm`).
@@ -97,7 +99,8 @@ class UserStudyConfig:
     @property
     def eps_grid(self):
         """The norms of the curves, 0 first."""
-        grid = DEFAULT_EPS[self.norm] if self.eps is None else self.eps
+        scale = self.clip_max - self.clip_min
+        grid = [scale * e for e in DEFAULT_EPS[self.norm]] if self.eps is None else self.eps
         return [0.0] + sorted({float(e) for e in grid if float(e) > 0})
 
     def validate(self):
