@@ -51,8 +51,8 @@ def worker(args):
     from keras_uap.pipelines.study import StudyConfig, collect_directions
 
     baseline_rss = _maxrss_bytes()
-    cfg = StudyConfig(run_dir=args.run_dir, export_dir=args.export_dir, attack_limit=args.n,
-                      attack_batch_size=args.batch_size, force=True, verbose=0)
+    cfg = StudyConfig(run_dir=args.run_dir, export_dir=args.export_dir, force=True, verbose=0).replace_params(
+        **{"directions.limit": args.n, "directions.batch_size": args.batch_size})
     # The data stage is not re-run: its output directory is the scratch one holding the test set.
     data = StageResult(output_dir=os.path.join(args.run_dir, "data"), summary={}, cached=True, duration_s=0.0)
     if args.tracemalloc:
@@ -122,7 +122,7 @@ def render_section(info, s, rows):
     lines.append("")
     lines.append(
         "Each row is one call of `keras_uap.pipelines.study.collect_directions(cfg, model, attack)` with "
-        f"`force=True`, `attack_limit={s['n']}`, `attack_batch_size={s['batch_size']}` and the default "
+        f"`force=True`, `directions.limit={s['n']}`, `directions.batch_size={s['batch_size']}` and the default "
         "attack parameters (FGSM eps 0.3, gradient step 2.0, DeepFool 10 candidates / overshoot 0.02 / at "
         "most 50 steps), into a scratch run directory under /tmp, each in a fresh Python process. Times "
         "cover the whole call: fingerprinting the inputs, loading the export, the attack batch by batch "

@@ -109,13 +109,16 @@ def _progress_bar():
 def _config(quick, run_dir, export_dir, dataset, data_dir, seed, epochs, force):
     from keras_uap.pipelines.study import StudyConfig, quick_config
 
+    # Each option sets the stage field of its name ("stage.field").
+    params = {"data.dataset": dataset.value, "train.epochs": epochs}
     overrides = dict(run_dir=run_dir and str(run_dir), export_dir=export_dir and str(export_dir),
-                     dataset=dataset.value, data_dir=data_dir and str(data_dir), seed=seed,
-                     epochs=epochs, force=force, verbose=1 if sys.stderr.isatty() else 2,
-                     progress=_progress_bar(), user_set=("epochs",) if epochs is not None else ())
+                     data_dir=data_dir and str(data_dir), seed=seed, force=force,
+                     verbose=1 if sys.stderr.isatty() else 2, progress=_progress_bar(),
+                     user_set=("train.epochs",) if epochs is not None else ())
     if quick:
-        return quick_config(**overrides).validate()
-    return StudyConfig(**{k: v for k, v in overrides.items() if v is not None}).validate()
+        return quick_config(params, **overrides).validate()
+    cfg = StudyConfig(**{k: v for k, v in overrides.items() if v is not None})
+    return cfg.replace_params(**{k: v for k, v in params.items() if v is not None}).validate()
 
 
 @app.command()
@@ -221,7 +224,7 @@ def run_all(
 
     chosen = _model_list(models)
     cfg = dataclasses.replace(_config(quick, run_dir, export_dir, dataset, data_dir, seed, epochs, force),
-                              comparison=not no_comparison)
+                              comparison_enabled=not no_comparison)
     _echo_results(run_study(cfg, models=chosen, log=_log))
 
 
@@ -306,7 +309,7 @@ def study(
         "100,500"),
     limit: Annotated[Optional[int], typer.Option(min=1, help="Use only the first N inputs (default: all).")] = None,
     eps: Annotated[Optional[str], typer.Option(help="Comma-separated perturbation norms (default: 1,2,4,8 for l2, "
-                                                    "0.01,0.02,0.04,0.08 for linf).")] = None,
+                                                    "0.01,0.02,0.04,0.08 for linf, times clip-max minus clip-min).")] = None,
     norm: Annotated[NormName, typer.Option(help="Norm of the perturbation in the curves.")] = NormName.l2,
     probe_norm: Annotated[Optional[float], typer.Option(
         help="L2 norm, in pixel units, at which each singular vector's sign is chosen (the sign that raises "

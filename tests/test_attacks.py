@@ -104,14 +104,15 @@ def test_unclipped_fgsm_direction_is_exactly_eps_sign_gradient(trained):
 
 
 @pytest.mark.mnist
-def test_clipped_fgsm_direction_stays_in_range_and_is_eps_sign_elsewhere(trained):
+@pytest.mark.parametrize("clip_min, clip_max", [(0.0, 1.0), (0.1, 0.9)])
+def test_clipped_fgsm_direction_stays_in_range_and_is_eps_sign_elsewhere(trained, clip_min, clip_max):
     model, x, y = trained
     x, y = x[:32], y[:32]
-    direction = fgsm_direction(model, x, y, eps=EPS, clipped=True).numpy()
+    direction = fgsm_direction(model, x, y, eps=EPS, clip_min=clip_min, clip_max=clip_max).numpy()
     step = np.float32(EPS) * np.sign(loss_gradient(model, x, y).numpy())
     x_adv = x + direction
-    assert x_adv.min() >= 0.0 and x_adv.max() <= 1.0
-    unclipped = (x + step >= 0.0) & (x + step <= 1.0)
+    assert x_adv.min() >= np.float32(clip_min) - 1e-7 and x_adv.max() <= np.float32(clip_max) + 1e-7
+    unclipped = (x + step >= clip_min) & (x + step <= clip_max)
     assert 0 < unclipped.mean() < 1
     # x_adv - x carries the float32 rounding of x + eps (half an ulp of 1).
     np.testing.assert_allclose(direction[unclipped], step[unclipped], rtol=0, atol=1.2e-7)
@@ -269,6 +270,12 @@ def test_deepfool_rejects_bad_arguments(linear_model, kwargs, message):
 def test_fgsm_direction_rejects_bad_eps(linear_model, eps):
     with pytest.raises(ValueError, match=re.escape(f"`eps` must be a finite number >= 0. Received: eps={eps!r}")):
         fgsm_direction(linear_model, np.zeros((2, 4, 4, 1), np.float32), [0, 1], eps=eps)
+
+
+def test_fgsm_direction_rejects_one_clip_bound(linear_model):
+    message = "`clip_min` and `clip_max` must be given together. Received: clip_min=0.0, clip_max=None"
+    with pytest.raises(ValueError, match=re.escape(message)):
+        fgsm_direction(linear_model, np.zeros((2, 4, 4, 1), np.float32), [0, 1], clip_min=0.0)
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ from keras_uap.api import load_images
 from keras_uap.data import sources
 from keras_uap.data.sources import load_raw_dataset
 from keras_uap.errors import DataError
-from keras_uap.pipelines.data_stage import DATA_STAGE, load_split, random_angles
+from keras_uap.pipelines.data_stage import DATA_STAGE, load_split, random_angles, value_range
 from keras_uap.pipelines.runner import run_stage
 
 OFFICIAL_MD5 = {
@@ -150,7 +150,8 @@ def test_data_stage_on_real_mnist(tmp_path, mnist_dir, mnist_raw):
     np.testing.assert_allclose(test["x"], again, atol=1e-6)
     assert not np.allclose(test["x"], raw)
     with np.load(os.path.join(result.output_dir, "test.npz"), allow_pickle=False) as f:
-        assert sorted(f.files) == ["angle", "x", "y"]
+        assert sorted(f.files) == ["angle", "clip_max", "clip_min", "x", "y"]
+        assert value_range(f) == (0.0, 1.0)
 
     same = load_split(_run_data(tmp_path, mnist_dir, 0, "b").output_dir, "test")
     np.testing.assert_array_equal(same["x"], test["x"])

@@ -36,7 +36,7 @@ def test_every_attack_stores_its_arrays(collected):
 def test_fgsm_variants_and_deepfool_success(collected):
     cfg, results, found = collected
     fgsm = load_directions(found["fgsm"].output_dir)["directions"]
-    np.testing.assert_allclose(np.abs(fgsm[fgsm != 0]), cfg.fgsm_eps, rtol=1e-6)
+    np.testing.assert_allclose(np.abs(fgsm[fgsm != 0]), cfg.directions.fgsm_eps, rtol=1e-6)
     clipped = load_directions(found["fgsm_clipped"].output_dir)["directions"]
     x = np.load(f"{results['data'].output_dir}/test.npz")["x"][:200].reshape(200, -1)
     assert (x + clipped).min() >= 0 and (x + clipped).max() <= 1 + 1e-6
@@ -47,7 +47,7 @@ def test_fgsm_variants_and_deepfool_success(collected):
     # DeepFool stops just past the boundary, so x + (x_adv - x) rounded in float32
     # can fall back on it for the odd input; all but a few must agree.
     assert np.mean(changed == deepfool["success"]) >= 0.95
-    assert deepfool["success"].mean() > 0.9 and deepfool["iterations"].max() <= cfg.deepfool_max_iter
+    assert deepfool["success"].mean() > 0.9 and deepfool["iterations"].max() <= cfg.directions.deepfool_max_iter
 
 
 def test_pgd_directions_are_cleverhans_pgd_steps_inside_the_ball(collected):
@@ -57,12 +57,12 @@ def test_pgd_directions_are_cleverhans_pgd_steps_inside_the_ball(collected):
     pgd = load_directions(found["pgd"].output_dir)
     test = np.load(f"{results['data'].output_dir}/test.npz")
     x = test["x"][pgd["index"]]
-    assert pgd["linf"].max() <= cfg.pgd_eps + 1e-6
+    assert pgd["linf"].max() <= cfg.directions.pgd_eps + 1e-6
     moved = x.reshape(len(x), -1) + pgd["directions"]
     assert moved.min() >= 0 and moved.max() <= 1 + 1e-6
     model = load_exported_model(results["train-gcnn"].output_dir)
-    direct = pgd_direction(model, x[:20], test["y"][pgd["index"][:20]], eps=cfg.pgd_eps, eps_iter=cfg.pgd_eps_iter,
-                           nb_iter=cfg.pgd_nb_iter).numpy()
+    direct = pgd_direction(model, x[:20], test["y"][pgd["index"][:20]], eps=cfg.directions.pgd_eps, eps_iter=cfg.directions.pgd_eps_iter,
+                           nb_iter=cfg.directions.pgd_nb_iter).numpy()
     np.testing.assert_allclose(pgd["directions"][:20], direct.reshape(20, -1), atol=1e-5)
     # Twenty steps of 0.03 in a 0.3 ball fool a one-epoch model on most inputs.
     assert pgd["success"].mean() > 0.8
@@ -89,7 +89,7 @@ def test_a_deepfool_subset_is_a_seeded_random_sample_of_the_attacked_inputs(tiny
     assert not np.array_equal(index, attacked_indices(500, limit=200, subset=50, seed=1))
     np.testing.assert_array_equal(attacked_indices(500, limit=200, subset=300), np.arange(200))
 
-    sub = dataclasses.replace(cfg, run_dir=str(tmp_path), deepfool_subset=50, model_settings={})
+    sub = dataclasses.replace(cfg, run_dir=str(tmp_path), model_settings={}).replace_params(**{"directions.deepfool_subset": 50})
     found = load_directions(collect_directions(sub, "stdcnn", "deepfool", data=results["data"]).output_dir)
     np.testing.assert_array_equal(found["index"], index)
     test = np.load(f"{results['data'].output_dir}/test.npz")
@@ -97,3 +97,26 @@ def test_a_deepfool_subset_is_a_seeded_random_sample_of_the_attacked_inputs(tiny
     # The other attacks ignore the DeepFool subset.
     gradient = load_directions(collect_directions(sub, "stdcnn", "gradient", data=results["data"]).output_dir)
     np.testing.assert_array_equal(gradient["index"], np.arange(200))
+
+
+def test_the_attacks_clip_to_the_data_artifacts_range(collected, tmp_path):
+    from keras_uap.pipelines.directions_stage import DIRECTIONS_STAGE
+    from keras_uap.pipelines.stage_params import cache_params
+
+    cfg, results, found = collected
+    with np.load(f"{results['data'].output_dir}/test.npz") as f:
+        narrow = {**{k: f[k] for k in f.files}, "clip_min": np.float32(0.1), "clip_max": np.float32(0.9)}
+    np.savez(tmp_path / "test.npz", **narrow)
+    params = {**cache_params(dataclasses.replace(cfg.directions, limit=20, batch_size=20, pgd_subset=None)),
+              "seed": 0}
+    model = os.path.join(results["train-gcnn"].output_dir, "model.keras")
+    x = narrow["x"][:20].reshape(20, -1)
+    for attack in ("fgsm_clipped", "pgd"):
+        out = tmp_path / attack
+        out.mkdir()
+        DIRECTIONS_STAGE.fn(str(out), model=model, test_data=str(tmp_path / "test.npz"), attack=attack, **params)
+        moved = x + load_directions(str(out))["directions"]
+        assert moved.min() >= 0.1 - 1e-6 and moved.max() <= 0.9 + 1e-6
+        # With the artifact's own [0, 1] the same inputs do leave [0.1, 0.9].
+        wide = x + load_directions(found[attack].output_dir)["directions"][:20]
+        assert wide.min() < 0.1 or wide.max() > 0.9

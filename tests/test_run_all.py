@@ -28,7 +28,7 @@ def test_every_metric_key_is_present(study):
     cfg, results, metrics = study
     # The report cannot time itself: every other stage must be there.
     stages = [name for name in results if name != "report"]
-    full_set_only = [a for a in ATTACKS if a in cfg.universal_full_set_only]  # clipped FGSM, PGD
+    full_set_only = [a for a in ATTACKS if a in cfg.universal.full_set_only]  # clipped FGSM, PGD
     sampled = [a for a in ATTACKS if a not in full_set_only]
     assert full_set_only and sampled
     assert missing_metric_keys(metrics, MODELS, sampled, ms=["100", "200"], stages=stages) == []
@@ -118,7 +118,7 @@ METHODS = ("svd_gradient", "svd_deepfool", "iterative_uap", "class_mean", "rando
 def test_comparison_covers_every_model_method_and_sample(study):
     cfg, _, metrics = study
     for model in MODELS:
-        sizes = [str(m) for m in cfg.for_model(model).comparison_sample_sizes]
+        sizes = [str(m) for m in cfg.for_model(model).comparison.sample_sizes]
         assert sizes == (["25"] if model == "roteqnet" else ["25", "50"])
         for method in METHODS:
             for m in sizes:
@@ -139,7 +139,7 @@ def test_comparison_covers_every_model_method_and_sample(study):
             assert by_method["svd_deepfool"]["gradient_evaluations"] % 9 == 0
             assert by_method["svd_deepfool"]["gradient_evaluations"] >= 9 * m * by_method["svd_deepfool"][
                 "deepfool_success_rate"]
-            assert by_method["iterative_uap"]["built_norm"] <= cfg.comparison_build_eps + 1e-4
+            assert by_method["iterative_uap"]["built_norm"] <= cfg.comparison.build_eps + 1e-4
         verdicts = metrics["cost_verdict"][model][sizes[-1]]
         assert set(verdicts) == {"svd_gradient", "svd_deepfool"}
         iterative = metrics["comparison"][model]["iterative_uap"][sizes[-1]]["gradient_evaluations"]
@@ -156,13 +156,13 @@ def test_transfer_diagonal_equals_the_models_own_curve(study):
     cfg, _, metrics = study
     transfer = metrics["transfer"]
     # RotEqNet's comparison (quick profile) builds from 25 inputs only, so every model transfers that m.
-    assert transfer["m"] == 25 and transfer["norm"] == cfg.transfer_norm
+    assert transfer["m"] == 25 and transfer["norm"] == cfg.transfer.norm
     for method in METHODS:
         for source in MODELS:
             assert set(transfer["table"][method][source]) == set(MODELS)
             own = metrics["comparison"][source][method]["25"]
-            if cfg.transfer_norm in own["eps"]:
-                at = own["eps"].index(cfg.transfer_norm)
+            if cfg.transfer.norm in own["eps"]:
+                at = own["eps"].index(cfg.transfer.norm)
                 assert transfer["table"][method][source][source]["error_rate"] == pytest.approx(
                     own["error_rate"][at], abs=1e-9)
                 assert transfer["table"][method][source][source]["fooling_rate"] == pytest.approx(
@@ -185,7 +185,7 @@ def test_a_stage_reruns_alone_over_the_cached_stages_it_needs(study):
 def test_without_the_comparison_only_the_report_changes(study):
     # Last in this module: it rewrites the run's report and metrics.json.
     cfg, _, _ = study
-    results = run_all(dataclasses.replace(cfg, comparison=False))
+    results = run_all(dataclasses.replace(cfg, comparison_enabled=False))
     assert not any(name.startswith(("comparison", "transfer")) for name in results)
     assert [name for name, r in results.items() if not r.cached] == ["report"]
     with open(os.path.join(cfg.run_dir, "metrics.json")) as f:

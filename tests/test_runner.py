@@ -5,7 +5,14 @@ import sys
 
 import pytest
 
-from keras_uap.pipelines.runner import Stage, fingerprint, read_lineage, run_stage
+from keras_uap.pipelines.runner import (
+    Stage,
+    fingerprint,
+    publish_run_outputs,
+    read_lineage,
+    recorded_timings,
+    run_stage,
+)
 
 calls = []
 
@@ -98,6 +105,31 @@ def test_leftovers_of_a_killed_run_are_cleaned_and_the_stage_reruns(tmp_path, so
     result = run_stage(STAGE, tmp_path / "out", {"source": source}, {"factor": 2})
     assert not result.cached and not stale.exists()
     assert (tmp_path / "out" / "out.txt").read_text() == "42"
+
+
+def test_run_outputs_are_published_from_every_folder_and_leftovers_removed(tmp_path):
+    run_dir, a, b = tmp_path / "run", tmp_path / "a", tmp_path / "b"
+    for folder, name in ((a, "m1-x.npy"), (b, "m2-x.npy")):
+        folder.mkdir(parents=True)
+        (folder / name).write_text(name)
+    (run_dir / "perturbations").mkdir(parents=True)
+    (run_dir / "perturbations" / "old.npy").write_text("old")
+    for leftover in (".tmp-perturbations-deadbeef", "perturbations.old-deadbeef"):
+        (run_dir / leftover).mkdir()
+    metrics = tmp_path / "metrics.json"
+    metrics.write_text("{}")
+    publish_run_outputs(str(run_dir), str(metrics), [str(a), str(b)])
+    assert sorted(os.listdir(run_dir)) == ["metrics.json", "perturbations"]
+    assert sorted(os.listdir(run_dir / "perturbations")) == ["m1-x.npy", "m2-x.npy"]
+    assert (run_dir / "metrics.json").read_text() == "{}"
+
+
+def test_recorded_timings_are_of_the_run_that_computed_a_cached_result(tmp_path, source):
+    first = run_stage(STAGE, tmp_path / "out", {"source": source}, {"factor": 2})
+    again = run_stage(STAGE, tmp_path / "out", {"source": source}, {"factor": 2})
+    assert again.cached
+    recorded = read_lineage(first.output_dir)["duration_s"]
+    assert recorded_timings({"double": again}) == {"double": pytest.approx(recorded)}
 
 
 _KERNELS_SCRIPT = """

@@ -43,12 +43,15 @@ def test_roteqnet_trains_with_its_own_settings_unless_the_user_chose(tiny_run):
     with open(os.path.join(results["train-roteqnet"].output_dir, "lineage.json")) as f:
         params = json.load(f)["params"]
     assert params["optimizer"] == "adam" and params["learning_rate"] == 1e-3
-    assert cfg.for_model("stdcnn").optimizer == "sgd"
+    assert cfg.for_model("stdcnn").train.optimizer == "sgd"
     import dataclasses
 
-    chosen = dataclasses.replace(cfg, epochs=2, user_set=("epochs",), model_settings={"roteqnet": {"epochs": 3}})
-    assert chosen.for_model("roteqnet").epochs == 2
-    assert dataclasses.replace(chosen, user_set=()).for_model("roteqnet").epochs == 3
+    chosen = dataclasses.replace(cfg, user_set=("train.epochs",),
+                                 model_settings={"roteqnet": {"train": {"epochs": 3, "momentum": 0.9}}})
+    chosen = chosen.replace_params(**{"train.epochs": 2})
+    assert chosen.for_model("roteqnet").train.epochs == 2
+    assert chosen.for_model("roteqnet").train.momentum == 0.9
+    assert dataclasses.replace(chosen, user_set=()).for_model("roteqnet").train.epochs == 3
 
 
 def test_tensorboard_logs_are_written(tiny_run):
@@ -110,7 +113,7 @@ def test_quick_profile_trains_stdcnn_and_gcnn_with_adam_unless_epochs_are_chosen
 
     quick = quick_config()
     for model in ("stdcnn", "gcnn"):
-        chosen = quick.for_model(model)
+        chosen = quick.for_model(model).train
         assert (chosen.optimizer, chosen.learning_rate, chosen.epochs) == ("adam", 1e-3, 3)
-    assert quick.for_model("roteqnet").epochs == 1
-    assert quick_config(epochs=5, user_set=("epochs",)).for_model("gcnn").epochs == 5
+    assert quick.for_model("roteqnet").train.epochs == 1
+    assert quick_config({"train.epochs": 5}, user_set=("train.epochs",)).for_model("gcnn").train.epochs == 5

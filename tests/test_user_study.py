@@ -227,3 +227,13 @@ def test_python_api_runs_on_two_workers():
         assert result["replicas"] == 2 and len(result["max_abs_diff"]) == 4
         for name, diff in result["max_abs_diff"].items():
             assert diff <= 1e-5, (name, diff)
+
+
+def test_the_user_studys_default_norms_scale_with_the_input_range():
+    from keras_uap.pipelines.user_study import UserStudyConfig
+
+    unit = UserStudyConfig("m.keras", "d.npz")
+    assert unit.eps_grid == [0.0, 1.0, 2.0, 4.0, 8.0]
+    wide = UserStudyConfig("m.keras", "d.npz", clip_min=-1.0, clip_max=1.0, norm="linf")
+    assert wide.eps_grid == [0.0, 0.02, 0.04, 0.08, 0.16]
+    assert UserStudyConfig("m.keras", "d.npz", clip_max=255.0, eps=(3.0,)).eps_grid == [0.0, 3.0]

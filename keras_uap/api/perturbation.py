@@ -45,11 +45,12 @@ __all__ = ["ATTACKS", "NORMS", "UniversalPerturbation", "FoolingCurve", "attack_
 
 ATTACKS = ATTACK_NAMES
 NORMS = ("l2", "linf")
-# Default L2 norm at which the two signs of the singular vector are compared,
-# per sqrt(pixel) and per unit of the input range: the study's norm 6 for
-# 28x28 images in [0, 1] (6 / 28), where the signs can rank differently
-# than at small norms (see `keras_uap.baselines.build_universal_perturbations`).
-_SIGN_PROBE_RMS = 6.0 / 28.0
+# The default sign probe, scale-free: a root-mean-square change per input
+# value of 3/14 of the input range. Large norms are where the two signs can
+# rank differently than at small ones (see
+# `keras_uap.baselines.build_universal_perturbations`); on the paper's data
+# (784 values in [0, 1]) this is its L2 norm 6, near the 80% error point.
+_SIGN_PROBE_RMS = 3.0 / 14.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -191,7 +192,8 @@ def svd_universal_perturbation(model, x, y=None, attack="deepfool", sample_size=
         output: the model's output kind, "auto", "logits" or "probabilities".
         probe_norm: the L2 norm, in the data's units, at which the two signs
             are compared: best the norm you will use the perturbation at.
-            None: `default_probe_norm` (6 for 28 x 28 images in [0, 1]).
+            None: `default_probe_norm` (scale-free: a root-mean-square
+            change of 3/14 of the input range per value).
 
     Returns:
         A `UniversalPerturbation`.
@@ -231,9 +233,10 @@ def svd_universal_perturbation(model, x, y=None, attack="deepfool", sample_size=
 
 def default_probe_norm(input_shape, clip_min=0.0, clip_max=1.0):
     """The L2 norm at which `svd_universal_perturbation` compares the two
-    signs by default: `(6 / 28) * sqrt(d) * (clip_max - clip_min)` for
-    inputs of `d` values, i.e. the study's norm 6 for 28 x 28 images in
-    [0, 1], at the same root-mean-square change per value elsewhere."""
+    signs by default: `(3 / 14) * sqrt(d) * (clip_max - clip_min)` for
+    inputs of `d` values, i.e. a root-mean-square change of 3/14 of the
+    input range per value, whatever the input's size and range (the
+    paper's norm 6 on its 784-value images in [0, 1])."""
     clip_min, clip_max = check_clip_range(clip_min, clip_max)
     d = int(np.prod(input_shape))
     return float(_SIGN_PROBE_RMS * math.sqrt(d) * (clip_max - clip_min))

@@ -91,13 +91,14 @@ def _plus(x, direction, params):
 def _fgsm(logits_fn, x, y, params):
     from keras_uap.attacks import fgsm_direction
 
-    return AttackOutput(fgsm_direction(logits_fn, x, y, eps=params.fgsm_eps, clipped=False))
+    return AttackOutput(fgsm_direction(logits_fn, x, y, eps=params.fgsm_eps))
 
 
 def _fgsm_clipped(logits_fn, x, y, params):
     from keras_uap.attacks import fgsm_direction
 
-    return AttackOutput(fgsm_direction(logits_fn, x, y, eps=params.fgsm_eps, clipped=True))
+    return AttackOutput(fgsm_direction(logits_fn, x, y, eps=params.fgsm_eps, clip_min=params.clip_min,
+                                       clip_max=params.clip_max))
 
 
 def _deepfool(logits_fn, x, y, params):

@@ -27,6 +27,7 @@ from keras_uap.analysis import (
     theorem2_rows,
 )
 from keras_uap.method import ATTACK_NAMES, draw_sample
+from keras_uap.pipelines.data_stage import value_range
 from keras_uap.pipelines.directions_stage import load_directions
 from keras_uap.pipelines.code_versions import code_version
 from keras_uap.pipelines.runner import Stage
@@ -44,7 +45,8 @@ def _spectrum(directions, sample):
     return summary, vectors, vectors_sample
 
 
-def analyse_model(attack_directions, x_test, sample_size=500, seed=0, invariant_angle=2.0, attack_indices=None):
+def analyse_model(attack_directions, x_test, sample_size=500, seed=0, invariant_angle=2.0, attack_indices=None,
+                  clip_min=0.0, clip_max=1.0):
     """Runs every analysis of the paper's Sections 3 and 5 on one model.
 
     Args:
@@ -57,6 +59,7 @@ def analyse_model(attack_directions, x_test, sample_size=500, seed=0, invariant_
         attack_indices: {attack: (N_a,) test indices of the rows}; by default
             the first N_a test inputs. An attack run on a subset is compared
             with the invariant directions of the same inputs.
+        clip_min, clip_max: the range of `x_test` (the rotations stay in it).
 
     Returns:
         (analysis dict, {name: (10, d) top singular vectors}).
@@ -64,7 +67,7 @@ def analyse_model(attack_directions, x_test, sample_size=500, seed=0, invariant_
     attack_indices = attack_indices or {}
     indices = {a: np.asarray(attack_indices.get(a, np.arange(len(d)))) for a, d in attack_directions.items()}
     covered = np.unique(np.concatenate(list(indices.values())))
-    invariant = invariant_directions(x_test[covered], invariant_angle)
+    invariant = invariant_directions(x_test[covered], invariant_angle, clip_min, clip_max)
     n = len(covered)
     sample = draw_sample(n, sample_size, seed)
     inv_summary, inv_vectors, inv_vectors_sample = _spectrum(invariant, sample)
@@ -118,8 +121,9 @@ def _analysis_stage(output_dir, test_data, model, sample_size, seed, invariant_a
             found = load_directions(os.path.dirname(path))
             attack_directions[attack], attack_indices[attack] = found["directions"], found["index"]
     with np.load(test_data, allow_pickle=False) as f:
-        x_test = f["x"]
-    result, vectors = analyse_model(attack_directions, x_test, sample_size, seed, invariant_angle, attack_indices)
+        x_test, (clip_min, clip_max) = f["x"], value_range(f)
+    result, vectors = analyse_model(attack_directions, x_test, sample_size, seed, invariant_angle, attack_indices,
+                                    clip_min, clip_max)
     result["model"] = model
     with open(os.path.join(output_dir, "analysis.json"), "w") as f:
         json.dump(result, f)

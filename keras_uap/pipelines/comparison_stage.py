@@ -2,7 +2,7 @@
 from the same sample, its cost, and its error curves under L2 and L-infinity.
 
 For each m in `sample_sizes` one seeded sample of m of the attacked test
-inputs (the first `attack_limit`) is drawn, as the universal stage draws
+inputs (the first `limit`) is drawn, as the universal stage draws
 its samples, and every method of `keras_uap.baselines.METHODS` builds its
 perturbation from it (`build_universal_perturbations`: SVD-UAP from
 gradients and DeepFool, the iterative UAP at L2 radius `build_eps`, the
@@ -31,6 +31,7 @@ import tensorflow as tf
 from keras_uap.baselines.compare import METHODS, build_universal_perturbations
 from keras_uap.baselines.linf import linf_perturbation
 from keras_uap.method import draw_sample, fooling_curves, interpolate_crossing
+from keras_uap.pipelines.data_stage import value_range
 from keras_uap.pipelines.directions_stage import attacked_indices
 from keras_uap.pipelines.evaluation import load_evaluation_set
 from keras_uap.pipelines.code_versions import code_version
@@ -47,12 +48,12 @@ def _curve(curves, column):
             "eps50": interpolate_crossing(eps, error, 0.5), "eps80": interpolate_crossing(eps, error, 0.8)}
 
 
-def _warm_up(model_fn, x, y, build_eps):
+def _warm_up(model_fn, x, y, build_eps, clip):
     """Traces the attacks' compiled functions on two inputs, so that the
     recorded build times measure the work and not TensorFlow's tracing."""
-    build_universal_perturbations(model_fn, x[:2], y[:2], norm="l2", build_eps=build_eps, max_passes=1)
+    build_universal_perturbations(model_fn, x[:2], y[:2], norm="l2", build_eps=build_eps, max_passes=1, **clip)
     build_universal_perturbations(model_fn, x[:2], y[:2], norm="linf", methods=("iterative_uap",), build_eps=0.1,
-                                  max_passes=1)
+                                  max_passes=1, **clip)
 
 
 def _published(built, folder, model, m):
@@ -69,17 +70,18 @@ def _published(built, folder, model, m):
 
 
 def _comparison_stage(output_dir, model_file, test_data, model, sample_sizes, eps_grid, linf_grid, build_eps,
-                      linf_build_budget, max_passes, delta, saturation, eval_subset, attack_limit, seed,
+                      linf_build_budget, max_passes, delta, saturation, eval_subset, limit, seed,
                       universal_perturbations=None, batch_size=5000, progress=None):
     with np.load(test_data, allow_pickle=False) as f:
         x, y = f["x"], f["y"].astype(np.int32)
+        clip = dict(zip(("clip_min", "clip_max"), value_range(f)))
     # The samples come from the attacked inputs, as the universal stage's do.
-    pool = attacked_indices(len(x), attack_limit)
+    pool = attacked_indices(len(x), limit)
     evaluation = load_evaluation_set(model_file, x, y, eval_subset, seed, batch_size)
     network, x_eval, y_eval = evaluation.network, evaluation.x, evaluation.y
     predict_fn, clean = evaluation.predict_fn, evaluation.clean
     model_fn = tf.function(lambda t: network(t, training=False), reduce_retracing=True)
-    _warm_up(model_fn, x, y, build_eps)
+    _warm_up(model_fn, x, y, build_eps, clip)
     os.makedirs(os.path.join(output_dir, "perturbations"))
 
     l2, linf = {method: {} for method in METHODS}, {method: {} for method in METHODS}
@@ -87,10 +89,10 @@ def _comparison_stage(output_dir, model_file, test_data, model, sample_sizes, ep
     for step, m in enumerate(sorted(int(m) for m in sample_sizes)):
         pick = pool[draw_sample(len(pool), m, seed)]
         built = build_universal_perturbations(model_fn, x[pick], y[pick], norm="l2", build_eps=build_eps,
-                                              max_passes=max_passes, delta=delta, seed=seed)
+                                              max_passes=max_passes, delta=delta, seed=seed, **clip)
         built = _published(built, universal_perturbations, model, m)
         curves = fooling_curves(predict_fn, x_eval, y_eval, [b.direction for b in built.values()], (0.0, *eps_grid),
-                                clean=clean, batch_size=batch_size, saturation=saturation)
+                                clean=clean, batch_size=batch_size, saturation=saturation, **clip)
         for column, (method, b) in enumerate(built.items()):
             l2[method][str(m)] = {**_curve(curves, column), "sample_size": m,
                                   "seconds": b.seconds, "gradient_evaluations": b.gradient_evaluations,
@@ -102,12 +104,12 @@ def _comparison_stage(output_dir, model_file, test_data, model, sample_sizes, ep
     # `built` is now the largest sample's: only the iterative UAP depends on the norm.
     built.update(build_universal_perturbations(model_fn, x[pick], y[pick], norm="linf", methods=("iterative_uap",),
                                                build_eps=linf_build_budget, max_passes=max_passes, delta=delta,
-                                               seed=seed))
+                                               seed=seed, **clip))
     built = {method: built[method] for method in METHODS}
     vectors = np.stack([b.direction.reshape(-1) if method == "iterative_uap"
                         else linf_perturbation(b.direction.reshape(-1), 1.0) for method, b in built.items()])
     curves = fooling_curves(predict_fn, x_eval, y_eval, vectors, (0.0, *linf_grid), clean=clean,
-                            batch_size=batch_size, saturation=saturation)
+                            batch_size=batch_size, saturation=saturation, **clip)
     for column, (method, b) in enumerate(built.items()):
         curve = _curve(curves, column)
         curve["budget"] = curve.pop("eps")
@@ -131,6 +133,6 @@ COMPARISON_STAGE = Stage(
     version=code_version("1", __name__),
     inputs=("model_file", "test_data", "universal_perturbations"),
     params=("model", "sample_sizes", "eps_grid", "linf_grid", "build_eps", "linf_build_budget", "max_passes",
-            "delta", "saturation", "eval_subset", "attack_limit", "seed"),
+            "delta", "saturation", "eval_subset", "limit", "seed"),
     settings=("batch_size", "progress"),
 )

@@ -1,10 +1,12 @@
 """Data stage: splits MNIST as in the paper and rotates validation and test once.
 
 Artifacts (in the stage's output directory, npz without pickle):
-- `train.npz`: `x` (n, 28, 28) uint8, unrotated (training rotates afresh
-  every epoch), `y` (n,) int64.
-- `validation.npz`, `test.npz`: `x` (n, 28, 28, 1) float32 in [0, 1],
-  rotated once; `y` (n,) int64; `angle` (n,) float32 degrees.
+- `train.npz`: `x` (n, H, W) uint8 (the source's images), unrotated
+  (training rotates afresh every epoch), `y` (n,) int64.
+- `validation.npz`, `test.npz`: `x` (n, H, W, 1) float32, rotated once;
+  `y` (n,) int64; `angle` (n,) float32 degrees; `clip_min`, `clip_max`
+  (scalars): the valid input range, which every later stage clips to
+  (`value_range`).
 
 Splits follow the paper's appendix: the first 5,000 images of the official
 training file are the validation set, the remaining 55,000 the training set,
@@ -21,9 +23,12 @@ from keras_uap.errors import UserError
 from keras_uap.pipelines.code_versions import code_version
 from keras_uap.pipelines.runner import Stage
 
-__all__ = ["DATA_STAGE", "make_splits", "random_angles", "rotate_split", "load_split"]
+__all__ = ["DATA_STAGE", "make_splits", "random_angles", "rotate_split", "load_split", "value_range",
+           "VALUE_RANGE"]
 
 TRAIN_SIZE, VALIDATION_SIZE, TEST_SIZE = 55_000, 5_000, 10_000
+# uint8 images divided by 255 lie in [0, 1].
+VALUE_RANGE = (0.0, 1.0)
 _ROTATE_BATCH = 2_000
 
 
@@ -34,14 +39,15 @@ def random_angles(seed, stream, n):
 
 
 def rotate_split(images_uint8, angles):
-    """Scales to [0, 1] and rotates each image by its angle: (n, 28, 28, 1) float32."""
+    """Scales uint8 images (n, H, W) to `VALUE_RANGE` and rotates each by its
+    angle: (n, H, W, 1) float32."""
     x = images_uint8.astype(np.float32)[..., None] / 255.0
     out = np.empty_like(x)
     for start in range(0, len(x), _ROTATE_BATCH):
         stop = start + _ROTATE_BATCH
         out[start:stop] = np.asarray(rotate_images(x[start:stop], angles[start:stop]))
-    # Bilinear weights sum to one, but float rounding can step just outside [0, 1].
-    return np.clip(out, 0.0, 1.0)
+    # Bilinear weights sum to one, but float rounding can step just outside the range.
+    return np.clip(out, *VALUE_RANGE)
 
 
 def make_splits(raw, train_size, validation_size, test_size):
@@ -80,6 +86,8 @@ def _data_stage(output_dir, dataset, seed, train_size, validation_size, test_siz
             x=rotate_split(images, angles),
             y=labels.astype(np.int64),
             angle=angles,
+            clip_min=np.float32(VALUE_RANGE[0]),
+            clip_max=np.float32(VALUE_RANGE[1]),
         )
     return {"source": origin, "train": len(train_x), "validation": len(val_x), "test": len(test_x)}
 
@@ -100,3 +108,9 @@ def load_split(data_dir, split):
         raise UserError(f"{path}: not found; run `keras-uap data` first")
     with np.load(path, allow_pickle=False) as f:
         return {k: f[k] for k in f.files}
+
+
+def value_range(split):
+    """(clip_min, clip_max) of a rotated split (its npz file or `load_split`'s
+    dict): the range its inputs lie in and every attack and curve clips to."""
+    return float(split["clip_min"]), float(split["clip_max"])

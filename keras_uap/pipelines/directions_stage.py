@@ -1,19 +1,21 @@
 """Directions stage: per-input attack directions of one exported model.
 
 For each test input of the data artifact and one attack of the registry
-(`keras_uap.method.ATTACKS`), the stage stores (in `directions.npz`, no
+(`keras_uap.method.ATTACKS`), the attacks clipping to the artifact's
+`clip_min`/`clip_max`, the stage stores (in `directions.npz`, no
 pickle):
 
 - `directions` (N, d) float32: the raw direction (gradient, or `x_adv - x`);
-- `index` (N,): which test inputs (the first `limit`, or a seeded random
-  `subset` of them, sorted), `label` (N,) true labels,
+- `index` (N,): which test inputs (the first `limit`, or for DeepFool and
+  PGD a seeded random `deepfool_subset`/`pgd_subset` of them, sorted), `label` (N,) true labels,
   `clean_prediction` (N,), `success` (N,) bool: the attack changed the
   model's prediction (for `gradient`: a step of L2 norm `gradient_step`
   along the unit gradient did), `l2` and `linf` (N,) norms of the direction,
   `iterations` (N,) DeepFool's iteration counts (0 for the other attacks).
 
 `pgd` is CleverHans' projected gradient descent (L-infinity ball of radius
-`pgd_eps`, `pgd_nb_iter` steps of `pgd_eps_iter`, clipped to [0, 1]); its
+`pgd_eps`, `pgd_nb_iter` steps of `pgd_eps_iter`, clipped to the data's
+range); its
 direction is `x_adv - x`, like DeepFool's.
 
 Work and memory scale with the batch: directions go batch by batch into a
@@ -27,6 +29,7 @@ import tensorflow as tf
 
 from keras_uap.method import AttackParams, draw_sample, get_attack
 from keras_uap.pipelines.code_versions import code_version
+from keras_uap.pipelines.data_stage import value_range
 from keras_uap.pipelines.runner import Stage
 
 __all__ = ["DIRECTIONS_STAGE", "attack_batch", "attacked_indices", "load_directions"]
@@ -58,8 +61,8 @@ def attacked_indices(n_test, limit=None, subset=None, seed=0):
     return draw_sample(n, n if subset is None else int(subset), seed)
 
 
-def _directions_stage(output_dir, model, test_data, attack, limit, subset, seed, batch_size, fgsm_eps,
-                      gradient_step, deepfool_candidates, deepfool_overshoot, deepfool_max_iter, pgd_eps,
+def _directions_stage(output_dir, model, test_data, attack, limit, deepfool_subset, pgd_subset, seed, batch_size,
+                      fgsm_eps, gradient_step, deepfool_candidates, deepfool_overshoot, deepfool_max_iter, pgd_eps,
                       pgd_eps_iter, pgd_nb_iter, progress=None):
     from keras_uap.pipelines.train_stage import load_exported_model
 
@@ -67,11 +70,14 @@ def _directions_stage(output_dir, model, test_data, attack, limit, subset, seed,
     model_fn = tf.function(lambda t: network(t, training=False), reduce_retracing=True)
     with np.load(test_data, allow_pickle=False) as f:
         x_all, y_all = f["x"], f["y"]
+        clip_min, clip_max = value_range(f)
+    subset = {"deepfool": deepfool_subset, "pgd": pgd_subset}.get(attack)
     index = attacked_indices(len(x_all), limit, subset, seed)
     n = len(index)
     params = AttackParams(fgsm_eps=fgsm_eps, gradient_step=gradient_step, deepfool_candidates=deepfool_candidates,
                           deepfool_overshoot=deepfool_overshoot, deepfool_max_iter=deepfool_max_iter,
-                          pgd_eps=pgd_eps, pgd_eps_iter=pgd_eps_iter, pgd_nb_iter=pgd_nb_iter)
+                          pgd_eps=pgd_eps, pgd_eps_iter=pgd_eps_iter, pgd_nb_iter=pgd_nb_iter,
+                          clip_min=clip_min, clip_max=clip_max)
     scratch = os.path.join(output_dir, "directions.scratch.npy")
     directions = np.lib.format.open_memmap(scratch, mode="w+", dtype=np.float32, shape=(n, x_all[0].size))
     meta = {k: np.zeros(n, dtype) for k, dtype in
@@ -104,8 +110,8 @@ DIRECTIONS_STAGE = Stage(
     fn=_directions_stage,
     version=code_version("1", __name__),
     inputs=("model", "test_data"),
-    params=("attack", "limit", "subset", "seed", "batch_size", "fgsm_eps", "gradient_step", "deepfool_candidates",
-            "deepfool_overshoot", "deepfool_max_iter", "pgd_eps", "pgd_eps_iter", "pgd_nb_iter"),
+    params=("attack", "limit", "deepfool_subset", "pgd_subset", "seed", "batch_size", "fgsm_eps", "gradient_step",
+            "deepfool_candidates", "deepfool_overshoot", "deepfool_max_iter", "pgd_eps", "pgd_eps_iter", "pgd_nb_iter"),
     settings=("progress",),
 )
 

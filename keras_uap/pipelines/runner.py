@@ -192,6 +192,30 @@ def publish_directory(tmp_dir, output_dir):
         os.rename(tmp_dir, output_dir)
 
 
+def recorded_timings(results):
+    """Seconds each stage of `results` ({label: StageResult}) took when it
+    actually ran: a cached stage's recorded run, not the lookup."""
+    return {name: float((read_lineage(result.output_dir) or {}).get("duration_s", result.duration_s))
+            for name, result in results.items()}
+
+
+def publish_run_outputs(run_dir, metrics_file, perturbation_dirs):
+    """Publishes a run's two top-level outputs, each replaced atomically:
+    `<run_dir>/metrics.json` (a copy of `metrics_file`) and
+    `<run_dir>/perturbations/` (every file of the `perturbation_dirs`).
+    What an interrupted publish left beside them is removed first."""
+    publish_file(metrics_file, os.path.join(run_dir, "metrics.json"))
+    for entry in os.listdir(run_dir):
+        if entry.startswith((".tmp-perturbations-", "perturbations.old-")):
+            shutil.rmtree(os.path.join(run_dir, entry), ignore_errors=True)
+    staging = os.path.join(run_dir, f".tmp-perturbations-{uuid.uuid4().hex[:8]}")
+    os.makedirs(staging)
+    for folder in perturbation_dirs:
+        for name in sorted(os.listdir(folder)):
+            shutil.copyfile(os.path.join(folder, name), os.path.join(staging, name))
+    publish_directory(staging, os.path.join(run_dir, "perturbations"))
+
+
 def run_stage(stage, output_dir, inputs=None, params=None, settings=None, force=False, log=None):
     """Runs `stage` into `output_dir` unless an identical run already succeeded.
 

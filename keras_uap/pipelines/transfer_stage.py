@@ -18,6 +18,7 @@ import os
 import numpy as np
 
 from keras_uap.method import fooling_curves
+from keras_uap.pipelines.data_stage import value_range
 from keras_uap.pipelines.evaluation import load_evaluation_set
 from keras_uap.pipelines.code_versions import code_version
 from keras_uap.pipelines.runner import Stage
@@ -31,6 +32,7 @@ def _transfer_stage(output_dir, test_data, models, methods, m, norm, eval_subset
                     progress=None, **inputs):
     with np.load(test_data, allow_pickle=False) as f:
         x, y = f["x"], f["y"].astype(np.int32)
+        clip = dict(zip(("clip_min", "clip_max"), value_range(f)))
     directions = {method: np.stack([np.load(os.path.join(inputs[f"perturbations_{source}"], f"{method}-m{m}.npy"))
                                     .reshape(-1) for source in models]) for method in methods}
     table = {method: {source: {} for source in models} for method in methods}
@@ -41,7 +43,7 @@ def _transfer_stage(output_dir, test_data, models, methods, m, norm, eval_subset
         clean_error[target] = evaluation.clean_error_rate
         for method in methods:
             curves = fooling_curves(evaluation.predict_fn, evaluation.x, evaluation.y, directions[method], (norm,),
-                                    clean=evaluation.clean, batch_size=batch_size)
+                                    clean=evaluation.clean, batch_size=batch_size, **clip)
             for column, source in enumerate(models):
                 table[method][source][target] = {"error_rate": float(curves.error_rate[0, column]),
                                                  "fooling_rate": float(curves.fooling_rate[0, column]),

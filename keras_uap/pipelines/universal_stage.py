@@ -30,6 +30,7 @@ from keras_uap.method import (
     random_unit_vectors,
     universal_perturbation,
 )
+from keras_uap.pipelines.data_stage import value_range
 from keras_uap.pipelines.directions_stage import load_directions
 from keras_uap.pipelines.evaluation import load_evaluation_set
 from keras_uap.pipelines.code_versions import code_version
@@ -71,6 +72,7 @@ def _universal_stage(output_dir, model_file, test_data, model, sample_sizes, see
                      **directions_files):
     with np.load(test_data, allow_pickle=False) as f:
         x, y = f["x"], f["y"].astype(np.int32)
+        clip = value_range(f)
     evaluation = load_evaluation_set(model_file, x, y, eval_subset, seed, batch_size)
     network, x_eval, y_eval = evaluation.network, evaluation.x, evaluation.y
     predict_fn, clean = evaluation.predict_fn, evaluation.clean
@@ -80,8 +82,8 @@ def _universal_stage(output_dir, model_file, test_data, model, sample_sizes, see
     grid = (0.0, *eps_grid)
 
     def curves_of(vectors):
-        found = fooling_curves(predict_fn, x_eval, y_eval, vectors, grid, clean=clean, batch_size=batch_size,
-                               saturation=saturation)
+        found = fooling_curves(predict_fn, x_eval, y_eval, vectors, grid, clean=clean, clip_min=clip[0],
+                               clip_max=clip[1], batch_size=batch_size, saturation=saturation)
         return found.eps, found.error_rate, found.fooling_rate
 
     random = _summarise(*curves_of(random_unit_vectors(d, random_seeds)))
@@ -101,7 +103,7 @@ def _universal_stage(output_dir, model_file, test_data, model, sample_sizes, see
             # comparison's and the API's); further seeds only add curves.
             run_seeds = [seed] if m == n else list(dict.fromkeys([seed, *seeds]))
             vectors = [universal_perturbation(x_attacked, y_attacked, directions.__getitem__, logits_fn, m, seed,
-                                              probe_norm, attack=attack).perturbation for seed in run_seeds]
+                                              probe_norm, *clip, attack=attack).perturbation for seed in run_seeds]
             summary = _summarise(*curves_of(vectors), random)
             summary["seeds"] = run_seeds
             summary["sample_size"] = m

@@ -31,8 +31,6 @@ import dataclasses
 import json
 import math
 import os
-import shutil
-import uuid
 
 import numpy as np
 
@@ -42,12 +40,13 @@ from keras_uap.api._checks import range_if_outside
 from keras_uap.errors import UserError
 from keras_uap.pipelines.paths import check_output_dir
 from keras_uap.pipelines.code_versions import code_version
-from keras_uap.pipelines.runner import Stage, publish_directory, publish_file, read_lineage, run_stage
+from keras_uap.pipelines.runner import Stage, publish_run_outputs, recorded_timings, run_stage
 
 __all__ = ["UserStudyConfig", "run_user_study", "DEFAULT_EPS", "USER_DATA_STAGE", "USER_DIRECTIONS_STAGE",
            "USER_UNIVERSAL_STAGE", "USER_REPORT_STAGE"]
 
-# Norm grids in the data's own units (for images in [0, 1]).
+# Default norm grids per unit of the input range (clip_max - clip_min):
+# `UserStudyConfig.eps_grid` scales them to the data's own units.
 DEFAULT_EPS = {"l2": (1.0, 2.0, 4.0, 8.0), "linf": (0.01, 0.02, 0.04, 0.08)}
 RANDOM_SEEDS = (0, 1, 2)
 
@@ -65,7 +64,8 @@ class UserStudyConfig:
         attacks: attack names among `keras_uap.api.ATTACKS` (default: the paper's).
         sample_sizes: how many directions each SVD uses (at most the inputs).
         limit: use only the first `limit` inputs (None: all).
-        eps: the norm grid (None: `DEFAULT_EPS[norm]`).
+        eps: the norm grid, data units (None: `DEFAULT_EPS[norm]` times
+            `clip_max - clip_min`).
         norm: "l2" or "linf" for the curves.
         probe_norm: the L2 norm (data units) at which each singular
             vector's sign is chosen (None: `keras_uap.api.default_probe_norm`).
@@ -99,7 +99,8 @@ class UserStudyConfig:
     @property
     def eps_grid(self):
         """The norms of the curves, 0 first."""
-        grid = DEFAULT_EPS[self.norm] if self.eps is None else self.eps
+        scale = self.clip_max - self.clip_min
+        grid = [scale * e for e in DEFAULT_EPS[self.norm]] if self.eps is None else self.eps
         return [0.0] + sorted({float(e) for e in grid if float(e) > 0})
 
     def validate(self):
@@ -323,25 +324,6 @@ USER_REPORT_STAGE = Stage(
 # --- The chain -----------------------------------------------------------------------
 
 
-def _timings(results):
-    return {name: float((read_lineage(r.output_dir) or {}).get("duration_s", r.duration_s))
-            for name, r in results.items()}
-
-
-def _publish_run_outputs(run_dir, report_dir, universal_dir):
-    """`<run-dir>/metrics.json` and `<run-dir>/perturbations/`, each replaced atomically."""
-    publish_file(os.path.join(report_dir, "metrics.json"), os.path.join(run_dir, "metrics.json"))
-    for entry in os.listdir(run_dir):  # what a killed run left while staging
-        if entry.startswith((".tmp-perturbations-", "perturbations.old-")):
-            shutil.rmtree(os.path.join(run_dir, entry), ignore_errors=True)
-    staging = os.path.join(run_dir, f".tmp-perturbations-{uuid.uuid4().hex[:8]}")
-    os.makedirs(staging)
-    source = os.path.join(universal_dir, "perturbations")
-    for name in sorted(os.listdir(source)):
-        shutil.copyfile(os.path.join(source, name), os.path.join(staging, name))
-    publish_directory(staging, os.path.join(run_dir, "perturbations"))
-
-
 def run_user_study(cfg, log=None):
     """Runs (or reuses) every stage of the study on the user's model and data.
 
@@ -398,9 +380,10 @@ def run_user_study(cfg, log=None):
         USER_REPORT_STAGE, os.path.join(run_dir, "user_report"),
         inputs={"summary": os.path.join(results["user_data"].output_dir, "summary.json"),
                 "universal": results["user_universal"].output_dir},
-        settings={"timings": _timings(results),
+        settings={"timings": recorded_timings(results),
                   "sources": {"model": os.path.abspath(cfg.model_path),
                               "data": os.path.abspath(cfg.data) if is_path else cfg.data, "split": cfg.split}},
         force=cfg.force, log=log)
-    _publish_run_outputs(run_dir, results["user_report"].output_dir, results["user_universal"].output_dir)
+    publish_run_outputs(run_dir, os.path.join(results["user_report"].output_dir, "metrics.json"),
+                        [os.path.join(results["user_universal"].output_dir, "perturbations")])
     return results

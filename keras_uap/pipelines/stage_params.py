@@ -1,0 +1,174 @@
+"""The parameters of each stage of the study, one frozen dataclass per stage.
+
+`StudyConfig` nests one of each; a stage's cache key is its dataclass's
+fields (`cache_params`) plus what it shares with the stages before it (the
+run's seed, the universal stage's evaluation set), under the same names.
+Fields marked `SETTING` change how a stage runs, not what it computes
+(batch sizes of forward passes), and stay out of the key (`settings_of`).
+Per-model overrides (`keras_uap.pipelines.study.DEFAULT_MODEL_SETTINGS`)
+are `dataclasses.replace` on these.
+"""
+
+import dataclasses
+
+from keras_uap.method import AttackParams
+from keras_uap.pipelines.comparison_stage import DEFAULT_LINF_GRID
+from keras_uap.pipelines.data_stage import TEST_SIZE, TRAIN_SIZE, VALIDATION_SIZE
+from keras_uap.pipelines.transfer_stage import TRANSFER_METHODS
+from keras_uap.pipelines.universal_stage import DEFAULT_EPS_GRID
+
+__all__ = ["DataParams", "TrainParams", "DirectionsParams", "AnalysisParams", "UniversalParams",
+           "ComparisonParams", "TransferParams", "cache_params", "settings_of"]
+
+_SETTING = {"setting": True}
+_ATTACK = AttackParams()
+
+
+def _setting(default):
+    return dataclasses.field(default=default, metadata=_SETTING)
+
+
+def cache_params(params):
+    """The fields of a stage dataclass that go into its cache key, as a dict."""
+    return {f.name: getattr(params, f.name) for f in dataclasses.fields(params) if not f.metadata.get("setting")}
+
+
+def settings_of(params):
+    """The fields of a stage dataclass that only change how the stage runs."""
+    return {f.name: getattr(params, f.name) for f in dataclasses.fields(params) if f.metadata.get("setting")}
+
+
+@dataclasses.dataclass(frozen=True)
+class DataParams:
+    """The data stage: which dataset and the sizes of its three splits."""
+
+    dataset: str = "mnist"
+    train_size: int = TRAIN_SIZE
+    validation_size: int = VALIDATION_SIZE
+    test_size: int = TEST_SIZE
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainParams:
+    """The training stage: epochs, batch size and the optimiser."""
+
+    epochs: int = 10
+    batch_size: int = 64
+    optimizer: str = "sgd"
+    learning_rate: float = 0.01
+    momentum: float = 0.5
+
+
+@dataclasses.dataclass(frozen=True)
+class DirectionsParams:
+    """The directions stage.
+
+    Attributes:
+        limit: attack the first `limit` test inputs; None: all of them.
+        deepfool_subset, pgd_subset: those attacks run on a seeded random
+            subset of this many of the attacked inputs; None: all.
+        batch_size: inputs per attack batch.
+        fgsm_eps ... pgd_nb_iter: `keras_uap.method.AttackParams`'s fields
+            (its clip range comes from the data).
+    """
+
+    limit: int | None = None
+    deepfool_subset: int | None = None
+    # PGD costs pgd_nb_iter gradients per input: a seeded random 2,000.
+    pgd_subset: int | None = 2000
+    batch_size: int = 500
+    # The attacks' own defaults (PGD: Madry et al.'s MNIST radius 0.3, but 20
+    # steps of 0.03 instead of 40 of 0.01).
+    fgsm_eps: float = _ATTACK.fgsm_eps
+    gradient_step: float = _ATTACK.gradient_step
+    deepfool_candidates: int = _ATTACK.deepfool_candidates
+    deepfool_overshoot: float = _ATTACK.deepfool_overshoot
+    deepfool_max_iter: int = _ATTACK.deepfool_max_iter
+    pgd_eps: float = _ATTACK.pgd_eps
+    pgd_eps_iter: float = _ATTACK.pgd_eps_iter
+    pgd_nb_iter: int = _ATTACK.pgd_nb_iter
+
+
+@dataclasses.dataclass(frozen=True)
+class AnalysisParams:
+    """The analysis stage: the paper's small sample and the invariant rotation."""
+
+    sample_size: int = 500  # the paper's small sample for Figures 2-4
+    invariant_angle: float = 2.0
+
+
+@dataclasses.dataclass(frozen=True)
+class UniversalParams:
+    """The universal stage; its evaluation set (`eval_subset`), grid and
+    saturation are also the comparison's and the transfer's.
+
+    Attributes:
+        sample_sizes: the m of the curves (the comparison's are added).
+        seeds: the samples drawn per m below the full set (the run's seed first).
+        random_seeds: the random unit directions of the baseline.
+        eps_grid, saturation: the L2 norms of the curves, and the error
+            rate past which a curve stops.
+        probe_norm: the L2 norm at which each singular vector's sign is chosen.
+        full_set_only: attacks whose curves use the full set only.
+        eval_subset: curves on a seeded random subset of this many test
+            inputs; None: all.
+        batch_size: inputs per forward pass.
+    """
+
+    sample_sizes: tuple = (100, 500, 10_000)
+    seeds: tuple = (0, 1, 2)
+    random_seeds: tuple = (0, 1, 2)
+    eps_grid: tuple = DEFAULT_EPS_GRID
+    saturation: float = 0.99
+    # The SVD fixes the top singular vector only up to sign; the sign that raises
+    # the sample's loss more at L2 norm 2 can be the weaker one where the curves
+    # matter (StdCNN, DeepFool, m = 500: error rate 0.52 at norm 6 against 0.69
+    # for the other sign), so it is chosen at norm 6, near the paper's 80% point.
+    probe_norm: float = 6.0
+    # Clipped FGSM is the report's side comparison, not a paper figure: its curve
+    # never flattens, so sampling it at every m would cost a fifth of the stage.
+    full_set_only: tuple = ("fgsm_clipped", "pgd")
+    eval_subset: int | None = None
+    batch_size: int = _setting(5000)
+
+
+@dataclasses.dataclass(frozen=True)
+class ComparisonParams:
+    """The comparison stage (SVD-UAP against the iterative UAP, class-mean
+    and random directions, beyond the paper).
+
+    Attributes:
+        sample_sizes: the m each method is built from.
+        build_eps: the iterative UAP's L2 radius.
+        linf_grid, linf_build_budget: the L-infinity curves' budgets and the
+            iterative UAP's L-infinity radius.
+        max_passes, delta: the iterative UAP's passes and target fooling
+            rate 1 - delta.
+        batch_size: inputs per forward pass.
+    """
+
+    sample_sizes: tuple = (100, 500)
+    build_eps: float = 6.0  # near the SVD-UAP's eps80
+    linf_grid: tuple = DEFAULT_LINF_GRID
+    linf_build_budget: float = 0.2
+    max_passes: int = 5
+    delta: float = 0.2
+    batch_size: int = _setting(5000)
+
+
+@dataclasses.dataclass(frozen=True)
+class TransferParams:
+    """The transfer stage: each model's perturbations on every model.
+
+    Attributes:
+        norm: the L2 norm of the perturbations.
+        sample_size: the preferred m (the largest comparison sample size
+            every model shares up to it).
+        methods: the comparison's methods transferred.
+        batch_size: inputs per forward pass.
+    """
+
+    norm: float = 6.0
+    sample_size: int = 100  # the paper's headline m: about 1% of the test set
+    methods: tuple = TRANSFER_METHODS
+    batch_size: int = _setting(5000)

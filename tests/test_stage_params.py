@@ -1,0 +1,78 @@
+import dataclasses
+import re
+
+import pytest
+
+from keras_uap.pipelines.analysis_stage import ANALYSIS_STAGE
+from keras_uap.pipelines.comparison_stage import COMPARISON_STAGE
+from keras_uap.pipelines.data_stage import DATA_STAGE
+from keras_uap.pipelines.directions_stage import DIRECTIONS_STAGE
+from keras_uap.pipelines.stage_params import (
+    AnalysisParams,
+    ComparisonParams,
+    DataParams,
+    DirectionsParams,
+    TrainParams,
+    TransferParams,
+    UniversalParams,
+    cache_params,
+    settings_of,
+)
+from keras_uap.pipelines.study import DEFAULT_MODEL_SETTINGS, QUICK_MODEL_SETTINGS, StudyConfig, quick_config
+from keras_uap.pipelines.train_stage import TRAIN_STAGE
+from keras_uap.pipelines.universal_stage import UNIVERSAL_STAGE
+
+
+@pytest.mark.parametrize("params, stage", [
+    (DataParams(), DATA_STAGE), (TrainParams(), TRAIN_STAGE), (DirectionsParams(), DIRECTIONS_STAGE),
+    (AnalysisParams(), ANALYSIS_STAGE), (UniversalParams(), UNIVERSAL_STAGE), (ComparisonParams(), COMPARISON_STAGE),
+])
+def test_every_field_reaches_its_stage_under_its_own_name(params, stage):
+    assert set(cache_params(params)) <= set(stage.params)
+    assert set(settings_of(params)) <= set(stage.settings)
+
+
+def test_batch_sizes_of_forward_passes_stay_out_of_the_cache_key():
+    universal = UniversalParams(batch_size=7)
+    assert "batch_size" not in cache_params(universal) and settings_of(universal) == {"batch_size": 7}
+    assert settings_of(TransferParams()) == {"batch_size": 5000}
+    # The directions stage's batch size changes the DeepFool batches it records: in the key.
+    assert cache_params(DirectionsParams(batch_size=7))["batch_size"] == 7
+
+
+def test_stage_params_are_frozen():
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        TrainParams().epochs = 3
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        StudyConfig().seed = 1
+
+
+def test_model_settings_replace_fields_of_their_stage_only():
+    cfg = StudyConfig()
+    roteqnet = cfg.for_model("roteqnet")
+    for stage, fields in DEFAULT_MODEL_SETTINGS["roteqnet"].items():
+        assert getattr(roteqnet, stage) == dataclasses.replace(getattr(cfg, stage), **fields)
+    assert roteqnet.analysis == cfg.analysis and roteqnet.data == cfg.data
+    assert cfg.for_model("stdcnn") == cfg
+    # A field the user chose keeps the user's value.
+    chosen = dataclasses.replace(cfg, user_set=("train.epochs",)).replace_params(**{"train.epochs": 4})
+    assert chosen.for_model("roteqnet").train == dataclasses.replace(roteqnet.train, epochs=4)
+
+
+def test_quick_profile_is_the_default_with_its_smaller_stages():
+    quick = quick_config()
+    assert quick.data == DataParams(train_size=5_000, validation_size=500, test_size=1_000)
+    assert (quick.directions.limit, quick.directions.pgd_subset) == (500, 200)
+    assert quick.comparison.sample_sizes == (25, 50) and quick.transfer.sample_size == 25
+    assert quick.model_settings == QUICK_MODEL_SETTINGS and quick.export_dir == "runs/quick/saved_models"
+    assert quick_config({"directions.limit": 50, "train.epochs": None}).directions.limit == 50
+
+
+@pytest.mark.parametrize("name", ["epochs", "training.epochs", "train."])
+def test_replace_params_names_stage_fields(name):
+    message = f"`changes` must name stage fields like 'train.epochs'. Received: {name!r}"
+    with pytest.raises(ValueError, match=re.escape(message)):
+        StudyConfig().replace_params(**{name: 1})
+    with pytest.raises(TypeError, match="unexpected keyword argument 'epoch'"):
+        StudyConfig().replace_params(**{"train.epoch": 1})
+
