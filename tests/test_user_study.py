@@ -77,7 +77,7 @@ def test_study_writes_metrics_report_and_perturbations(study):
         assert stage in out
     metrics = _metrics(run_dir)
     for key in ("model", "data", "norm", "eps_grid", "seed", "spectrum", "universal", "perturbations", "figures",
-                "timings_s"):
+                "timings"):
         assert key in metrics, key
     assert metrics["model"]["input_shape"] == list(SHAPE) and metrics["model"]["num_classes"] == CLASSES
     assert metrics["model"]["clean_accuracy"] > 0.9 and metrics["data"]["n"] == LIMIT
