@@ -129,7 +129,8 @@ def _versions():
     }
 
 
-def _use_deterministic_kernels():
+def use_deterministic_kernels():
+    """Switches TF's op determinism on for the process (idempotent)."""
     import tensorflow as tf
 
     tf.config.experimental.enable_op_determinism()
@@ -254,7 +255,7 @@ def run_stage(stage, output_dir, inputs=None, params=None, settings=None, force=
     _remove_stale_scratch(parent, os.path.basename(output_dir))
     tmp_dir = os.path.join(parent, f".tmp-{os.path.basename(output_dir)}-{uuid.uuid4().hex[:8]}")
     os.makedirs(tmp_dir)
-    _use_deterministic_kernels()
+    use_deterministic_kernels()
     started = time.time()
     if log:
         log(f"{label}: running")

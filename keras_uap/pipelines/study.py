@@ -22,7 +22,8 @@ from keras_uap.pipelines.directions_stage import DIRECTIONS_STAGE
 from keras_uap.pipelines.universal_stage import UNIVERSAL_STAGE
 from keras_uap.pipelines.report_stage import REPORT_STAGE
 from keras_uap.pipelines.paths import check_input_dir, check_output_dir
-from keras_uap.pipelines.runner import publish_run_outputs, recorded_timings, run_stage
+from keras_uap.gpu_determinism import warn_nondeterministic_gpu_ops
+from keras_uap.pipelines.runner import publish_run_outputs, recorded_timings, run_stage, use_deterministic_kernels
 from keras_uap.pipelines.stage_params import (
     AnalysisParams,
     ComparisonParams,
@@ -383,6 +384,10 @@ def run_all(cfg, models=tuple(MODELS), attacks=ATTACK_NAMES, log=None, until=Non
     """
     check_models(models)
     wanted = stages_for(until)
+    # Before any model is traced: TF picks its deterministic code paths at trace time. On a GPU, say at
+    # once (one line) if a model would run an op that raises there under determinism, not hours in.
+    use_deterministic_kernels()
+    warn_nondeterministic_gpu_ops({name: MODELS[name] for name in models})
 
     def at(stage):
         return cfg if until in (None, stage) else dataclasses.replace(cfg, force=False)
