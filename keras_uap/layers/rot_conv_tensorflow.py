@@ -12,11 +12,10 @@ from keras_uap.layers.vector_ops import disk_pixels
 
 # The batch sizes RotConv computes, up to _BATCH_MULTIPLE; beyond it, multiples
 # of it. XLA compiles the window columns and the pooling once per batch shape
-# (about 1.5 s per shape and layer on a CPU, several times the cost of a
-# 128-image step), and DeepFool's shrinking set of unfinished inputs, the
-# attacks' and evaluations' last partial batches all meet sizes of their own:
-# factors of 4 make any size up to 128 one of 5 shapes, for at most 4x the
-# work on batches that are small, and cheap, anyway.
+# (about 1.5 s per shape and layer on a CPU), and DeepFool's shrinking set of
+# unfinished inputs, the attacks' and evaluations' last partial batches all
+# meet sizes of their own: factors of 4 make any size up to 128 one of 5
+# shapes, for at most 4x the work on batches that are small, and cheap, anyway.
 _SMALL_BATCHES = (1, 4, 16, 64)
 _BATCH_MULTIPLE = 128
 
