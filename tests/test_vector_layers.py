@@ -351,12 +351,13 @@ def test_padded_batch_sizes():
 
     from keras_uap.layers.rot_conv_tensorflow import padded_batch
 
-    padded = [int(padded_batch(tf.constant(b))) for b in range(130)]
-    assert [padded[b] for b in (0, 1, 2, 3, 5, 9, 16, 17, 33, 125, 128, 129)] == [
-        0, 1, 2, 4, 8, 16, 16, 32, 48, 128, 128, 144]
-    assert all(b <= p <= max(2 * b, b + 15) for b, p in enumerate(padded))
-    # What XLA compiles for DeepFool's chunks of 1 to 128 inputs: 12 shapes, not 128.
-    assert len(set(padded[1:129])) == 12
+    padded = [int(padded_batch(tf.constant(b))) for b in range(1100)]
+    assert [padded[b] for b in (0, 1, 2, 4, 5, 16, 17, 64, 65, 128, 129, 300, 1000)] == [
+        0, 1, 4, 4, 16, 16, 64, 64, 128, 128, 256, 384, 1024]
+    assert all(b <= p <= 4 * b for b, p in enumerate(padded[:129]))
+    assert all(b <= p < b + 128 for b, p in enumerate(padded[129:], 129))
+    # What XLA compiles for DeepFool's chunks of 1 to 128 inputs: 5 shapes, not 128.
+    assert len(set(padded[1:129])) == 5
 
 
 @tensorflow_only

@@ -196,5 +196,7 @@ def _iterate(step, x, candidates, labels, max_iter, x_adv, success, iterations):
 
 
 def _chunks(indices):
-    """`indices` in near-equal pieces of at most _CHUNK (130 -> 65 + 65, not 128 + 2)."""
-    return np.array_split(indices, -(-indices.size // _CHUNK))
+    """`indices` in pieces of _CHUNK and a last, smaller one: the model's
+    compiled kernels (RotConv's, padded to a few batch sizes) then meet
+    full chunks and one remainder per iteration, not a new size per chunk."""
+    return np.array_split(indices, range(_CHUNK, indices.size, _CHUNK))

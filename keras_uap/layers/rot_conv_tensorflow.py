@@ -10,17 +10,24 @@ from keras_uap.layers.disk_windows import disk_window_columns
 from keras_uap.layers.orientation_pooling import orientation_pooled_field
 from keras_uap.layers.vector_ops import disk_pixels
 
-_BATCH_MULTIPLE = 16
+# The batch sizes RotConv computes, up to _BATCH_MULTIPLE; beyond it, multiples
+# of it. XLA compiles the window columns and the pooling once per batch shape
+# (about 1.5 s per shape and layer on a CPU), and DeepFool's shrinking set of
+# unfinished inputs, the attacks' and evaluations' last partial batches all
+# meet sizes of their own: factors of 4 make any size up to 128 one of 5
+# shapes, for at most 4x the work on batches that are small, and cheap, anyway.
+_SMALL_BATCHES = (1, 4, 16, 64)
+_BATCH_MULTIPLE = 128
 
 
 def padded_batch(batch):
     """The batch size RotConv computes for `batch` (a scalar int32 tensor):
-    the next power of two up to _BATCH_MULTIPLE, the next multiple of it
-    beyond (1, 2, 4, 8, 16, 32, 48, ...: at most 2x the work for small
-    batches, where it is cheap, and 1 + 15 / batch for larger ones)."""
-    powers = tf.constant([0] + [1 << (b - 1).bit_length() for b in range(1, _BATCH_MULTIPLE + 1)])
-    return tf.where(batch <= _BATCH_MULTIPLE, tf.gather(powers, tf.minimum(batch, _BATCH_MULTIPLE)),
-                    (batch + _BATCH_MULTIPLE - 1) // _BATCH_MULTIPLE * _BATCH_MULTIPLE)
+    0, 1, 4, 16, 64 or 128 up to 128, the next multiple of 128 beyond it
+    (256, 384, ...: at most 1 + 127 / batch times the work there)."""
+    padded = (batch + _BATCH_MULTIPLE - 1) // _BATCH_MULTIPLE * _BATCH_MULTIPLE
+    for size in reversed(_SMALL_BATCHES):
+        padded = tf.where((batch > 0) & (batch <= size), size, padded)
+    return padded
 
 
 @tf.custom_gradient
@@ -81,10 +88,8 @@ def pooled_field(layer, inputs):
     """RotConv `layer`'s output field for `inputs`, on TensorFlow."""
     inputs = tf.convert_to_tensor(inputs)
     batch = tf.shape(inputs)[0]
-    # XLA compiles the window columns and the pooling once per shape: zero
-    # images pad the batch to one of a few sizes, so that callers whose
-    # batch size changes all the time (DeepFool's shrinking set of
-    # unfinished inputs) compile a few shapes, not one per size.
+    # Zero images pad the batch to one of a few sizes (padded_batch), so that
+    # callers whose batch size changes all the time compile a few shapes.
     filler = tf.zeros(tf.concat([[padded_batch(batch) - batch], tf.shape(inputs)[1:]], 0), inputs.dtype)
     padded = tf.concat([inputs, filler], 0)
     whole_input = _covers_whole_input(layer, inputs)
