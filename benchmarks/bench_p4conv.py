@@ -317,7 +317,7 @@ def render_section(info, rows, total, models, equiv_err, settings):
     lines.append(
         "One `tf.function` (jit_compile off) per layer computes the layer, the loss `sum(y * dy)` "
         "(random `dy`) and its gradients with respect to the input and all weights; it returns the "
-        "loss too, so that the forward convolution is not pruned away (before 2026-11-26 it was, on "
+        "loss too, so that the forward convolution is not pruned away (as it would be on "
         "both sides, since a linear layer's gradients do not need its output). The Conv2D has "
         "the P4 layer's expanded shapes (4*C_in -> 4*filters channels, 3x3 valid, bias), hence "
         "the same FLOPs; P4ConvP4 additionally builds its expanded filter bank every call. The two "

@@ -7,8 +7,8 @@ run's exports.
 
 # The universal, comparison and transfer stages spend most of their time in
 # hundreds of passes over the test set. `keras_uap.pipelines.evaluation.
-# compiled_predict_fn` used to try XLA first; this measures whether it pays
-# on this machine: the exported model of each study model, real test-size
+# compiled_predict_fn` uses no XLA; this measures whether XLA would pay on
+# the machine it runs on: the exported model of each study model, real test-size
 # batches (5,000 images; RotEqNet 1,000, its evaluation batch), both
 # functions traced once, then timed interleaved (bench_p4conv.interleaved),
 # wall-clock medians; plus how often the two agree on the predicted label.

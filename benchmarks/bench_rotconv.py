@@ -54,8 +54,8 @@ def forward_step(layer, x):
 
     @tf.function(jit_compile=False)
     def step(x):
-        # Until 2026-11-26 this returned the whole output, and the timing included its copy
-        # into NumPy: 8.5x larger for the Conv2D (17 orientations) than for RotConv (2 components).
+        # One element, not the whole output: its copy into NumPy would be timed too, and it is
+        # 8.5x larger for the Conv2D (17 orientations) than for RotConv (2 components).
         return corner(layer(x))
 
     return step
@@ -152,7 +152,7 @@ def where_the_time_goes(rows):
     """What stands between RotConv and the bound, from this run's numbers."""
     first, last = rows[0], rows[-1]
     return [
-        "Where the time goes. Since e85f17f RotConv does not convolve. Its bank is zero outside the disk "
+        "Where the time goes. RotConv does not convolve. Its bank is zero outside the disk "
         "inscribed in the 9x9 window, so it gathers the 49 disk pixels of every input window into columns "
         "(one XLA kernel, `disk_windows.py`) and multiplies the bank's 17 x F rows by them: 49/81 of the "
         "Conv2D's multiply-adds, paid for by writing the columns (49 copies of the input at stride 1). The "
@@ -162,18 +162,16 @@ def where_the_time_goes(rows):
         f"Conv2D's {first['fwd']['conv_ms']:.1f} ms. With a backward pass the gap widens: TF's Conv2D "
         f"backward with one input channel is slow ({first['train']['conv_ms']:.1f} ms forward + backward "
         "against its forward above), while RotConv's backward is two matrix products and the columns' "
-        "gradient. Before e85f17f RotConv convolved with the k x k bank and pooled the convolution's layout: "
-        "1.25x-1.28x forward and 0.95x forward + backward at the first layer (earlier run and by hand, "
-        "2026-11-26). Last layer (9x9 input, 1x1 output): the kernel covers the whole input, so the columns "
+        "gradient. Convolving with the k x k bank and pooling the convolution's layout instead took "
+        "1.25x-1.28x forward and 0.95x forward + backward at the first layer (by hand). Last layer (9x9 input, 1x1 output): the kernel covers the whole input, so the columns "
         "are the input's disk pixels and the product is taken orientation by orientation, with the bank "
         "built in that order (one product with the 98 x 1666 rotation matrix, no transpose of the 7 MB "
         f"bank): 'bank ms', {last['bank_ms']:.2f} ms, is most of RotConv's time at batch {BATCH} and the "
-        "same at every batch size, so the ratio falls with the batch (table above). Until the third run of "
-        "2026-11-26 RotConv convolved with the 9x9 bank there too, at 1.8x-1.9x forward + backward and "
-        "2.1x-2.3x forward.",
+        "same at every batch size, so the ratio falls with the batch (table above). Convolving with the 9x9 "
+        "bank there instead took 1.8x-1.9x forward + backward and 2.1x-2.3x forward.",
         "",
-        "The pooling's XLA kernels (fourth run of 2026-11-26, then after a convolution, in its layout; measured "
-        "by hand the same day at the first layer's shape, batch 64, interleaved medians, forward ratios against "
+        "The pooling's XLA kernels (measured "
+        "by hand at the first layer's shape, batch 64, interleaved medians, forward ratios against "
         "the Conv2D unless said). TF's own "
         "`reduce_max` over the responses alone took 1.7x the time the target leaves beside the convolution, so "
         "no pooling made of TF kernels could meet it; XLA fuses the maximum, the arg-max, bias, ReLU and the "
@@ -186,14 +184,14 @@ def where_the_time_goes(rows):
         "writes only the field, so that a forward pass alone (the attack and evaluation stages) writes "
         "nothing else; the backward one redoes the reduction, counting the tied maxima, rather than keep "
         "results from the forward pass. XLA compiles once per input shape (0.1-0.3 s a "
-        "kernel), which had kept the pooling out of RotConv until then: DeepFool's set of unfinished inputs "
+        "kernel), a cost because DeepFool's set of unfinished inputs "
         "shrinks at every iteration. RotConv therefore pads its batch with zero images to 1, 2, 4, 8 or 16, "
         "then a multiple of 16: at most 2x the work for small batches, where it is cheap, and about a dozen "
         "shapes per DeepFool run. The bank under XLA was slower (last layer 1.20x against 1.09x forward). "
-        "Since e85f17f the responses come orientation first: the same forward kernel alone took 2.9 ms "
-        "against 3.5 ms in the convolution's layout (first layer's shape, batch 64, by hand).",
+        "The responses come orientation first because the same forward kernel alone took 2.9 ms "
+        "against 3.5 ms in a convolution's layout (first layer's shape, batch 64, by hand).",
         "",
-        "Alternatives measured by hand on 2026-11-26 before the fourth run (same machine, quiet, "
+        "Alternatives measured by hand (same machine, quiet, "
         "interleaved medians; not rerun by this script): the bilinear rotation as a sparse matrix (`tf.sparse.sparse_dense_matmul`, "
         "at most 8 non-zeros per bank weight instead of 98) is slower than the dense product, 9.3-13.5 vs 4.4 ms (two runs) "
         "forward at the last layer (2.8 vs 1.8 ms at the second); the bank under XLA 3.8 vs 4.3 ms forward, "
@@ -202,7 +200,7 @@ def where_the_time_goes(rows):
         "pooling compiled with XLA (`reduce_max` + `argmax` + direction, gradient as `reduce_max`'s) is "
         "faster, 8.4 vs 13.5 ms forward and 17.2 vs 26.8 ms with backward at the first layer's shape, "
         "but XLA compiles once per batch size (about 0.3 s a layer) and DeepFool's active batch shrinks "
-        "at every iteration, so it was not used until the padded batches above. Measured by hand later the same day (bank-sized results "
+        "at every iteration, hence the padded batches above. Also by hand (bank-sized results "
         "copied into NumPy in every timing, about 0.4 ms): the bank as a gather of its at most 8 taps per "
         "weight and a weighted sum (`tf.gather` + `einsum`, the last layer's shapes) 2.9 ms against 2.0 ms for "
         "the dense product alone (without the bank's transposes and scatter); that gather form compiled with "
@@ -225,18 +223,16 @@ def render(info, rows, sweep, models, settings):
              "### RotConv vs Conv2D with the same expanded filter bank, batch 64", "",
              f"RotConv (17 orientations, 9x9) rebuilds its rotated bank from the learned filters on every call "
              f"(one matrix product with the rotation matrix precomputed at build time; 'bank ms': its forward "
-             f"time alone), multiplies it by the disk pixels of every input window (one matrix product, since "
-             f"e85f17f; a convolution with the k x k bank before; at the last layer, whose kernel covers its "
+             f"time alone), multiplies it by the disk pixels of every input window (one matrix product; "
+             f"at the last layer, whose kernel covers its "
              f"input, one product per orientation) and pools over orientations (one XLA kernel forward, one "
-             f"backward; since the fourth run of 2026-11-26, before it TF ops: `top_k`, gather, ReLU, product). "
+             f"backward). "
              f"The Conv2D has the same bank shape (`k x k x C_in x filters*17`) and nothing else: the issue's "
              f"physical bound, the convolution a RotConv needs without the disk's zeros skipped. Forward, and forward + backward (the loss `sum(y * dy)` and its gradients "
              f"with respect to the input and all weights, the loss returned so that the Conv2D's forward "
-             f"is not pruned away: its gradients do not need its output, RotConv's do; the runs before "
-             f"2026-11-26 timed the Conv2D without its forward); every timed function returns one element of "
-             f"its result, so that no timing includes a copy into NumPy (the forward timings before the "
-             f"second run of 2026-11-26 did, of an output 8.5x larger for the Conv2D, which flattered RotConv's "
-             f"forward ratios); timed functions are `tf.function`s without XLA (RotConv's XLA kernels "
+             f"is not pruned away: its gradients do not need its output, RotConv's do); every timed function "
+             f"returns one element of its result, so that no timing includes a copy into NumPy (of an output "
+             f"8.5x larger for the Conv2D, which would flatter RotConv's forward ratios); timed functions are `tf.function`s without XLA (RotConv's XLA kernels "
              f"are compiled before the timed rounds); interleaved "
              f"rounds; median of the "
              f"per-round ratios with a bootstrap 95% interval. Target: at most {RATIO_BAR:.2f}x.", "",

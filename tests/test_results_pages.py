@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from keras_uap.report.results_pages import README_BEGIN, README_END, main, make_pages, replace_readme_section
+from keras_uap.report.tables import display_name
 
 REPO = Path(__file__).resolve().parents[1]
 # The snapshot the generator wrote from a quick-profile run (`keras-uap run-all --quick`).
@@ -44,7 +45,8 @@ def test_the_snapshot_holds_exactly_the_numbers_the_pages_show(quick):
     full = copy.deepcopy(quick)
     full["spectrum"]["gcnn"]["gradient"]["singular_values"] = [3.0, 2.0, 1.0]  # not shown
     full["models"]["gcnn"]["export_path"] = "/elsewhere/model.keras"
-    full["timings_s"] = {"data": 1.0}
+    full["timings"]["stages"] = {"data": 1.0}
+    full["claims"]["counted"][0]["value"] = 0.5
     pages, again = make_pages(full), make_pages(quick)
     assert pages.snapshot == quick
     assert (pages.readme_section, pages.results_page) == (again.readme_section, again.results_page)
@@ -54,12 +56,15 @@ def test_the_pages_show_the_run_beside_the_paper(quick):
     pages = make_pages(quick)
     table = pages.readme_section
     assert table.startswith(README_BEGIN) and table.endswith(README_END)
-    assert "| top-5 fraction of the gradient spectrum | 0.465 | 0.245 | 0.102 | > 0.10 (Sec. 3, Fig. 1) |" in table
-    assert "| 75.3 | 67.8 | 53.9 | 78.9 / 68.8 / 69.0 (Table 1) |" in table
-    assert "44 of the 51 checks of the paper's claims agree" in table
+    assert "| top-5 fraction of the gradient spectrum | 0.465 | 0.245 | 0.103 | > 0.10 (Sec. 3, Fig. 1) |" in table
+    assert "| 75.3 | 67.8 | 52.1 | 78.9 / 68.8 / 69.0 (Table 1) |" in table
+    assert "Of the 54 counted checks of the paper's claims, 40 hold, 8 do not hold and 6 cannot be judged" in table
     page = pages.results_page
     assert "| GCNN | 88.7, 87.9, 82.7, 73.8, 67.8 | 89.1, 88.3, 87.5, 84.3, 68.8 |" in page
-    assert "| StdCNN | 50 | SVD-UAP (gradient) | 0.807 | 0.781 | 0.051 | 0.061 | yes |" in page
+    # The time ratio comes from `timings`, the verdict from the gradient evaluations.
+    assert "| StdCNN | 25 | SVD-UAP (gradient) | 0.804 | 0.718 | 0.035 | 0.404 | yes |" in page
+    assert "| GCNN | gradient | 0.100 | 5 of 5 | 1 of 1 | 30 | 0.305 (m = 100) |" in page
+    assert "| StdCNN | gradient | 0.207 | 5 of 5 | uninformative at every m | 42 | 0.240 (m = 100) |" in page
 
 
 def test_rates_near_a_threshold_keep_three_decimals_and_unreached_norms_give_the_max(quick):
@@ -73,13 +78,13 @@ def test_rates_near_a_threshold_keep_three_decimals_and_unreached_norms_give_the
 
 
 def test_a_run_without_optional_sections_gives_shorter_pages(quick):
-    for section in ("cost_verdict", "transfer", "theory", "reading"):
+    for section in ("cost_verdict", "transfer", "theory", "claims"):
         del quick[section]
     for section in ("models", "spectrum", "invariant", "universal"):
         del quick[section]["roteqnet"]
     pages = make_pages(quick)
     assert "RotEqNet" not in pages.readme_section and "| StdCNN | GCNN | paper |" in pages.readme_section
-    assert "checks of the paper's claims" not in pages.readme_section and "iterative UAP" not in pages.readme_section
+    assert "counted checks" not in pages.readme_section and "iterative UAP" not in pages.readme_section
     for heading in ("Beyond the paper", "Section 5", "Each claim checked", "RotEqNet"):
         assert heading not in pages.results_page
     assert "## Universal perturbation along the top singular vector" in pages.results_page
@@ -103,6 +108,31 @@ def test_the_command_writes_the_pages_and_user_mistakes_exit_2(tmp_path, quick, 
         assert exit_info.value.code == 2
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1
+
+
+def test_the_claims_are_shown_with_their_verdicts_and_counts(quick):
+    quick["claims"]["counts"] = {"holds": 7, "does not hold": 2, "cannot be judged": 1}
+    entry = dict(quick["claims"]["counted"][0], verdict="does not hold")
+    quick["claims"]["counted"] = [entry]
+    pages = make_pages(quick)
+    counts = "Of the 10 counted checks of the paper's claims, 7 hold, 2 do not hold and 1 cannot be judged"
+    assert counts in pages.readme_section and counts in pages.results_page
+    criterion = quick["claims"]["criteria"][entry["claim"]]
+    who = f"{display_name(entry['model'])} {display_name(entry['attack'])}"
+    claim = f"{criterion['source']} (`{entry['claim']}`): {criterion['criterion']}".replace("|", "\\|")
+    assert f"| {claim} | - | {who} | - |" in pages.results_page
+
+
+def test_theorem2_counts_only_the_sample_sizes_where_its_bound_is_informative(quick):
+    theory = quick["theory"]["gcnn"]["gradient"]
+    theory["theorem2"] = [{"m": 100, "bound": None, "distance": 0.9},   # vacuous
+                          {"m": 500, "bound": 1.6, "distance": 0.5},    # above √2: cannot fail
+                          {"m": 1000, "bound": 0.4, "distance": 0.3},
+                          {"m": 5000, "bound": 0.1, "distance": 0.2}]
+    theory["theorem1_held_out"]["rows"] = [[0.1, 0.5, 0.4], [0.3, 0.2, 0.3], [0.9, 0.0, -0.5]]
+    section = make_pages(quick).results_page.split("## Section 5")[1]
+    row = next(line for line in section.splitlines() if line.startswith("| GCNN | gradient | "))
+    assert row.split(" | ")[3:5] == ["1 of 2", "1 of 2"]
 
 
 def test_replacing_the_section_keeps_the_rest_of_the_readme():

@@ -2,8 +2,8 @@
 Section 5 theory checks for one model.
 
 Inputs: the directions artifacts of every attack (`directions_<attack>`) and
-the rotated test set. Artifacts: `analysis.json` (see the README's
-metrics section) and `top_vectors.npz` (arrays `<attack>`, `invariant`,
+the rotated test set. Artifacts: `analysis.json` (its keys: docs/pipeline.md,
+`metrics.json`) and `top_vectors.npz` (arrays `<attack>`, `invariant`,
 `<attack>_sample`, `invariant_sample`, each (10, H, W), or (10, H, W, C)
 for several channels: top right singular vectors).
 """

@@ -20,8 +20,7 @@ __all__ = ["EvaluationSet", "compiled_predict_fn", "load_evaluation_set"]
 def compiled_predict_fn(network, probe):
     """An arg-max prediction function traced once as a graph (no XLA).
 
-    XLA used to be tried first, as it made the GCNN's forward pass 1.6x
-    faster on the machine of the first runs; on this Intel Xeon it is slower
+    Not XLA: on the CPU that benchmarks/bench_predict.py measured, XLA is slower
     for every model (test-size batches, fashion_mnist exports, medians of 6:
     StdCNN 0.27 s graph vs 0.69 s XLA per 5,000 images, GCNN 1.51 vs 1.89,
     RotEqNet 1.62 vs 3.72 per 1,000; see benchmarks/bench_predict.py), and
