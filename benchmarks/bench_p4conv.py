@@ -302,8 +302,8 @@ def render_section(info, rows, total, models, equiv_err, settings):
     lines.append("")
     lines.append(
         f"- Machine: {info['cpu']}, {info['logical_cpus']} logical CPUs "
-        f"({info['usable_cpus']} usable), {info['ram']} RAM; shared with other jobs "
-        f"(load average 1/5/15 min: {settings['load_start']} at start, {settings['load_end']} at end)."
+        f"({info['usable_cpus']} usable), {info['ram']} RAM; "
+        f"load average 1/5/15 min: {settings['load_start']} at start, {settings['load_end']} at end."
     )
     lines.append(
         f"- Software: Python {info['python']}, TensorFlow {info['tf']}, Keras {info['keras']} "
