@@ -71,7 +71,7 @@ def machine_lines(info, load_start, load_end, extra_software=()):
     return [
         f"- Machine: {info['cpu']}, {info['logical_cpus']} logical CPUs ({info['usable_cpus']} usable), "
         f"{info['ram']} RAM; load average 1/5/15 min: {load_start} at start, "
-        f"{load_end} at end).",
+        f"{load_end} at end.",
         f"- Software: {', '.join(software)}; default TF thread pools.",
     ]
 

@@ -170,26 +170,10 @@ def where_the_time_goes(rows):
         "same at every batch size, so the ratio falls with the batch (table above). Convolving with the 9x9 "
         "bank there instead took 1.8x-1.9x forward + backward and 2.1x-2.3x forward.",
         "",
-        "The pooling's XLA kernels (measured "
-        "by hand at the first layer's shape, batch 64, interleaved medians, forward ratios against "
-        "the Conv2D unless said). TF's own "
-        "`reduce_max` over the responses alone took 1.7x the time the target leaves beside the convolution, so "
-        "no pooling made of TF kernels could meet it; XLA fuses the maximum, the arg-max, bias, ReLU and the "
-        "vector output into one pass. The maximum and the index of its first occurrence come from ONE variadic "
-        "reduction (`tf.reduce_max` and `tf.argmax` under XLA are two passes: 3.9 against 2.2-2.5 ms for the "
-        "pooling alone); its step takes the maximum and picks the lower index on ties with nested `where`s "
-        "(1.23x with the convolution of a constant bank, against 1.27x for a step with a single `>` and 1.34x "
-        "for `reduce_max` + `argmax`). The bank is orientation-major (channel a * F + f), so the reduction runs "
-        "over an outer axis of each pixel's responses: 1.27x against 1.58x filter-major. The forward kernel "
-        "writes only the field, so that a forward pass alone (the attack and evaluation stages) writes "
-        "nothing else; the backward one redoes the reduction, counting the tied maxima, rather than keep "
-        "results from the forward pass. XLA compiles once per input shape (0.1-0.3 s a "
-        "kernel), a cost because DeepFool's set of unfinished inputs "
-        "shrinks at every iteration. RotConv therefore pads its batch with zero images to 1, 2, 4, 8 or 16, "
-        "then a multiple of 16: at most 2x the work for small batches, where it is cheap, and about a dozen "
-        "shapes per DeepFool run. The bank under XLA was slower (last layer 1.20x against 1.09x forward). "
-        "The responses come orientation first because the same forward kernel alone took 2.9 ms "
-        "against 3.5 ms in a convolution's layout (first layer's shape, batch 64, by hand).",
+        "The pooling packs each response and its reversed orientation index into one int64 key and takes one "
+        "`reduce_max` of public TF ops, so the maximum and the index of its first occurrence come from one pass; "
+        "its backward counts the tied maxima and splits the gradient among them. Its kernels compile once per "
+        "input shape, so RotConv pads its batch with zero images to 1, 4, 16, 64 or 128, then a multiple of 128.",
         "",
         "Alternatives measured by hand (same machine, quiet, "
         "interleaved medians; not rerun by this script): the bilinear rotation as a sparse matrix (`tf.sparse.sparse_dense_matmul`, "
