@@ -311,10 +311,6 @@ def study(
     eps: Annotated[Optional[str], typer.Option(help="Comma-separated perturbation norms (default: 1,2,4,8 for l2, "
                                                     "0.01,0.02,0.04,0.08 for linf, times clip-max minus clip-min).")] = None,
     norm: Annotated[NormName, typer.Option(help="Norm of the perturbation in the curves.")] = NormName.l2,
-    probe_norm: Annotated[Optional[float], typer.Option(
-        help="L2 norm, in pixel units, at which each singular vector's sign is chosen (the sign that raises "
-             "the sample's loss more); best the norm you will use it at. Default: 6 for 28x28 images in "
-             "[0, 1], scaled by sqrt(values per image) and the pixel range.")] = None,
     strategy: Annotated[StrategyName, typer.Option(help="mirrored: data-parallel over the local GPUs "
                                                         "(tf.distribute.MirroredStrategy).")] = StrategyName.none,
     seed: Annotated[int, typer.Option(min=0, help="Seed of the samples of attacked inputs.")] = 0,
@@ -332,7 +328,7 @@ def study(
         model_path=str(model_path), data=data, split=split, clip_min=clip_min, clip_max=clip_max,
         attacks=tuple(dict.fromkeys(a.strip() for a in attacks.split(",") if a.strip())),
         sample_sizes=_number_list("--sample-sizes", sample_sizes, int), limit=limit,
-        eps=None if eps is None else _number_list("--eps", eps, float), norm=norm.value, probe_norm=probe_norm,
+        eps=None if eps is None else _number_list("--eps", eps, float), norm=norm.value,
         strategy=strategy.value, seed=seed, run_dir=str(run_dir), force=force, progress=_progress_bar())
     _echo_results(run_user_study(cfg, log=_log))
     typer.echo(f"metrics: {run_dir / 'metrics.json'}  report: {run_dir / 'user_report' / 'report.md'}")

@@ -9,8 +9,10 @@ from keras_uap.method import (
     ATTACK_NAMES,
     ATTACKS,
     PAPER_ATTACKS,
+    L2_GRID,
     AttackParams,
     choose_sign,
+    default_sign_norms,
     draw_sample,
     fooling_curves,
     get_attack,
@@ -57,15 +59,38 @@ def test_draw_sample_is_the_seeded_sorted_choice_without_replacement():
     np.testing.assert_array_equal(draw_sample(7, 100, seed=0), np.arange(7))
 
 
-def test_choose_sign_raises_the_loss_and_clips_to_the_given_range():
+def test_choose_sign_keeps_the_sign_with_more_errors_over_the_norms_and_clips():
     u = np.zeros((4, 4, 1), np.float32)
     u[0, 0, 0] = 1.0
     x = np.full((8, 4, 4, 1), 0.5, np.float32)
     y = np.zeros(8, np.int64)
-    assert choose_sign(-u, _first_pixel_logits, x, y, probe_norm=0.3)[0, 0, 0] == 1.0
-    assert choose_sign(u, _first_pixel_logits, x, y, probe_norm=0.3)[0, 0, 0] == 1.0
+    assert choose_sign(-u, _first_pixel_logits, x, y, sign_norms=(0.1, 0.4))[0, 0, 0] == 1.0
+    assert choose_sign(u, _first_pixel_logits, x, y, sign_norms=(0.1, 0.4))[0, 0, 0] == 1.0
     # In [0.5, 0.5] neither sign moves pixel 0: a tie keeps the vector given.
-    assert choose_sign(-u, _first_pixel_logits, x, y, 0.3, clip_min=0.5, clip_max=0.5)[0, 0, 0] == -1.0
+    assert choose_sign(-u, _first_pixel_logits, x, y, (0.1, 0.4), clip_min=0.5, clip_max=0.5)[0, 0, 0] == -1.0
+
+
+def test_choose_sign_weighs_the_whole_grid_not_one_norm():
+    # Class 1 iff pixel 0 lies outside [0.2, 0.7]; inputs at 0.5: +v errs from
+    # norm 0.2 on, -v from norm 0.3 on, so -v wins at no norm but +v's area is larger.
+    def band_logits(batch):
+        first = tf.reshape(tf.cast(batch, tf.float32), [tf.shape(batch)[0], -1])[:, 0]
+        outside = tf.cast((first > 0.7) | (first < 0.2), tf.float32)
+        return tf.stack([1.0 - outside, outside], axis=1)
+
+    u = np.zeros((2, 2, 1), np.float32)
+    u[0, 0, 0] = 1.0
+    x = np.full((4, 2, 2, 1), 0.5, np.float32)
+    y = np.zeros(4, np.int64)
+    assert choose_sign(-u, band_logits, x, y, (0.1, 0.25, 0.35, 0.45))[0, 0, 0] == 1.0
+    # Where only the largest norms are weighed the two signs tie: the vector given stays.
+    assert choose_sign(-u, band_logits, x, y, (0.35, 0.45))[0, 0, 0] == -1.0
+
+
+def test_default_sign_norms_scale_the_grid_to_the_input():
+    assert default_sign_norms((28, 28, 1)) == pytest.approx(L2_GRID)
+    assert default_sign_norms((32, 32, 3), 0.0, 255.0) == pytest.approx(
+        [e * np.sqrt(32 * 32 * 3) / 28.0 * 255.0 for e in L2_GRID])
 
 
 def test_universal_perturbation_is_the_top_singular_vector_of_its_sample():
@@ -81,19 +106,19 @@ def test_universal_perturbation_is_the_top_singular_vector_of_its_sample():
         asked.append(indices)
         return stored[indices]
 
-    result = universal_perturbation(x, y, directions_of, _first_pixel_logits, 20, 5, probe_norm=0.5,
+    result = universal_perturbation(x, y, directions_of, _first_pixel_logits, 20, 5, sign_norms=(0.25, 0.5),
                                     attack="gradient")
     np.testing.assert_array_equal(result.sample_indices, draw_sample(60, 20, 5))
     np.testing.assert_array_equal(asked[0], result.sample_indices)
     assert result.perturbation.shape == (3, 3, 2) and result.perturbation.dtype == np.float32
     assert np.linalg.norm(result.perturbation) == pytest.approx(1.0, abs=1e-6)
-    assert result.perturbation.ravel()[0] > 0.95  # the signal, with the loss-raising sign
+    assert result.perturbation.ravel()[0] > 0.95  # the signal, with the error-raising sign
     s = np.linalg.svd(stored[result.sample_indices].reshape(20, -1)
                       / np.linalg.norm(stored[result.sample_indices].reshape(20, -1), axis=1, keepdims=True),
                       compute_uv=False)
     np.testing.assert_allclose(result.singular_values, s, rtol=1e-6)
     v, _ = svd_direction(stored[result.sample_indices], x[result.sample_indices], y[result.sample_indices],
-                         _first_pixel_logits, 0.5)
+                         _first_pixel_logits, (0.25, 0.5))
     np.testing.assert_array_equal(v, result.perturbation)
 
 

@@ -80,7 +80,7 @@ def test_the_published_vector_is_the_one_measured_and_the_api_returns(study):
         x, y = f["x"], f["y"]
     with open(os.path.join(results["transfer"].output_dir, "transfer.json")) as f:
         m = json.load(f)["m"]
-    assert m == 25
+    assert m == 100
     for attack in ("gradient", "deepfool"):
         published = np.load(os.path.join(cfg.run_dir, "perturbations", f"stdcnn-{attack}-m{m}.npy"))
         compared = np.load(os.path.join(results["comparison-stdcnn"].output_dir, "perturbations",
@@ -90,6 +90,26 @@ def test_the_published_vector_is_the_one_measured_and_the_api_returns(study):
         rebuilt = svd_universal_perturbation(os.path.join(export_path(cfg, "stdcnn"), "model.keras"), x[index],
                                              y[index], attack=attack, sample_size=m, seed=cfg.seed)
         np.testing.assert_allclose(rebuilt.perturbation, published, rtol=0, atol=1e-6, err_msg=attack)
+
+
+def test_the_full_sets_rejected_sign_is_measured_beside_the_kept_one(study):
+    cfg, results, metrics = study
+    with np.load(os.path.join(results["data"].output_dir, "test.npz")) as f:
+        x, y = f["x"], f["y"]
+    from keras_uap.api import load_classifier, predict_labels
+    from keras_uap.pipelines.study import export_path
+
+    classifier = load_classifier(os.path.join(export_path(cfg, "stdcnn"), "model.keras"))
+    v = np.load(os.path.join(cfg.run_dir, "perturbations", "stdcnn-gradient-m200.npy"))
+    curve = metrics["universal"]["stdcnn"]["gradient"]["200"]
+    other = curve["other_sign"]
+    assert other["eps"] == curve["eps"] and "eps80" in other and "per_seed" not in other
+    # StdCNN's curves use every test input: the rejected sign's point is -v's error rate there.
+    at = 3
+    perturbed = np.clip(x - other["eps"][at] * v, 0.0, 1.0)
+    assert other["error_rate"][at] == pytest.approx(float(np.mean(predict_labels(classifier, perturbed) != y)),
+                                                    abs=1e-9)
+    assert "other_sign" not in metrics["universal"]["stdcnn"]["gradient"]["100"]
 
 
 def test_rerun_is_all_cached_and_forced_stages_reproduce(study, tmp_path):
@@ -119,7 +139,7 @@ def test_comparison_covers_every_model_method_and_sample(study):
     cfg, _, metrics = study
     for model in MODELS:
         sizes = [str(m) for m in cfg.for_model(model).comparison.sample_sizes]
-        assert sizes == (["25"] if model == "roteqnet" else ["25", "50"])
+        assert sizes == ["100"]
         for method in METHODS:
             for m in sizes:
                 c = metrics["comparison"][model][method][m]
@@ -155,12 +175,12 @@ def test_comparison_covers_every_model_method_and_sample(study):
 def test_transfer_diagonal_equals_the_models_own_curve(study):
     cfg, _, metrics = study
     transfer = metrics["transfer"]
-    # RotEqNet's comparison (quick profile) builds from 25 inputs only, so every model transfers that m.
-    assert transfer["m"] == 25 and transfer["norm"] == cfg.transfer.norm
+    # The quick profile's comparison builds from the universal stage's m = 100 only, for every model.
+    assert transfer["m"] == 100 and transfer["norm"] == cfg.transfer.norm
     for method in METHODS:
         for source in MODELS:
             assert set(transfer["table"][method][source]) == set(MODELS)
-            own = metrics["comparison"][source][method]["25"]
+            own = metrics["comparison"][source][method]["100"]
             if cfg.transfer.norm in own["eps"]:
                 at = own["eps"].index(cfg.transfer.norm)
                 assert transfer["table"][method][source][source]["error_rate"] == pytest.approx(

@@ -19,7 +19,7 @@ from keras_uap.api.perturbation import (
     FoolingCurve,
     UniversalPerturbation,
     attack_directions,
-    default_probe_norm,
+    default_sign_norms,
     fooling_curve,
     predict_labels,
     draw_sample,
@@ -47,6 +47,6 @@ __all__ = [
     "svd_universal_perturbation",
     "draw_sample",
     "universal_from_directions",
-    "default_probe_norm",
+    "default_sign_norms",
     "fooling_curve",
 ]

@@ -21,13 +21,13 @@ from keras_uap.api._checks import (
     check_choice,
     check_clip_range,
     check_positive_int,
-    check_positive_number,
     check_seed,
     range_if_outside,
 )
 from keras_uap.api.classifier import load_classifier
 from keras_uap.api.datasets import check_compatible, prepare_labels
 from keras_uap.api.distribute import BatchRunner, map_batches
+from keras_uap.method import default_sign_norms as method_default_sign_norms
 from keras_uap.method import (
     ATTACK_NAMES,
     AttackParams,
@@ -40,17 +40,11 @@ from keras_uap.method import (
 )
 
 __all__ = ["ATTACKS", "NORMS", "UniversalPerturbation", "FoolingCurve", "attack_directions", "predict_labels",
-           "svd_universal_perturbation", "draw_sample", "universal_from_directions", "default_probe_norm",
+           "svd_universal_perturbation", "draw_sample", "universal_from_directions", "default_sign_norms",
            "fooling_curve"]
 
 ATTACKS = ATTACK_NAMES
 NORMS = ("l2", "linf")
-# The default sign probe, scale-free: a root-mean-square change per input
-# value of 3/14 of the input range. Large norms are where the two signs can
-# rank differently than at small ones (see
-# `keras_uap.baselines.build_universal_perturbations`); on the paper's data
-# (784 values in [0, 1]) this is its L2 norm 6, near the 80% error point.
-_SIGN_PROBE_RMS = 3.0 / 14.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -160,14 +154,14 @@ def _check_strategy(strategy):
 
 
 def svd_universal_perturbation(model, x, y=None, attack="deepfool", sample_size=100, clip_min=0.0, clip_max=1.0,
-                               seed=0, batch_size=128, strategy=None, output="auto", probe_norm=None):
+                               seed=0, batch_size=128, strategy=None, output="auto", sign_norms=None):
     """The universal perturbation of the paper for any image classifier.
 
     Attacks the `sample_size` inputs `draw_sample(len(x), sample_size,
     seed)`, scales each attack direction to unit L2 norm, and returns the top
     right singular vector of the resulting matrix (`tf.linalg.svd`), with the
-    sign that raises the sample's mean cross-entropy more at L2 norm
-    `probe_norm` (`keras_uap.method.universal_perturbation`, the study's
+    sign that misclassifies more of the sample over the L2 norms
+    `sign_norms` (`keras_uap.method.universal_perturbation`, the study's
     own step: with the run's attacked test inputs and `--seed` this returns
     its published vector).
 
@@ -190,10 +184,10 @@ def svd_universal_perturbation(model, x, y=None, attack="deepfool", sample_size=
         strategy: a `tf.distribute.Strategy` to attack data-parallel over its
             replicas, or None.
         output: the model's output kind, "auto", "logits" or "probabilities".
-        probe_norm: the L2 norm, in the data's units, at which the two signs
-            are compared: best the norm you will use the perturbation at.
-            None: `default_probe_norm` (scale-free: a root-mean-square
-            change of 3/14 of the input range per value).
+        sign_norms: the L2 norms, in the data's units, over which the two
+            signs' error rates on the sample are compared (area under the
+            curve). None: `default_sign_norms` (the study's grid, scaled to
+            the input's size and range).
 
     Returns:
         A `UniversalPerturbation`.
@@ -209,16 +203,16 @@ def svd_universal_perturbation(model, x, y=None, attack="deepfool", sample_size=
     sample_size = check_positive_int("sample_size", sample_size)
     batch_size = check_positive_int("batch_size", batch_size)
     # Checked before the attacks, the expensive part, rather than after them.
-    probe_norm = check_positive_number("probe_norm", probe_norm, allow_none=True)
     clip_min, clip_max = check_clip_range(clip_min, clip_max)
+    sign_norms = _checked_sign_norms(sign_norms)
     seed = check_seed(seed)
     _check_strategy(strategy)
     x, y = _checked_inputs(classifier, x, y, clip_min, clip_max)
 
     if y is None:
         y = predict_labels(classifier, x, batch_size, strategy)
-    if probe_norm is None:
-        probe_norm = default_probe_norm(np.shape(x)[1:], clip_min, clip_max)
+    if sign_norms is None:
+        sign_norms = method_default_sign_norms(np.shape(x)[1:], clip_min, clip_max)
 
     def directions_of(indices):
         # The sample is part of the checked inputs: the steps below do not check it again.
@@ -227,22 +221,34 @@ def svd_universal_perturbation(model, x, y=None, attack="deepfool", sample_size=
         return _checked_directions(directions, np.shape(x[indices]))
 
     return universal_perturbation(np.asarray(x, np.float32), y, directions_of, classifier.logits_fn, sample_size,
-                                  seed, probe_norm, clip_min, clip_max,
+                                  seed, sign_norms, clip_min, clip_max,
                                   attack=attack if isinstance(attack, str) else "custom")
 
 
-def default_probe_norm(input_shape, clip_min=0.0, clip_max=1.0):
-    """The L2 norm at which `svd_universal_perturbation` compares the two
-    signs by default: `(3 / 14) * sqrt(d) * (clip_max - clip_min)` for
-    inputs of `d` values, i.e. a root-mean-square change of 3/14 of the
-    input range per value, whatever the input's size and range (the
-    paper's norm 6 on its 784-value images in [0, 1])."""
+def default_sign_norms(input_shape, clip_min=0.0, clip_max=1.0):
+    """The L2 norms over which `svd_universal_perturbation` compares the two
+    signs by default: the study's grid (L2 norms 1 to 20 on the paper's
+    784-value images in [0, 1]) times `sqrt(d) / 28 * (clip_max - clip_min)`
+    for inputs of `d` values, i.e. the same root-mean-square change per value
+    whatever the input's size and range."""
     clip_min, clip_max = check_clip_range(clip_min, clip_max)
-    d = int(np.prod(input_shape))
-    return float(_SIGN_PROBE_RMS * math.sqrt(d) * (clip_max - clip_min))
+    return method_default_sign_norms(input_shape, clip_min, clip_max)
 
 
-def universal_from_directions(model, directions, x, y, clip_min=0.0, clip_max=1.0, output="auto", probe_norm=None):
+def _checked_sign_norms(sign_norms):
+    """`sign_norms` as a tuple of floats (None stays None), or an ArgumentError."""
+    if sign_norms is None:
+        return None
+    try:
+        norms = tuple(float(e) for e in sign_norms)
+    except (TypeError, ValueError):
+        raise ArgumentError(f"`sign_norms` must be a sequence of L2 norms > 0. Received: sign_norms={sign_norms!r}")
+    if not norms or any(not math.isfinite(e) or e <= 0 for e in norms):
+        raise ArgumentError(f"`sign_norms` must be a sequence of finite L2 norms > 0. Received: sign_norms={sign_norms!r}")
+    return norms
+
+
+def universal_from_directions(model, directions, x, y, clip_min=0.0, clip_max=1.0, output="auto", sign_norms=None):
     """The SVD step of `svd_universal_perturbation`, on directions already computed.
 
     Args:
@@ -251,25 +257,25 @@ def universal_from_directions(model, directions, x, y, clip_min=0.0, clip_max=1.
         x, y: those inputs and their int labels (N,), used to choose the sign.
         clip_min, clip_max: the valid input range.
         output: the model's output kind.
-        probe_norm: the L2 norm (data units) at which the signs are
-            compared; None: `default_probe_norm`.
+        sign_norms: the L2 norms (data units) over which the signs are
+            compared; None: `default_sign_norms`.
 
     Returns:
         (perturbation, singular_values): the top right singular vector of the
         unit-normalised directions as a float32 array of one input's shape,
-        unit L2 norm, with the sign that raises the mean cross-entropy of
-        (x, y) more at L2 norm `probe_norm`; and all singular values, descending.
+        unit L2 norm, with the sign that misclassifies more of (x, y) over
+        the norms `sign_norms`; and all singular values, descending.
     """
     classifier = load_classifier(model, output)
     clip_min, clip_max = check_clip_range(clip_min, clip_max)
-    probe_norm = check_positive_number("probe_norm", probe_norm, allow_none=True)
     if y is None:
-        raise ArgumentError("`y` is required: the labels whose loss decides the sign")
+        raise ArgumentError("`y` is required: the labels whose error rates decide the sign")
     x, y = _checked_inputs(classifier, x, y, clip_min, clip_max)
     directions = _checked_directions(directions, np.shape(x))
-    if probe_norm is None:
-        probe_norm = default_probe_norm(np.shape(x)[1:], clip_min, clip_max)
-    return svd_direction(directions, np.asarray(x, np.float32), y, classifier.logits_fn, probe_norm, clip_min,
+    sign_norms = _checked_sign_norms(sign_norms)
+    if sign_norms is None:
+        sign_norms = method_default_sign_norms(np.shape(x)[1:], clip_min, clip_max)
+    return svd_direction(directions, np.asarray(x, np.float32), y, classifier.logits_fn, sign_norms, clip_min,
                          clip_max)
 
 

@@ -16,7 +16,7 @@ import numpy as np
 from keras_uap.baselines.class_mean import best_class_mean_direction
 from keras_uap.baselines.iterative_uap import iterative_uap
 from keras_uap.baselines.linf import linf_perturbation
-from keras_uap.method import ATTACKS, AttackParams, random_unit_vectors, svd_direction
+from keras_uap.method import ATTACKS, AttackParams, default_sign_norms, random_unit_vectors, svd_direction
 
 __all__ = ["METHODS", "BuiltPerturbation", "build_universal_perturbations"]
 
@@ -56,18 +56,15 @@ def _as_unit(v, norm):
     return (v / length).astype(np.float32) if length > 0 else v
 
 
-def build_universal_perturbations(model_fn, x, y, *, norm="l2", build_eps=6.0, methods=METHODS, probe_norm=None,
+def build_universal_perturbations(model_fn, x, y, *, norm="l2", build_eps=6.0, methods=METHODS, sign_norms=None,
                                   nb_candidate=10, overshoot=0.02, max_iter=50, delta=0.2, max_passes=5,
                                   clip_min=0.0, clip_max=1.0, seed=0):
     """Builds each method's universal perturbation from the sample `(x, y)`.
 
     - "svd_gradient" / "svd_deepfool": the top right singular vector of the
       unit-normalised loss gradients / DeepFool steps of the sample, its sign
-      chosen on the sample (`keras_uap.method.svd_direction`, at L2 norm `probe_norm`, by
-      default the norm the perturbation is built for: the two signs can
-      swap places between small and large norms, e.g. on the StdCNN the
-      sign that raises the loss more at L2 norm 2 has error rate 0.57 at
-      norm 6 against 0.85 for the other).
+      chosen on the sample over the L2 norms `sign_norms`
+      (`keras_uap.method.svd_direction`).
     - "iterative_uap": Algorithm 1 of Moosavi-Dezfooli et al. (2017) in the
       `norm` ball of radius `build_eps`, DeepFool inside (`delta`,
       `max_passes`). It is built for that one radius; the returned direction
@@ -85,12 +82,10 @@ def build_universal_perturbations(model_fn, x, y, *, norm="l2", build_eps=6.0, m
             the attacks cache their compiled functions per callable.
         x, y: the sample, (m, ...) float32 in [clip_min, clip_max], int labels.
         norm: "l2" or "linf".
-        build_eps: the radius the iterative UAP, the class-mean choice and
-            (by default) the SVD sign choice use.
+        build_eps: the radius the iterative UAP and the class-mean choice use.
         methods: which of `METHODS` to build.
-        probe_norm: the L2 norm at which the SVD-UAP's sign is chosen; None:
-            `build_eps` for "l2", the L2 norm of a sign vector of size
-            `build_eps` (`build_eps * sqrt(d)`) for "linf".
+        sign_norms: the L2 norms over which the SVD-UAP's sign is chosen;
+            None: `keras_uap.method.default_sign_norms` of the inputs.
 
     Returns:
         {method: BuiltPerturbation}, in the order of `methods`.
@@ -104,7 +99,8 @@ def build_universal_perturbations(model_fn, x, y, *, norm="l2", build_eps=6.0, m
     y = np.asarray(y, np.int32)
     shape, m = x.shape[1:], len(x)
     l2_norm = build_eps if norm == "l2" else build_eps * float(np.sqrt(np.prod(shape)))
-    probe_norm = l2_norm if probe_norm is None else probe_norm
+    if sign_norms is None:
+        sign_norms = default_sign_norms(shape, clip_min, clip_max)
     params = AttackParams(deepfool_candidates=nb_candidate, deepfool_overshoot=overshoot, deepfool_max_iter=max_iter,
                           clip_min=clip_min, clip_max=clip_max)
     built = {}
@@ -113,7 +109,7 @@ def build_universal_perturbations(model_fn, x, y, *, norm="l2", build_eps=6.0, m
         details = {}
         if method in ("svd_gradient", "svd_deepfool"):
             out = ATTACKS[method.removeprefix("svd_")].run(model_fn, x, y, params)
-            v, _ = svd_direction(np.asarray(out.direction), x, y, model_fn, probe_norm, clip_min, clip_max)
+            v, _ = svd_direction(np.asarray(out.direction), x, y, model_fn, sign_norms, clip_min, clip_max)
             if out.iterations is None:  # one gradient per input
                 evaluations = m
             else:

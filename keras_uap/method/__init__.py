@@ -12,11 +12,13 @@ from keras_uap.method.attacks import (
     AttackParams,
     get_attack,
 )
-from keras_uap.method.curves import FoolingCurves, fooling_curves, interpolate_crossing
+from keras_uap.method.curves import L2_GRID, FoolingCurves, fooling_curves, interpolate_crossing
 from keras_uap.method.sampling import draw_sample
 from keras_uap.method.svd import (
+    SIGN_INPUTS,
     UniversalPerturbation,
     choose_sign,
+    default_sign_norms,
     random_unit_vectors,
     svd_direction,
     universal_perturbation,
@@ -30,12 +32,15 @@ __all__ = [
     "AttackOutput",
     "AttackParams",
     "get_attack",
+    "L2_GRID",
     "FoolingCurves",
     "fooling_curves",
     "interpolate_crossing",
     "draw_sample",
+    "SIGN_INPUTS",
     "UniversalPerturbation",
     "choose_sign",
+    "default_sign_norms",
     "random_unit_vectors",
     "svd_direction",
     "universal_perturbation",

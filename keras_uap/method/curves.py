@@ -13,7 +13,11 @@ import dataclasses
 
 import numpy as np
 
-__all__ = ["FoolingCurves", "fooling_curves", "interpolate_crossing"]
+__all__ = ["L2_GRID", "FoolingCurves", "fooling_curves", "interpolate_crossing"]
+
+# The L2 norms of the paper's Figures 5-6 axis (MNIST, inputs in [0, 1]):
+# from a barely visible change to about twice a digit's own norm.
+L2_GRID = (1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 12.0, 15.0, 20.0)
 
 
 @dataclasses.dataclass(frozen=True)

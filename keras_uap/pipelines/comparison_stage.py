@@ -89,7 +89,8 @@ def _comparison_stage(output_dir, model_file, test_data, model, sample_sizes, ep
     for step, m in enumerate(sorted(int(m) for m in sample_sizes)):
         pick = pool[draw_sample(len(pool), m, seed)]
         built = build_universal_perturbations(model_fn, x[pick], y[pick], norm="l2", build_eps=build_eps,
-                                              max_passes=max_passes, delta=delta, seed=seed, **clip)
+                                              sign_norms=eps_grid, max_passes=max_passes, delta=delta, seed=seed,
+                                              **clip)
         built = _published(built, universal_perturbations, model, m)
         curves = fooling_curves(predict_fn, x_eval, y_eval, [b.direction for b in built.values()], (0.0, *eps_grid),
                                 clean=clean, batch_size=batch_size, saturation=saturation, **clip)

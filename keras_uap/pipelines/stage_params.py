@@ -11,11 +11,10 @@ are `dataclasses.replace` on these.
 
 import dataclasses
 
-from keras_uap.method import AttackParams
+from keras_uap.method import L2_GRID, AttackParams
 from keras_uap.pipelines.comparison_stage import DEFAULT_LINF_GRID
 from keras_uap.pipelines.data_stage import TEST_SIZE, TRAIN_SIZE, VALIDATION_SIZE
 from keras_uap.pipelines.transfer_stage import TRANSFER_METHODS
-from keras_uap.pipelines.universal_stage import DEFAULT_EPS_GRID
 
 __all__ = ["DataParams", "TrainParams", "DirectionsParams", "AnalysisParams", "UniversalParams",
            "ComparisonParams", "TransferParams", "cache_params", "settings_of"]
@@ -106,9 +105,9 @@ class UniversalParams:
         sample_sizes: the m of the curves (the comparison's are added).
         seeds: the samples drawn per m below the full set (the run's seed first).
         random_seeds: the random unit directions of the baseline.
-        eps_grid, saturation: the L2 norms of the curves, and the error
-            rate past which a curve stops.
-        probe_norm: the L2 norm at which each singular vector's sign is chosen.
+        eps_grid, saturation: the L2 norms of the curves (also those over
+            which each singular vector's sign is chosen on its sample), and
+            the error rate past which a curve stops.
         full_set_only: attacks whose curves use the full set only.
         eval_subset: curves on a seeded random subset of this many test
             inputs; None: all.
@@ -118,13 +117,8 @@ class UniversalParams:
     sample_sizes: tuple = (100, 500, 10_000)
     seeds: tuple = (0, 1, 2)
     random_seeds: tuple = (0, 1, 2)
-    eps_grid: tuple = DEFAULT_EPS_GRID
+    eps_grid: tuple = L2_GRID
     saturation: float = 0.99
-    # The SVD fixes the top singular vector only up to sign; the sign that raises
-    # the sample's loss more at L2 norm 2 can be the weaker one where the curves
-    # matter (StdCNN, DeepFool, m = 500: error rate 0.52 at norm 6 against 0.69
-    # for the other sign), so it is chosen at norm 6, near the paper's 80% point.
-    probe_norm: float = 6.0
     # Clipped FGSM is the report's side comparison, not a paper figure: its curve
     # never flattens, so sampling it at every m would cost a fifth of the stage.
     full_set_only: tuple = ("fgsm_clipped", "pgd")

@@ -67,7 +67,7 @@ QUICK_MODEL_SETTINGS = {
     "roteqnet": {"train": {"optimizer": "adam", "learning_rate": 1e-3},
                  "directions": {"deepfool_subset": 200, "batch_size": 250},
                  "universal": {"eval_subset": 300, "seeds": (0,), "batch_size": 500},
-                 "comparison": {"sample_sizes": (25,), "batch_size": 500}},
+                 "comparison": {"batch_size": 500}},
 }
 
 _STAGE_FIELDS = ("data", "train", "directions", "analysis", "universal", "comparison", "transfer")
@@ -162,8 +162,7 @@ def quick_config(params=None, **overrides):
         base["export_dir"] = os.path.join(base["run_dir"], "saved_models")
     quick = {"train.epochs": 1, "data.train_size": 5_000, "data.validation_size": 500, "data.test_size": 1_000,
              "directions.limit": 500, "directions.pgd_subset": 200, "universal.seeds": (0, 1),
-             "universal.random_seeds": (0, 1), "comparison.sample_sizes": (25, 50), "comparison.max_passes": 1,
-             "transfer.sample_size": 25}
+             "universal.random_seeds": (0, 1), "comparison.sample_sizes": (100,), "comparison.max_passes": 1}
     quick.update({k: v for k, v in (params or {}).items() if v is not None})
     return StudyConfig(**base).replace_params(**quick)
 

@@ -3,13 +3,15 @@ directions used as a single perturbation of every test input.
 
 For m in `sample_sizes` (the full set included) and each attack, m directions
 are drawn (`seed`, then the other `seeds` when m is smaller than the full
-set), the top right singular vector's sign is chosen on the sample alone,
+set), the top right singular vector's sign is chosen on the sample alone
+over the L2 grid (`keras_uap.method.choose_sign`),
 and error and fooling rates are measured on all test inputs (or a seeded random `eval_subset` of
 them, for models whose forward pass is too slow for hundreds of passes over
 the full set) over a grid of L2 norms. Random unit directions give the
 baseline.
 
-Artifacts: `universal.json` (curves and eps50/eps80 per attack and m, and the
+Artifacts: `universal.json` (curves and eps50/eps80 per attack and m, the
+full set's with the rejected sign's curve beside it as `other_sign`, and the
 random baseline) and `perturbations/<model>-<attack>-m<m>.npy` unit vectors
 of one input's shape, sign chosen: `keras_uap.method.universal_perturbation` of the
 attacked inputs with `seed`, i.e. what
@@ -25,6 +27,7 @@ import tensorflow as tf
 
 from keras_uap.method import (
     ATTACK_NAMES,
+    L2_GRID,
     fooling_curves,
     interpolate_crossing,
     random_unit_vectors,
@@ -36,9 +39,7 @@ from keras_uap.pipelines.evaluation import load_evaluation_set
 from keras_uap.pipelines.code_versions import code_version
 from keras_uap.pipelines.runner import Stage
 
-__all__ = ["UNIVERSAL_STAGE", "DEFAULT_EPS_GRID"]
-
-DEFAULT_EPS_GRID = (1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 12.0, 15.0, 20.0)
+__all__ = ["UNIVERSAL_STAGE"]
 
 
 def _summarise(eps, errors, foolings, random=None):
@@ -68,7 +69,7 @@ def _summarise(eps, errors, foolings, random=None):
 
 
 def _universal_stage(output_dir, model_file, test_data, model, sample_sizes, seeds, random_seeds, eps_grid, saturation,
-                     probe_norm, full_set_only, eval_subset, seed, batch_size=5000, progress=None,
+                     full_set_only, eval_subset, seed, batch_size=5000, progress=None,
                      **directions_files):
     with np.load(test_data, allow_pickle=False) as f:
         x, y = f["x"], f["y"].astype(np.int32)
@@ -103,8 +104,16 @@ def _universal_stage(output_dir, model_file, test_data, model, sample_sizes, see
             # comparison's and the API's); further seeds only add curves.
             run_seeds = [seed] if m == n else list(dict.fromkeys([seed, *seeds]))
             vectors = [universal_perturbation(x_attacked, y_attacked, directions.__getitem__, logits_fn, m, seed,
-                                              probe_norm, *clip, attack=attack).perturbation for seed in run_seeds]
-            summary = _summarise(*curves_of(vectors), random)
+                                              eps_grid, *clip, attack=attack).perturbation for seed in run_seeds]
+            if m == n:
+                # The sign the rule rejected, measured beside the kept one so a
+                # reader sees what the choice changes.
+                eps, errors, foolings = curves_of([vectors[0], -vectors[0]])
+                summary = _summarise(eps, errors[:, :1], foolings[:, :1], random)
+                summary["other_sign"] = _summarise(eps, errors[:, 1:], foolings[:, 1:], random)
+                del summary["other_sign"]["per_seed"]
+            else:
+                summary = _summarise(*curves_of(vectors), random)
             summary["seeds"] = run_seeds
             summary["sample_size"] = m
             curves[attack][str(m)] = summary
@@ -122,9 +131,9 @@ def _universal_stage(output_dir, model_file, test_data, model, sample_sizes, see
 UNIVERSAL_STAGE = Stage(
     name="universal",
     fn=_universal_stage,
-    version=code_version("1", __name__),
+    version=code_version("2", __name__),
     inputs=("model_file", "test_data") + tuple(f"directions_{a}" for a in ATTACK_NAMES),
-    params=("model", "sample_sizes", "seeds", "random_seeds", "eps_grid", "saturation", "probe_norm",
+    params=("model", "sample_sizes", "seeds", "random_seeds", "eps_grid", "saturation",
             "full_set_only", "eval_subset", "seed"),
     settings=("batch_size", "progress"),
 )

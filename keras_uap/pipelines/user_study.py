@@ -67,8 +67,6 @@ class UserStudyConfig:
         eps: the norm grid, data units (None: `DEFAULT_EPS[norm]` times
             `clip_max - clip_min`).
         norm: "l2" or "linf" for the curves.
-        probe_norm: the L2 norm (data units) at which each singular
-            vector's sign is chosen (None: `keras_uap.api.default_probe_norm`).
         strategy: "none" or "mirrored" (`keras_uap.api.make_strategy`).
         seed: seeds the samples.
         run_dir: where the stage outputs go.
@@ -87,7 +85,6 @@ class UserStudyConfig:
     limit: int | None = None
     eps: tuple | None = None
     norm: str = "l2"
-    probe_norm: float | None = None
     strategy: str = "none"
     seed: int = 0
     run_dir: str = "runs/study"
@@ -125,8 +122,6 @@ class UserStudyConfig:
         if self.eps is not None and (not self.eps or any(not math.isfinite(e) or e < 0 for e in self.eps)
                                      or not any(e > 0 for e in self.eps)):
             raise UserError(f"--eps must be finite norms >= 0, at least one positive, got {list(self.eps)}")
-        if self.probe_norm is not None and not (math.isfinite(self.probe_norm) and self.probe_norm > 0):
-            raise UserError(f"--probe-norm must be a finite norm > 0, got {self.probe_norm}")
         if not (math.isfinite(self.clip_min) and math.isfinite(self.clip_max) and self.clip_min < self.clip_max):
             raise UserError(f"--clip-min must be below --clip-max, got {self.clip_min} and {self.clip_max}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
@@ -233,16 +228,16 @@ def _random_baseline(classifier, x, y, eps, norm, seeds, batch_size, strategy, c
 
 
 def _user_universal_stage(output_dir, model, data, sample_sizes, seed, eps, norm, clip_min, clip_max, random_seeds,
-                          probe_norm=None, batch_size=1000, strategy=None, progress=None, **directions_files):
+                          batch_size=1000, strategy=None, progress=None, **directions_files):
     """Per attack and m: spectrum, SVD perturbation (saved), and its curves; plus the random baseline."""
     from keras_uap.analysis import spectrum_fractions
-    from keras_uap.api import default_probe_norm, fooling_curve, load_classifier, universal_from_directions
+    from keras_uap.api import default_sign_norms, fooling_curve, load_classifier, universal_from_directions
 
     classifier = load_classifier(model)
     x, y = _load_data(data)
     samples, _ = _sample_union(len(x), sample_sizes, seed)
-    if probe_norm is None:
-        probe_norm = default_probe_norm(x.shape[1:], clip_min, clip_max)
+    # The API's default: the study's L2 grid scaled to the data, whatever norm the curves use.
+    sign_norms = default_sign_norms(x.shape[1:], clip_min, clip_max)
     attacks = [a for a in ATTACKS if f"directions_{a}" in directions_files]
     total, done = len(attacks) * len(samples) + 1, 0
     random = _random_baseline(classifier, x, y, eps, norm, random_seeds, batch_size, strategy, clip_min, clip_max)
@@ -258,7 +253,7 @@ def _user_universal_stage(output_dir, model, data, sample_sizes, seed, eps, norm
         for m, pick in sorted(samples.items()):
             rows = np.searchsorted(index, pick)
             v, singular_values = universal_from_directions(classifier, directions[rows], x[pick], y[pick],
-                                                           clip_min, clip_max, probe_norm=probe_norm)
+                                                           clip_min, clip_max, sign_norms=sign_norms)
             fractions = spectrum_fractions(singular_values, ks=(1, 5, 10))
             spectrum[attack][str(m)] = {"singular_values": singular_values.tolist(),
                                         **{f"top{k}_fraction": f for k, f in fractions.items()}}
@@ -271,7 +266,7 @@ def _user_universal_stage(output_dir, model, data, sample_sizes, seed, eps, norm
             if progress:
                 progress(done := done + 1, total)
     result = {"n_eval": int(len(x)), "norm": norm, "eps_grid": list(map(float, eps)), "seed": seed,
-              "probe_norm": float(probe_norm),
+              "sign_norms": [float(e) for e in sign_norms],
               "clean_error_rate": clean_error_rate, "spectrum": spectrum, "curves": curves, "random": random}
     _write_json(os.path.join(output_dir, "universal.json"), result)
     return {a: {m: c["eps80"] for m, c in by_m.items()} for a, by_m in curves.items()}
@@ -309,7 +304,7 @@ USER_UNIVERSAL_STAGE = Stage(
     fn=_user_universal_stage,
     version=code_version("1", __name__),
     inputs=("model", "data", "directions_*"),
-    params=("sample_sizes", "seed", "eps", "norm", "clip_min", "clip_max", "random_seeds", "probe_norm"),
+    params=("sample_sizes", "seed", "eps", "norm", "clip_min", "clip_max", "random_seeds"),
     settings=("batch_size", "strategy", "progress"),
 )
 USER_REPORT_STAGE = Stage(
@@ -373,7 +368,7 @@ def run_user_study(cfg, log=None):
         USER_UNIVERSAL_STAGE, os.path.join(run_dir, "user_universal"),
         inputs={**model, **data, **directions},
         params={"sample_sizes": sample_sizes, "seed": cfg.seed, "eps": cfg.eps_grid, "norm": cfg.norm, **clip,
-                "random_seeds": list(RANDOM_SEEDS), "probe_norm": cfg.probe_norm},
+                "random_seeds": list(RANDOM_SEEDS)},
         settings={"batch_size": cfg.eval_batch_size, "strategy": strategy, "progress": cfg.progress},
         force=cfg.force, log=log)
     results["user_report"] = run_stage(

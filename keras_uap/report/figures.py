@@ -137,6 +137,10 @@ def universal_curves(path, title, curves, random=None, clean_error_rate=None, ta
             colour = _M_COLOURS[i % len(_M_COLOURS)]
             ax.plot(_floats(c["eps"]), _floats(c["error_rate"]), "-", color=colour, label=f"m={m}")
             ax.plot(_floats(c["eps"]), _floats(c["fooling_rate"]), ":", color=colour, lw=1)
+            if c.get("other_sign"):
+                other = c["other_sign"]
+                ax.plot(_floats(other["eps"]), _floats(other["error_rate"]), "--", color=colour, lw=1,
+                        label=f"m={m}, other sign")
         if random:
             ax.plot(_floats(random["eps"]), _floats(random["error_rate"]), "-", color="0.4", label="random")
         if clean_error_rate is not None:
