@@ -1,8 +1,10 @@
-"""Usage: python benchmarks/stage_times.py RUN_DIR --profile default|quick [--output benchmarks/RESULTS.md] [--note TEXT]
+"""Usage: python benchmarks/stage_times.py RUN_DIR --profile default|quick [--time-v FILE] [--command TEXT]
+[--output benchmarks/RESULTS.md] [--note TEXT]
 
 Writes the time each stage of a `keras-uap run-all` took (from the lineage
 records its runner wrote, so a resumed run counts each stage once, as it ran)
-into a section of RESULTS.md.
+into a section of RESULTS.md; with `--time-v`, the output of `/usr/bin/time -v`
+around that run, also its wall time and peak memory as a whole process.
 """
 
 import argparse
@@ -25,6 +27,20 @@ def stage_times(run_dir):
     return times
 
 
+def whole_process(path):
+    """(wall seconds, peak resident GiB) from a `/usr/bin/time -v` report."""
+    wall = peak = None
+    with open(path) as f:
+        for line in f:
+            key, _, value = line.strip().rpartition(": ")
+            if key.startswith("Elapsed (wall clock) time"):
+                parts = [float(p) for p in value.split(":")]
+                wall = sum(p * 60 ** i for i, p in enumerate(reversed(parts)))
+            elif key == "Maximum resident set size (kbytes)":
+                peak = int(value) / 2 ** 20
+    return wall, peak
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir")
@@ -32,19 +48,29 @@ def main():
     parser.add_argument("--output", default="benchmarks/RESULTS.md")
     parser.add_argument("--budget-min", type=float, default=None, help="target for the total, in minutes")
     parser.add_argument("--note", default=None, help="a paragraph to keep under the table (what ran, why)")
+    parser.add_argument("--time-v", default=None, help="the `/usr/bin/time -v` report of the run")
+    parser.add_argument("--command", default=None, help="the command that was timed")
     args = parser.parse_args()
     times = stage_times(args.run_dir)
     total = sum(times.values())
     load = loadavg()
     lines = [f"## run-all stage times ({args.profile} profile)", "",
              f"- Date: {machine_info()['date']}; run directory `{args.run_dir}`.",
+             *([f"- Command: `{args.command}`."] if args.command else []),
              *machine_lines(machine_info(), load, load), "",
              "| stage | seconds |", "| --- | ---: |"]
     lines += [f"| {name} | {seconds:.1f} |" for name, seconds in times.items()]
     lines += [f"| **total** | **{total:.1f}** ({total / 60:.1f} min) |", ""]
+    measured = total
+    if args.time_v:
+        wall, peak = whole_process(args.time_v)
+        measured = wall
+        lines.append(f"Whole process (`/usr/bin/time -v`): wall {wall:.0f} s ({wall / 60:.1f} min), "
+                     f"peak resident memory {peak:.2f} GiB.")
+        lines.append("")
     if args.budget_min:
-        verdict = "within" if total / 60 <= args.budget_min else "OVER"
-        lines.append(f"Target: {args.budget_min:g} min; this run is {verdict} it.")
+        verdict = "within" if measured / 60 <= args.budget_min else "OVER"
+        lines.append(f"Target: {args.budget_min:g} min wall; this run is {verdict} it.")
     if args.note:
         lines += ["", args.note]
     update_results_file(args.output, "\n".join(lines) + "\n")
