@@ -29,7 +29,7 @@ def load_exported_model(export_dir):
     return keras.saving.load_model(path)
 
 
-def _train_stage(output_dir, data, model, epochs, batch_size, optimizer, learning_rate, momentum, seed,
+def _train_stage(output_dir, data, model, epochs, batch_size, optimizer, learning_rate, momentum, rotation, seed,
                  tensorboard_dir, verbose):
     set_determinism(seed)
     train = load_split(data, "train")
@@ -39,13 +39,14 @@ def _train_stage(output_dir, data, model, epochs, batch_size, optimizer, learnin
     history = train_model(
         network, (train["x"], train["y"]), (validation["x"], validation["y"]),
         epochs=epochs, batch_size=batch_size, optimizer=optimizer, learning_rate=learning_rate, momentum=momentum,
-        seed=seed, tensorboard_dir=tensorboard_dir, verbose=verbose,
+        seed=seed, tensorboard_dir=tensorboard_dir, verbose=verbose, max_angle=rotation,
     )
     export_model(network, output_dir)
     # Measure on the reloaded export, the same object every later stage sees.
     reloaded = load_exported_model(output_dir)
     metrics = {
         "model": model,
+        "rotation": rotation,
         "test_accuracy": evaluate_accuracy(reloaded.predict_on_batch, test["x"], test["y"]),
         "validation_accuracy": max(history.get("val_accuracy", [None])),
         "best_epoch": history["best_epoch"],
@@ -74,6 +75,6 @@ TRAIN_STAGE = Stage(
     fn=_train_stage,
     version=_train_version,
     inputs=("data",),
-    params=("model", "epochs", "batch_size", "optimizer", "learning_rate", "momentum", "seed"),
+    params=("model", "epochs", "batch_size", "optimizer", "learning_rate", "momentum", "rotation", "seed"),
     settings=("tensorboard_dir", "verbose"),
 )

@@ -1,0 +1,208 @@
+"""The rotation-augmentation sweep's report: its metrics, the reading of the
+follow-up paper's claim with a criterion fixed in code, `sweep.md` and two
+figures.
+
+The claim (Kamath, Deshpande and Subrahmanyam, "On Universalized Adversarial
+and Invariant Perturbations", arXiv 2006.04449, abstract): "as GCNNs gain
+rotation invariance through training augmented with larger rotations, the
+fooling rate of SVD-Universal gets better". The sweep reads it, per model,
+on ε80 (the L2 norm at which the mean error rate reaches 80%) of the SVD-UAP
+from m = 100 attacked inputs, on the test set rotated in [-180, 180]: a
+better fooling rate at every norm is a smaller ε80.
+
+The criterion was written before any sweep was run and is never changed
+after a run it judges:
+- non-increasing: from each training range to the next larger one, ε80
+  rises by at most `STEP_TOLERANCE` (5%): neighbouring ranges may differ by
+  the noise of a 100-input sample without breaking the trend;
+- and lower at the end: ε80 at the largest range is at least `END_MARGIN`
+  (10%) below ε80 at the smallest, so that a flat curve reads as "does not
+  grow"; near ε80 of 6 to 12 the grid's steps are 1 to 2, so 10% is a change
+  the interpolated crossing resolves.
+Both must hold for the gradient and the DeepFool SVD-UAP alike. A curve that
+never reaches 80% on its grid has ε80 above the grid's largest norm, which
+decides a comparison only where the other side is on the grid.
+"""
+
+import json
+import os
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from keras_uap.report.build import plain_json
+from keras_uap.report.claims import CANNOT_BE_JUDGED, DOES_NOT_HOLD, HOLDS
+from keras_uap.report.figures import _floats, _save
+from keras_uap.report.tables import display_name, fmt
+
+__all__ = ["FOLLOW_UP", "FOLLOW_UP_WORDS", "CRITERION", "STEP_TOLERANCE", "END_MARGIN", "SWEEP_ATTACKS",
+           "TEST_SETS", "SAMPLE_SIZE", "judge_growth", "sweep_metrics", "sweep_markdown", "write_sweep_report"]
+
+FOLLOW_UP = ("Kamath, Deshpande, Subrahmanyam, \"On Universalized Adversarial and Invariant Perturbations\", "
+             "arXiv 2006.04449")
+FOLLOW_UP_WORDS = ("\"as GCNNs gain rotation invariance through training augmented with larger rotations, the "
+                   "fooling rate of SVD-Universal gets better\"")
+STEP_TOLERANCE = 0.05
+END_MARGIN = 0.10
+SWEEP_ATTACKS = ("gradient", "deepfool")
+TEST_SETS = ("upright", "rotated")   # the official test images, and the data stage's rotated ones
+JUDGED_TEST_SET = "rotated"
+SAMPLE_SIZE = 100
+CRITERION = (f"ε80 of the m = {SAMPLE_SIZE} SVD-UAP on the rotated test set, for both the gradient and the DeepFool "
+             f"directions: at most {STEP_TOLERANCE:.0%} higher at each larger training range than at the one "
+             f"before, and at least {END_MARGIN:.0%} lower at the largest range than at the smallest")
+
+
+def _at_most(a, b, factor):
+    """a <= factor * b for crossings where None is "above the grid": True, False or None (undecided)."""
+    if a is None:
+        return None if b is None else False
+    return True if b is None else a <= factor * b
+
+
+def judge_growth(eps80_by_range):
+    """The verdict on one attack's ε80 ({range: ε80 or None above the grid},
+    in increasing range): (verdict, detail)."""
+    ranges = sorted(eps80_by_range)
+    values = [eps80_by_range[r] for r in ranges]
+    text = ", ".join(f"{r:g}°: {fmt(v, 2) if v is not None else 'above grid'}" for r, v in zip(ranges, values))
+    if len(ranges) < 2:
+        return CANNOT_BE_JUDGED, f"{text} (one training range)"
+    if values[0] is not None and values[0] <= 0:
+        return CANNOT_BE_JUDGED, f"{text} (the clean error rate already reaches 80%)"
+    steps = [_at_most(b, a, 1 + STEP_TOLERANCE) for a, b in zip(values, values[1:])]
+    end = _at_most(values[-1], values[0], 1 - END_MARGIN)
+    checks = steps + [end]
+    if False in checks:
+        return DOES_NOT_HOLD, text
+    if None in checks:
+        return CANNOT_BE_JUDGED, f"{text} (undecided above the grid)"
+    return HOLDS, text
+
+
+def _error_rate_at_norm(curve, norm):
+    """The error rate at L2 norm `norm`, interpolated on the curve's grid; a
+    curve stopped early (flat or saturated) keeps its last value beyond it."""
+    eps, rate = curve.get("eps") or [], curve.get("error_rate") or []
+    return float(np.interp(norm, eps, rate)) if eps and len(eps) == len(rate) else None
+
+
+def _curve_entry(curve, norm):
+    return {"eps50": curve.get("eps50"), "eps80": curve.get("eps80"),
+            "error_rate_at_norm": _error_rate_at_norm(curve, norm)}
+
+
+def _cell_metrics(universal, measures, norm):
+    entry = {"n_test": measures["n_test"], "accuracy": measures["accuracy"], "invariance": measures["invariance"],
+             "random": _curve_entry(universal["random"], norm)}
+    for attack in SWEEP_ATTACKS:
+        curves, n = universal["curves"][attack], universal["n_directions"][attack]
+        entry[attack] = {"n_attacked": n, "top5_fraction": measures["spectrum"][attack]["top5_fraction"],
+                         "m100": _curve_entry(curves[str(min(SAMPLE_SIZE, n))], norm),
+                         "all": _curve_entry(curves[str(n)], norm)}
+    return entry
+
+
+def sweep_metrics(models, ranges, cells, norm):
+    """{"sweep": {model: {range: {test set: ...}}}, "sweep_reading": {model: ...}, ...}
+    from `cells` {(model, range, test set): (universal.json, measures.json)}."""
+    sweep, reading = {}, {}
+    for model in models:
+        sweep[model] = {f"{r:g}": {t: _cell_metrics(*cells[model, r, t], norm) for t in TEST_SETS} for r in ranges}
+        by_attack = {}
+        for attack in SWEEP_ATTACKS:
+            eps80 = {r: sweep[model][f"{r:g}"][JUDGED_TEST_SET][attack]["m100"]["eps80"] for r in ranges}
+            verdict, detail = judge_growth(eps80)
+            by_attack[attack] = {"verdict": verdict, "detail": detail}
+        verdicts = [v["verdict"] for v in by_attack.values()]
+        overall = (DOES_NOT_HOLD if DOES_NOT_HOLD in verdicts else CANNOT_BE_JUDGED if CANNOT_BE_JUDGED in verdicts
+                   else HOLDS)
+        reading[model] = {"verdict": overall, "attacks": by_attack}
+    return plain_json({"sweep": sweep, "sweep_reading": reading, "sweep_ranges": [float(r) for r in ranges],
+                       "sweep_norm": float(norm), "sweep_criterion": CRITERION, "sweep_claim": FOLLOW_UP_WORDS})
+
+
+def _eps(value):
+    return fmt(value, 2) if value is not None else "> grid"
+
+
+def sweep_markdown(metrics, models, figures=("sweep_eps80.png", "sweep_accuracy.png")):
+    """`sweep.md`: one table per model and test set, then the reading."""
+    norm = metrics["sweep_norm"]
+    lines = ["# Training rotation range against universal vulnerability", "",
+             "Each model trained with its inputs rotated uniformly in [-r, r] degrees, then measured on the "
+             "official test images (upright) and on the same images rotated in [-180, 180] (rotated). "
+             f"ε50/ε80: the L2 norm at which the mean error rate reaches 50%/80%; err@{norm:g}: the error rate at "
+             f"L2 norm {norm:g}; invariance: the fraction of predictions unchanged under a seeded random rotation "
+             "of the input.", ""]
+    for model in models:
+        for test_set in TEST_SETS:
+            lines += [f"## {display_name(model)}, {test_set} test set", "",
+                      "| r | accuracy | invariance | attack | top-5 fraction | m = 100 ε50 / ε80 / err@"
+                      f"{norm:g} | all ε50 / ε80 / err@{norm:g} | random ε80 |", "|---|---|---|---|---|---|---|---|"]
+            for r, by_set in metrics["sweep"][model].items():
+                cell = by_set[test_set]
+                for attack in SWEEP_ATTACKS:
+                    a = cell[attack]
+                    lines.append(
+                        f"| {r}° | {fmt(cell['accuracy'])} | {fmt(cell['invariance'])} | {display_name(attack)} | "
+                        f"{fmt(a['top5_fraction'])} | {_eps(a['m100']['eps50'])} / {_eps(a['m100']['eps80'])} / "
+                        f"{fmt(a['m100']['error_rate_at_norm'])} | {_eps(a['all']['eps50'])} / "
+                        f"{_eps(a['all']['eps80'])} / {fmt(a['all']['error_rate_at_norm'])} | "
+                        f"{_eps(cell['random']['eps80'])} |")
+            lines.append("")
+    lines += ["## Reading", "", f"{FOLLOW_UP}: {FOLLOW_UP_WORDS}.", "",
+              f"Criterion, fixed in code before any run: {CRITERION}.", ""]
+    for model in models:
+        found = metrics["sweep_reading"][model]
+        lines.append(f"- {display_name(model)}: universal vulnerability grows with r: **{found['verdict']}**")
+        lines += [f"  - {display_name(a)}: {v['verdict']} ({v['detail']})" for a, v in found["attacks"].items()]
+    lines += ["", *(f"![{name}](figures/{name})" for name in figures), ""]
+    return "\n".join(lines)
+
+
+def _by_range(metrics, model, test_set, pick):
+    ranges = metrics["sweep"][model]
+    return [float(r) for r in ranges], _floats([pick(by_set[test_set]) for by_set in ranges.values()])
+
+
+def eps80_figure(path, metrics, models):
+    """ε80 of the m = 100 SVD-UAPs and of random directions (rotated test set) against r, one panel per model.
+    A point above the grid is left out."""
+    fig = Figure(figsize=(4.2 * len(models), 3.3))
+    for ax, model in zip(fig.subplots(1, len(models), squeeze=False)[0], models):
+        for attack, style in zip(SWEEP_ATTACKS, ("o-", "s-")):
+            ax.plot(*_by_range(metrics, model, JUDGED_TEST_SET, lambda c: c[attack]["m100"]["eps80"]), style,
+                    label=f"SVD-UAP ({display_name(attack)}, m = {SAMPLE_SIZE})")
+        ax.plot(*_by_range(metrics, model, JUDGED_TEST_SET, lambda c: c["random"]["eps80"]), "^--", color="grey",
+                label="random direction")
+        ax.set(title=display_name(model), xlabel="training rotation range r (degrees)", ylabel="ε80 (L2 norm)")
+        ax.set_ylim(bottom=0)
+        ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def accuracy_figure(path, metrics, models):
+    """Clean accuracy on the rotated and on the upright test set against r, one line per model."""
+    fig = Figure(figsize=(4.8, 3.3))
+    ax = fig.subplots()
+    for model in models:
+        line, = ax.plot(*_by_range(metrics, model, "rotated", lambda c: c["accuracy"]), "o-",
+                        label=f"{display_name(model)}, rotated inputs")
+        ax.plot(*_by_range(metrics, model, "upright", lambda c: c["accuracy"]), "o:", color=line.get_color(),
+                label=f"{display_name(model)}, upright inputs")
+    ax.set(xlabel="training rotation range r (degrees)", ylabel="test accuracy", ylim=(0, 1))
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def write_sweep_report(output_dir, models, ranges, cells, norm):
+    """Writes `metrics.json`, `sweep.md` and `figures/` into `output_dir`; returns the metrics."""
+    metrics = sweep_metrics(models, ranges, cells, norm)
+    eps80_figure(os.path.join(output_dir, "figures", "sweep_eps80.png"), metrics, models)
+    accuracy_figure(os.path.join(output_dir, "figures", "sweep_accuracy.png"), metrics, models)
+    with open(os.path.join(output_dir, "sweep.md"), "w") as f:
+        f.write(sweep_markdown(metrics, models))
+    with open(os.path.join(output_dir, "metrics.json"), "w") as f:
+        json.dump(metrics, f, indent=2)
+    return metrics
