@@ -6,22 +6,33 @@ The claim (Kamath, Deshpande and Subrahmanyam, "On Universalized Adversarial
 and Invariant Perturbations", arXiv 2006.04449, abstract): "as GCNNs gain
 rotation invariance through training augmented with larger rotations, the
 fooling rate of SVD-Universal gets better". The sweep reads it, per model,
-on ε80 (the L2 norm at which the mean error rate reaches 80%) of the SVD-UAP
-from m = 100 attacked inputs, on the test set rotated in [-180, 180]: a
-better fooling rate at every norm is a smaller ε80.
+on the fooling ε80 (the L2 norm at which the perturbation changes 80% of the
+model's predictions, mean over the sample seeds) of the SVD-UAP from m = 100
+attacked inputs, on the test set rotated in [-180, 180]: a better fooling
+rate at every norm is a smaller fooling ε80.
 
-The criterion was written before any sweep was run and is never changed
-after a run it judges:
-- non-increasing: from each training range to the next larger one, ε80
-  rises by at most `STEP_TOLERANCE` (5%): neighbouring ranges may differ by
-  the noise of a 100-input sample without breaking the trend;
-- and lower at the end: ε80 at the largest range is at least `END_MARGIN`
-  (10%) below ε80 at the smallest, so that a flat curve reads as "does not
-  grow"; near ε80 of 6 to 12 the grid's steps are 1 to 2, so 10% is a change
-  the interpolated crossing resolves.
+Why the fooling rate and not the error rate: the error rate counts the
+inputs a model already gets wrong, and a model trained without rotations
+gets most rotated inputs wrong before any perturbation (in the first quick
+smoke run StdCNN trained at r = 0 was right on 34% of the rotated test
+inputs, so its error-rate ε50 was 0), which would read as universal
+vulnerability. The fooling rate, the follow-up's own quantity, counts only
+the predictions the perturbation changes. The criterion was first written
+on the error-rate ε80 and moved to the fooling ε80 after that smoke run,
+before any full sweep; the error-rate ε50/ε80 and the error rate at the
+report's norm stay in the tables.
+
+The criterion, never changed after a run it judges:
+- non-increasing: from each training range to the next larger one, the
+  fooling ε80 rises by at most `STEP_TOLERANCE` (5%): neighbouring ranges
+  may differ by the noise of a 100-input sample without breaking the trend;
+- and lower at the end: the fooling ε80 at the largest range is at least
+  `END_MARGIN` (10%) below the one at the smallest, so that a flat curve
+  reads as "does not grow"; near ε80 of 6 to 12 the grid's steps are 1 to
+  2, so 10% is a change the interpolated crossing resolves.
 Both must hold for the gradient and the DeepFool SVD-UAP alike. A curve that
-never reaches 80% on its grid has ε80 above the grid's largest norm, which
-decides a comparison only where the other side is on the grid.
+never reaches 80% on its grid has its ε80 above the grid's largest norm,
+which decides a comparison only where the other side is on the grid.
 """
 
 import json
@@ -48,7 +59,7 @@ SWEEP_ATTACKS = ("gradient", "deepfool")
 TEST_SETS = ("upright", "rotated")   # the official test images, and the data stage's rotated ones
 JUDGED_TEST_SET = "rotated"
 SAMPLE_SIZE = 100
-CRITERION = (f"ε80 of the m = {SAMPLE_SIZE} SVD-UAP on the rotated test set, for both the gradient and the DeepFool "
+CRITERION = (f"fooling ε80 of the m = {SAMPLE_SIZE} SVD-UAP on the rotated test set, for both the gradient and the DeepFool "
              f"directions: at most {STEP_TOLERANCE:.0%} higher at each larger training range than at the one "
              f"before, and at least {END_MARGIN:.0%} lower at the largest range than at the smallest")
 
@@ -61,15 +72,15 @@ def _at_most(a, b, factor):
 
 
 def judge_growth(eps80_by_range):
-    """The verdict on one attack's ε80 ({range: ε80 or None above the grid},
-    in increasing range): (verdict, detail)."""
+    """The verdict on one attack's fooling ε80 ({range: ε80, None where it is
+    above the grid}): (verdict, detail)."""
     ranges = sorted(eps80_by_range)
     values = [eps80_by_range[r] for r in ranges]
     text = ", ".join(f"{r:g}°: {fmt(v, 2) if v is not None else 'above grid'}" for r, v in zip(ranges, values))
     if len(ranges) < 2:
         return CANNOT_BE_JUDGED, f"{text} (one training range)"
     if values[0] is not None and values[0] <= 0:
-        return CANNOT_BE_JUDGED, f"{text} (the clean error rate already reaches 80%)"
+        return CANNOT_BE_JUDGED, f"{text} (ε80 is 0 at the smallest range)"
     steps = [_at_most(b, a, 1 + STEP_TOLERANCE) for a, b in zip(values, values[1:])]
     end = _at_most(values[-1], values[0], 1 - END_MARGIN)
     checks = steps + [end]
@@ -80,16 +91,17 @@ def judge_growth(eps80_by_range):
     return HOLDS, text
 
 
-def _error_rate_at_norm(curve, norm):
-    """The error rate at L2 norm `norm`, interpolated on the curve's grid; a
+def _rate_at_norm(curve, key, norm):
+    """The curve's `key` rate at L2 norm `norm`, interpolated on its grid; a
     curve stopped early (flat or saturated) keeps its last value beyond it."""
-    eps, rate = curve.get("eps") or [], curve.get("error_rate") or []
+    eps, rate = curve.get("eps") or [], curve.get(key) or []
     return float(np.interp(norm, eps, rate)) if eps and len(eps) == len(rate) else None
 
 
 def _curve_entry(curve, norm):
-    return {"eps50": curve.get("eps50"), "eps80": curve.get("eps80"),
-            "error_rate_at_norm": _error_rate_at_norm(curve, norm)}
+    return {"eps50": curve.get("eps50"), "eps80": curve.get("eps80"), "fooling_eps80": curve.get("fooling_eps80"),
+            "error_rate_at_norm": _rate_at_norm(curve, "error_rate", norm),
+            "fooling_rate_at_norm": _rate_at_norm(curve, "fooling_rate", norm)}
 
 
 def _cell_metrics(universal, measures, norm):
@@ -111,7 +123,7 @@ def sweep_metrics(models, ranges, cells, norm):
         sweep[model] = {f"{r:g}": {t: _cell_metrics(*cells[model, r, t], norm) for t in TEST_SETS} for r in ranges}
         by_attack = {}
         for attack in SWEEP_ATTACKS:
-            eps80 = {r: sweep[model][f"{r:g}"][JUDGED_TEST_SET][attack]["m100"]["eps80"] for r in ranges}
+            eps80 = {r: sweep[model][f"{r:g}"][JUDGED_TEST_SET][attack]["m100"]["fooling_eps80"] for r in ranges}
             verdict, detail = judge_growth(eps80)
             by_attack[attack] = {"verdict": verdict, "detail": detail}
         verdicts = [v["verdict"] for v in by_attack.values()]
@@ -126,37 +138,44 @@ def _eps(value):
     return fmt(value, 2) if value is not None else "> grid"
 
 
+def _curve_cells(entry):
+    return (f"{_eps(entry['fooling_eps80'])} | {_eps(entry['eps50'])} / {_eps(entry['eps80'])} | "
+            f"{fmt(entry['fooling_rate_at_norm'])} / {fmt(entry['error_rate_at_norm'])}")
+
+
 def sweep_markdown(metrics, models, figures=("sweep_eps80.png", "sweep_accuracy.png")):
     """`sweep.md`: one table per model and test set, then the reading."""
     norm = metrics["sweep_norm"]
     lines = ["# Training rotation range against universal vulnerability", "",
              "Each model trained with its inputs rotated uniformly in [-r, r] degrees, then measured on the "
              "official test images (upright) and on the same images rotated in [-180, 180] (rotated). "
-             f"ε50/ε80: the L2 norm at which the mean error rate reaches 50%/80%; err@{norm:g}: the error rate at "
-             f"L2 norm {norm:g}; invariance: the fraction of predictions unchanged under a seeded random rotation "
-             "of the input.", ""]
+             "fool ε80: the L2 norm at which the perturbation changes 80% of the predictions; err ε50/ε80: the "
+             f"norms at which the error rate reaches 50%/80%; @{norm:g}: the fooling and error rates at L2 norm "
+             f"{norm:g}; > grid: not reached on the grid. invariance: the fraction of predictions unchanged under "
+             "a seeded random rotation of the input. Mean curves over the sample seeds; m = all: every attacked "
+             "input.", ""]
+    head = "fool ε80 | err ε50 / ε80 | fool / err @" + f"{norm:g}"
     for model in models:
         for test_set in TEST_SETS:
             lines += [f"## {display_name(model)}, {test_set} test set", "",
-                      "| r | accuracy | invariance | attack | top-5 fraction | m = 100 ε50 / ε80 / err@"
-                      f"{norm:g} | all ε50 / ε80 / err@{norm:g} | random ε80 |", "|---|---|---|---|---|---|---|---|"]
+                      f"| r | accuracy | invariance | attack | top-5 fraction | m = 100: {head} | m = all: {head} |",
+                      "|---|---|---|---|---|---|---|---|---|---|---|"]
             for r, by_set in metrics["sweep"][model].items():
                 cell = by_set[test_set]
                 for attack in SWEEP_ATTACKS:
                     a = cell[attack]
-                    lines.append(
-                        f"| {r}° | {fmt(cell['accuracy'])} | {fmt(cell['invariance'])} | {display_name(attack)} | "
-                        f"{fmt(a['top5_fraction'])} | {_eps(a['m100']['eps50'])} / {_eps(a['m100']['eps80'])} / "
-                        f"{fmt(a['m100']['error_rate_at_norm'])} | {_eps(a['all']['eps50'])} / "
-                        f"{_eps(a['all']['eps80'])} / {fmt(a['all']['error_rate_at_norm'])} | "
-                        f"{_eps(cell['random']['eps80'])} |")
+                    lines.append(f"| {r}° | {fmt(cell['accuracy'])} | {fmt(cell['invariance'])} | "
+                                 f"{display_name(attack)} | {fmt(a['top5_fraction'])} | {_curve_cells(a['m100'])} | "
+                                 f"{_curve_cells(a['all'])} |")
+                lines.append(f"| {r}° | | | random | | {_curve_cells(cell['random'])} | | | |")
             lines.append("")
     lines += ["## Reading", "", f"{FOLLOW_UP}: {FOLLOW_UP_WORDS}.", "",
-              f"Criterion, fixed in code before any run: {CRITERION}.", ""]
+              f"Criterion, fixed in code before the sweep it judges: {CRITERION}.", ""]
     for model in models:
         found = metrics["sweep_reading"][model]
         lines.append(f"- {display_name(model)}: universal vulnerability grows with r: **{found['verdict']}**")
-        lines += [f"  - {display_name(a)}: {v['verdict']} ({v['detail']})" for a, v in found["attacks"].items()]
+        lines += [f"  - {display_name(a)}: {v['verdict']} (fooling ε80 {v['detail']})"
+                  for a, v in found["attacks"].items()]
     lines += ["", *(f"![{name}](figures/{name})" for name in figures), ""]
     return "\n".join(lines)
 
@@ -167,16 +186,20 @@ def _by_range(metrics, model, test_set, pick):
 
 
 def eps80_figure(path, metrics, models):
-    """ε80 of the m = 100 SVD-UAPs and of random directions (rotated test set) against r, one panel per model.
-    A point above the grid is left out."""
+    """ε80 against r on the rotated test set, one panel per model: the fooling
+    ε80 (solid) and error-rate ε80 (dotted) of the m = 100 SVD-UAPs, and the
+    random directions' fooling ε80. A point above the grid is left out."""
     fig = Figure(figsize=(4.2 * len(models), 3.3))
     for ax, model in zip(fig.subplots(1, len(models), squeeze=False)[0], models):
-        for attack, style in zip(SWEEP_ATTACKS, ("o-", "s-")):
-            ax.plot(*_by_range(metrics, model, JUDGED_TEST_SET, lambda c: c[attack]["m100"]["eps80"]), style,
-                    label=f"SVD-UAP ({display_name(attack)}, m = {SAMPLE_SIZE})")
-        ax.plot(*_by_range(metrics, model, JUDGED_TEST_SET, lambda c: c["random"]["eps80"]), "^--", color="grey",
-                label="random direction")
-        ax.set(title=display_name(model), xlabel="training rotation range r (degrees)", ylabel="ε80 (L2 norm)")
+        for attack, marker in zip(SWEEP_ATTACKS, "os"):
+            line, = ax.plot(*_by_range(metrics, model, JUDGED_TEST_SET, lambda c: c[attack]["m100"]["fooling_eps80"]),
+                            f"{marker}-", label=f"SVD-UAP {display_name(attack)}, fooling")
+            ax.plot(*_by_range(metrics, model, JUDGED_TEST_SET, lambda c: c[attack]["m100"]["eps80"]), f"{marker}:",
+                    color=line.get_color(), label=f"SVD-UAP {display_name(attack)}, error")
+        ax.plot(*_by_range(metrics, model, JUDGED_TEST_SET, lambda c: c["random"]["fooling_eps80"]), "^--",
+                color="grey", label="random direction, fooling")
+        ax.set(title=f"{display_name(model)} (m = {SAMPLE_SIZE}, rotated test set)",
+               xlabel="training rotation range r (degrees)", ylabel="ε80 (L2 norm)")
         ax.set_ylim(bottom=0)
         ax.legend(fontsize=7)
     return _save(fig, path)
