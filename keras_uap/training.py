@@ -43,7 +43,7 @@ def rotated_training_dataset(images, labels, batch_size, epochs, seed, max_angle
         rng = np.random.default_rng([seed, 1000 + epoch])
         orders.append(rng.permutation(n))
         angles.append(rng.uniform(-max_angle, max_angle, size=n).astype(np.float32))
-    scale = 1.0 / 255.0 if images.dtype == np.uint8 else 1.0
+    divisor = 255.0 if images.dtype == np.uint8 else 1.0
     images = tf.constant(images[..., None] if images.ndim == 3 else images)
     labels = tf.constant(np.asarray(labels, dtype=np.int64))
 
@@ -51,7 +51,7 @@ def rotated_training_dataset(images, labels, batch_size, epochs, seed, max_angle
         return tf.data.Dataset.from_tensor_slices((order, angle)).batch(batch_size)
 
     def load(order, angle):
-        x = tf.cast(tf.gather(images, order), tf.float32) * scale
+        x = tf.cast(tf.gather(images, order), tf.float32) / divisor
         return tf.clip_by_value(rotate_images(x, angle), 0.0, 1.0), tf.gather(labels, order)
 
     epochs_ds = tf.data.Dataset.from_tensor_slices((np.stack(orders), np.stack(angles)))
