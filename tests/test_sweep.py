@@ -74,9 +74,10 @@ def test_one_more_range_trains_and_measures_only_that_range(swept):
     cfg, _, _ = swept
     again = run_sweep(cfg, models=("stdcnn",), ranges=(0, 90, 180))
     ran = sorted(name for name, result in again.items() if not result.cached)
-    assert ran == sorted(["report"] + [f"{stage}-stdcnn-rot90-{t}" for t in ("upright", "rotated")
-                                       for stage in ("directions-gradient", "directions-deepfool", "universal",
-                                                     "measures")] + ["train-stdcnn-rot90"])
+    cells = [f"stdcnn-rot90-{test_set}" for test_set in ("upright", "rotated")]
+    assert ran == sorted(["report", "train-stdcnn-rot90"] + [f"{stage}-{cell}" for cell in cells
+                                                             for stage in ("universal", "measures")]
+                         + [f"directions-{cell}-{attack}" for cell in cells for attack in ("gradient", "deepfool")])
     with open(os.path.join(cfg.run_dir, "metrics.json")) as f:
         assert list(json.load(f)["sweep"]["stdcnn"]) == ["0", "90", "180"]
 

@@ -72,7 +72,8 @@ def prepare_upright_test(cfg, log=None):
 
 def measure(cfg, model, name, model_file, test_sets, log=None):
     """Directions, universal curves and measures of one trained model on each
-    test set ({label: test.npz}); returns {label: {stage: StageResult}}.
+    test set ({label: test.npz}); returns {label: {"directions": {attack:
+    StageResult}, "universal": StageResult, "measures": StageResult}}.
 
     `model` picks the profile's per-model settings (`StudyConfig.for_model`)
     and `name` (e.g. "stdcnn-rot45") the stages' directories.
@@ -92,7 +93,7 @@ def measure(cfg, model, name, model_file, test_sets, log=None):
         # m = 100 and every attacked input: the stage draws min(m, attacked) of them.
         universal = dataclasses.replace(cfg.universal, sample_sizes=(SAMPLE_SIZE, cfg.data.test_size))
         found[label] = {
-            **{f"directions-{attack}": result for attack, result in directions.items()},
+            "directions": directions,
             "universal": run_stage(UNIVERSAL_STAGE, _sweep_dir(cfg, "universal", cell),
                                    inputs={"model_file": model_file, "test_data": test_data, **directions_files},
                                    params={"model": cell, **cache_params(universal), "seed": cfg.seed},
@@ -154,6 +155,8 @@ def run_sweep(cfg, models=DEFAULT_MODELS, ranges=DEFAULT_RANGES, log=None):
             model_file = os.path.join(export_path(cfg, name), "model.keras")
             measured[model, rotation] = measure(cfg, model, name, model_file, test_sets, log)
             for label, stages in measured[model, rotation].items():
-                results.update({f"{stage}-{name}-{label}": result for stage, result in stages.items()})
+                results.update({f"directions-{name}-{label}-{attack}": result
+                                for attack, result in stages["directions"].items()})
+                results.update({f"{stage}-{name}-{label}": stages[stage] for stage in ("universal", "measures")})
     results["report"] = report_sweep(cfg, models, ranges, measured, log)
     return results

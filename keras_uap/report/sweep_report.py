@@ -130,8 +130,9 @@ def sweep_metrics(models, ranges, cells, norm):
         overall = (DOES_NOT_HOLD if DOES_NOT_HOLD in verdicts else CANNOT_BE_JUDGED if CANNOT_BE_JUDGED in verdicts
                    else HOLDS)
         reading[model] = {"verdict": overall, "attacks": by_attack}
+    grid_max = max(max(universal["eps_grid"]) for universal, _ in cells.values())
     return plain_json({"sweep": sweep, "sweep_reading": reading, "sweep_ranges": [float(r) for r in ranges],
-                       "sweep_norm": float(norm), "sweep_criterion": CRITERION, "sweep_claim": FOLLOW_UP_WORDS})
+                       "sweep_norm": float(norm), "sweep_grid_max": float(grid_max), "sweep_criterion": CRITERION, "sweep_claim": FOLLOW_UP_WORDS})
 
 
 def _eps(value):
@@ -185,22 +186,35 @@ def _by_range(metrics, model, test_set, pick):
     return [float(r) for r in ranges], _floats([pick(by_set[test_set]) for by_set in ranges.values()])
 
 
+def _plot_eps80(ax, ranges, eps80, grid_max, style, **kwargs):
+    """ε80 against r; a point above the grid as an open marker at the grid's largest norm."""
+    line, = ax.plot(ranges, eps80, style, **kwargs)
+    above = np.isnan(eps80)
+    ax.plot(np.asarray(ranges)[above], np.full(above.sum(), grid_max), style[0], mfc="none",
+            color=line.get_color())
+    return line
+
+
 def eps80_figure(path, metrics, models):
     """ε80 against r on the rotated test set, one panel per model: the fooling
     ε80 (solid) and error-rate ε80 (dotted) of the m = 100 SVD-UAPs, and the
-    random directions' fooling ε80. A point above the grid is left out."""
+    random directions' fooling ε80. Open markers on the dotted black line:
+    above the grid's largest norm."""
+    grid_max = metrics["sweep_grid_max"]
     fig = Figure(figsize=(4.2 * len(models), 3.3))
     for ax, model in zip(fig.subplots(1, len(models), squeeze=False)[0], models):
         for attack, marker in zip(SWEEP_ATTACKS, "os"):
-            line, = ax.plot(*_by_range(metrics, model, JUDGED_TEST_SET, lambda c: c[attack]["m100"]["fooling_eps80"]),
-                            f"{marker}-", label=f"SVD-UAP {display_name(attack)}, fooling")
-            ax.plot(*_by_range(metrics, model, JUDGED_TEST_SET, lambda c: c[attack]["m100"]["eps80"]), f"{marker}:",
-                    color=line.get_color(), label=f"SVD-UAP {display_name(attack)}, error")
-        ax.plot(*_by_range(metrics, model, JUDGED_TEST_SET, lambda c: c["random"]["fooling_eps80"]), "^--",
-                color="grey", label="random direction, fooling")
+            line = _plot_eps80(ax, *_by_range(metrics, model, JUDGED_TEST_SET,
+                                              lambda c: c[attack]["m100"]["fooling_eps80"]),
+                               grid_max, f"{marker}-", label=f"SVD-UAP {display_name(attack)}, fooling")
+            _plot_eps80(ax, *_by_range(metrics, model, JUDGED_TEST_SET, lambda c: c[attack]["m100"]["eps80"]),
+                        grid_max, f"{marker}:", color=line.get_color(), label=f"SVD-UAP {display_name(attack)}, error")
+        _plot_eps80(ax, *_by_range(metrics, model, JUDGED_TEST_SET, lambda c: c["random"]["fooling_eps80"]),
+                    grid_max, "^--", color="grey", label="random direction, fooling")
+        ax.axhline(grid_max, ls=":", color="k", lw=0.8, label="grid's largest norm")
         ax.set(title=f"{display_name(model)} (m = {SAMPLE_SIZE}, rotated test set)",
                xlabel="training rotation range r (degrees)", ylabel="ε80 (L2 norm)")
-        ax.set_ylim(bottom=0)
+        ax.set_ylim(0, 1.08 * grid_max)
         ax.legend(fontsize=7)
     return _save(fig, path)
 
