@@ -201,7 +201,7 @@ def eps80_figure(path, metrics, models):
     random directions' fooling ε80. Open markers on the dotted black line:
     above the grid's largest norm."""
     grid_max = metrics["sweep_grid_max"]
-    fig = Figure(figsize=(4.2 * len(models), 3.3))
+    fig = Figure(figsize=(4.4 * len(models), 3.4), layout="constrained")
     for ax, model in zip(fig.subplots(1, len(models), squeeze=False)[0], models):
         for attack, marker in zip(SWEEP_ATTACKS, "os"):
             line = _plot_eps80(ax, *_by_range(metrics, model, JUDGED_TEST_SET,
