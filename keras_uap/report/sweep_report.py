@@ -3,9 +3,10 @@ follow-up paper's claim with a criterion fixed in code, `sweep.md` and two
 figures.
 
 The claim (Kamath, Deshpande and Subrahmanyam, "On Universalized Adversarial
-and Invariant Perturbations", arXiv 2006.04449, abstract): "as GCNNs gain
-rotation invariance through training augmented with larger rotations, the
-fooling rate of SVD-Universal gets better". The sweep reads it, per model,
+and Invariant Perturbations", arXiv 2006.04449, its abstract in substance;
+`FOLLOW_UP_CLAIM` is a paraphrase, not a quotation): as GCNNs gain rotation
+invariance through training augmented with larger rotations, the fooling
+rate of SVD-Universal gets better. The sweep reads it, per model,
 on the fooling ε80 (the L2 norm at which the perturbation changes 80% of the
 model's predictions, mean over the sample seeds) of the SVD-UAP from m = 100
 attacked inputs, on the test set rotated in [-180, 180]: a better fooling
@@ -46,21 +47,21 @@ from keras_uap.report.claims import CANNOT_BE_JUDGED, DOES_NOT_HOLD, HOLDS
 from keras_uap.report.figures import _floats, _save
 from keras_uap.report.tables import display_name, fmt
 
-__all__ = ["FOLLOW_UP", "FOLLOW_UP_WORDS", "CRITERION", "STEP_TOLERANCE", "END_MARGIN", "SWEEP_ATTACKS",
+__all__ = ["FOLLOW_UP", "FOLLOW_UP_CLAIM", "CRITERION", "STEP_TOLERANCE", "END_MARGIN", "SWEEP_ATTACKS",
            "TEST_SETS", "SAMPLE_SIZE", "judge_growth", "sweep_metrics", "sweep_markdown", "write_sweep_report"]
 
 FOLLOW_UP = ("Kamath, Deshpande, Subrahmanyam, \"On Universalized Adversarial and Invariant Perturbations\", "
              "arXiv 2006.04449")
-FOLLOW_UP_WORDS = ("\"as GCNNs gain rotation invariance through training augmented with larger rotations, the "
-                   "fooling rate of SVD-Universal gets better\"")
+FOLLOW_UP_CLAIM = ("as GCNNs gain rotation invariance through training augmented with larger rotations, the fooling "
+                   "rate of SVD-Universal gets better")
 STEP_TOLERANCE = 0.05
 END_MARGIN = 0.10
 SWEEP_ATTACKS = ("gradient", "deepfool")
 TEST_SETS = ("upright", "rotated")   # the official test images, and the data stage's rotated ones
 JUDGED_TEST_SET = "rotated"
 SAMPLE_SIZE = 100
-CRITERION = (f"fooling ε80 of the m = {SAMPLE_SIZE} SVD-UAP on the rotated test set, for both the gradient and the DeepFool "
-             f"directions: at most {STEP_TOLERANCE:.0%} higher at each larger training range than at the one "
+CRITERION = (f"fooling ε80 of the m = {SAMPLE_SIZE} SVD-UAP on the rotated test set, for both the gradient and "
+             f"the DeepFool directions: at most {STEP_TOLERANCE:.0%} higher at each larger training range than at the one "
              f"before, and at least {END_MARGIN:.0%} lower at the largest range than at the smallest")
 
 
@@ -132,7 +133,8 @@ def sweep_metrics(models, ranges, cells, norm):
         reading[model] = {"verdict": overall, "attacks": by_attack}
     grid_max = max(max(universal["eps_grid"]) for universal, _ in cells.values())
     return plain_json({"sweep": sweep, "sweep_reading": reading, "sweep_ranges": [float(r) for r in ranges],
-                       "sweep_norm": float(norm), "sweep_grid_max": float(grid_max), "sweep_criterion": CRITERION, "sweep_claim": FOLLOW_UP_WORDS})
+                       "sweep_norm": float(norm), "sweep_grid_max": float(grid_max), "sweep_criterion": CRITERION,
+                       "sweep_claim": FOLLOW_UP_CLAIM})
 
 
 def _eps(value):
@@ -170,7 +172,7 @@ def sweep_markdown(metrics, models, figures=("sweep_eps80.png", "sweep_accuracy.
                                  f"{_curve_cells(a['all'])} |")
                 lines.append(f"| {r}° | | | random | | {_curve_cells(cell['random'])} | | | |")
             lines.append("")
-    lines += ["## Reading", "", f"{FOLLOW_UP}: {FOLLOW_UP_WORDS}.", "",
+    lines += ["## Reading", "", f"{FOLLOW_UP} reports that {FOLLOW_UP_CLAIM}.", "",
               f"Criterion, fixed in code before the sweep it judges: {CRITERION}.", ""]
     for model in models:
         found = metrics["sweep_reading"][model]
