@@ -8,7 +8,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_uap.pipelines.study import train
-from keras_uap.pipelines.train_stage import load_exported_model
+from keras_uap.pipelines.exported_model import load_exported_model
 from keras_uap.training import rotated_training_dataset
 
 

@@ -10,23 +10,11 @@ import os
 from keras_uap.models import MODELS, build_model
 from keras_uap.pipelines.data_stage import load_split
 from keras_uap.pipelines.code_versions import code_version
+from keras_uap.pipelines.exported_model import load_exported_model
 from keras_uap.pipelines.runner import Stage
 from keras_uap.training import evaluate_accuracy, export_model, set_determinism, train_model
 
-__all__ = ["TRAIN_STAGE", "load_exported_model"]
-
-
-def load_exported_model(export_dir):
-    """Loads the `.keras` file of an export made by the train stage."""
-    import keras
-
-    import keras_uap.layers  # noqa: F401  (registers the custom layers)
-    from keras_uap.errors import UserError
-
-    path = os.path.join(export_dir, "model.keras")
-    if not os.path.isfile(path):
-        raise UserError(f"{path}: no exported model; create it with `keras-uap train`")
-    return keras.saving.load_model(path)
+__all__ = ["TRAIN_STAGE"]
 
 
 def _train_stage(output_dir, data, model, epochs, batch_size, optimizer, learning_rate, momentum, rotation, seed,
