@@ -209,7 +209,7 @@ def main(argv=None):
     import eagerpy
 
     import keras
-    from keras_uap.pipelines.train_stage import load_exported_model
+    from keras_uap.pipelines.exported_model import load_exported_model
 
     t_start = time.perf_counter()
     command = "python benchmarks/bench_deepfool.py" + " ".join([""] + (argv if argv is not None else sys.argv[1:]))

@@ -24,7 +24,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import tensorflow as tf  # noqa: E402
 
-from keras_uap.pipelines.train_stage import load_exported_model  # noqa: E402
+from keras_uap.pipelines.exported_model import load_exported_model  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _results import loadavg, machine_info, machine_lines, publish_section  # noqa: E402

@@ -29,7 +29,7 @@ import tensorflow as tf  # noqa: E402
 
 from keras_uap.baselines.compare import build_universal_perturbations  # noqa: E402
 from keras_uap.method import draw_sample  # noqa: E402
-from keras_uap.pipelines.train_stage import load_exported_model  # noqa: E402
+from keras_uap.pipelines.exported_model import load_exported_model  # noqa: E402
 from keras_uap.report.comparison import METHOD_NAMES  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))

@@ -15,7 +15,7 @@ import keras
 from keras_uap.data.rotation import MAX_ANGLE, rotate_images
 
 __all__ = ["set_determinism", "rotated_training_dataset", "BestValidationWeights", "compile_for_training",
-           "make_optimizer", "OPTIMIZERS", "train_model",
+           "make_optimizer", "OPTIMIZERS", "fit_rotated", "train_model",
            "export_model", "evaluate_accuracy"]
 
 
@@ -26,27 +26,32 @@ def set_determinism(seed):
     tf.config.experimental.enable_op_determinism()
 
 
-def rotated_training_dataset(images_uint8, labels, batch_size, epochs, seed):
+def rotated_training_dataset(images, labels, batch_size, epochs, seed, max_angle=MAX_ANGLE):
     """A tf.data pipeline over `epochs` epochs: each epoch a new permutation and
-    new angles uniform in [-180, 180], drawn from (seed, epoch) so that the
-    stream is reproducible.
+    new angles uniform in [-max_angle, max_angle] degrees, drawn from
+    (seed, epoch) so that the stream is reproducible.
 
-    Yields (x, y) with x (batch, 28, 28, 1) float32 in [0, 1].
+    Args:
+        images: uint8 (n, H, W) images (scaled by 1/255), or float (n, H, W, C)
+            images already in [0, 1].
+
+    Yields (x, y) with x (batch, H, W, C) float32 in [0, 1].
     """
-    n = len(images_uint8)
+    n = len(images)
     orders, angles = [], []
     for epoch in range(epochs):
         rng = np.random.default_rng([seed, 1000 + epoch])
         orders.append(rng.permutation(n))
-        angles.append(rng.uniform(-MAX_ANGLE, MAX_ANGLE, size=n).astype(np.float32))
-    images = tf.constant(images_uint8[..., None])
+        angles.append(rng.uniform(-max_angle, max_angle, size=n).astype(np.float32))
+    divisor = 255.0 if images.dtype == np.uint8 else 1.0
+    images = tf.constant(images[..., None] if images.ndim == 3 else images)
     labels = tf.constant(np.asarray(labels, dtype=np.int64))
 
     def one_epoch(order, angle):
         return tf.data.Dataset.from_tensor_slices((order, angle)).batch(batch_size)
 
     def load(order, angle):
-        x = tf.cast(tf.gather(images, order), tf.float32) / 255.0
+        x = tf.cast(tf.gather(images, order), tf.float32) / divisor
         return tf.clip_by_value(rotate_images(x, angle), 0.0, 1.0), tf.gather(labels, order)
 
     epochs_ds = tf.data.Dataset.from_tensor_slices((np.stack(orders), np.stack(angles)))
@@ -101,20 +106,21 @@ def compile_for_training(model, learning_rate=0.01, momentum=0.5, optimizer="sgd
     return model
 
 
-def train_model(model, train, validation, epochs=10, batch_size=64, learning_rate=0.01,
-                momentum=0.5, seed=0, tensorboard_dir=None, verbose=1, optimizer="sgd"):
-    """Trains `model` on rotated `train` (uint8 images, labels), validating on
-    the pre-rotated `validation` (x, y) after every epoch.
+def fit_rotated(model, train, validation, epochs=10, batch_size=64, seed=0, max_angle=MAX_ANGLE,
+                tensorboard_dir=None, verbose=1):
+    """Fits the compiled `model` on `train` (images, labels), rotated afresh
+    every epoch uniformly in [-max_angle, max_angle] degrees
+    (`rotated_training_dataset`), validating on `validation` (x, y) after
+    every epoch, or not at all when it is None.
 
     The weights of the epoch with the best validation accuracy are kept.
 
     Returns:
         the Keras `History.history` dict (per-epoch loss and accuracy), with
-        `best_epoch` (1-based) added.
+        `best_epoch` (1-based; None without validation) added.
     """
     images, labels = train
-    compile_for_training(model, learning_rate, momentum, optimizer)
-    dataset = rotated_training_dataset(images, labels, batch_size, epochs, seed)
+    dataset = rotated_training_dataset(images, labels, batch_size, epochs, seed, max_angle)
     best = BestValidationWeights()
     callbacks = [best]
     if tensorboard_dir:
@@ -133,6 +139,15 @@ def train_model(model, train, validation, epochs=10, batch_size=64, learning_rat
     record = {k: [float(v) for v in vals] for k, vals in history.history.items()}
     record["best_epoch"] = None if best.best_epoch is None else best.best_epoch + 1
     return record
+
+
+def train_model(model, train, validation, epochs=10, batch_size=64, learning_rate=0.01,
+                momentum=0.5, seed=0, tensorboard_dir=None, verbose=1, optimizer="sgd", max_angle=MAX_ANGLE):
+    """Compiles `model` (`compile_for_training`) and trains it on rotated
+    `train` (uint8 images, labels) with `fit_rotated`; returns its history."""
+    compile_for_training(model, learning_rate, momentum, optimizer)
+    return fit_rotated(model, train, validation, epochs=epochs, batch_size=batch_size, seed=seed,
+                       max_angle=max_angle, tensorboard_dir=tensorboard_dir, verbose=verbose)
 
 
 def export_model(model, output_dir):

@@ -8,7 +8,7 @@ from keras_uap.errors import UserError
 from keras_uap.method import ATTACK_NAMES as ATTACKS
 from keras_uap.pipelines.directions_stage import attacked_indices, load_directions
 from keras_uap.pipelines.study import collect_directions
-from keras_uap.pipelines.train_stage import load_exported_model
+from keras_uap.pipelines.exported_model import load_exported_model
 
 
 @pytest.fixture(scope="module")

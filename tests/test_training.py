@@ -8,7 +8,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_uap.pipelines.study import train
-from keras_uap.pipelines.train_stage import load_exported_model
+from keras_uap.pipelines.exported_model import load_exported_model
 from keras_uap.training import rotated_training_dataset
 
 
@@ -106,6 +106,24 @@ def test_each_epoch_sees_new_rotations_and_streams_are_reproducible():
     again = [x.numpy() for x, _ in rotated_training_dataset(images, labels, 10, 2, seed=5)]
     np.testing.assert_array_equal(batches[0], again[0])
     assert batches[0].min() >= 0 and batches[0].max() <= 1
+
+
+def test_the_rotation_range_bounds_the_training_angles():
+    images = np.random.default_rng(1).integers(0, 256, (8, 28, 28), dtype=np.uint8)
+    labels = np.arange(8)
+
+    def stream(x, **kwargs):
+        (batch, y), = rotated_training_dataset(x, labels, 8, 1, seed=3, **kwargs)
+        return batch.numpy(), y.numpy()
+
+    upright, order = stream(images, max_angle=0.0)
+    np.testing.assert_allclose(upright[..., 0], images[order] / 255.0, atol=1e-6)
+    turned, same_order = stream(images)
+    np.testing.assert_array_equal(same_order, order)
+    assert np.abs(turned - upright).max() > 0.5
+    np.testing.assert_array_equal(turned, stream(images, max_angle=180.0)[0])
+    # Float images with a channel axis, already in [0, 1], stream the same pixels.
+    np.testing.assert_allclose(stream(images[..., None] / np.float32(255.0))[0], turned, atol=1e-6)
 
 
 def test_quick_profile_trains_stdcnn_and_gcnn_with_adam_unless_epochs_are_chosen():

@@ -26,6 +26,7 @@ from keras_uap.api.perturbation import (
     svd_universal_perturbation,
     universal_from_directions,
 )
+from keras_uap.api.sweep import SweepResult, sweep
 
 __all__ = [
     "ArgumentError",
@@ -49,4 +50,6 @@ __all__ = [
     "universal_from_directions",
     "default_sign_norms",
     "fooling_curve",
+    "SweepResult",
+    "sweep",
 ]

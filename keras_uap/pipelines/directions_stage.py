@@ -64,7 +64,7 @@ def attacked_indices(n_test, limit=None, subset=None, seed=0):
 def _directions_stage(output_dir, model, test_data, attack, limit, deepfool_subset, pgd_subset, seed, batch_size,
                       fgsm_eps, gradient_step, deepfool_candidates, deepfool_overshoot, deepfool_max_iter, pgd_eps,
                       pgd_eps_iter, pgd_nb_iter, progress=None):
-    from keras_uap.pipelines.train_stage import load_exported_model
+    from keras_uap.pipelines.exported_model import load_exported_model
 
     network = load_exported_model(os.path.dirname(model))
     model_fn = tf.function(lambda t: network(t, training=False), reduce_retracing=True)

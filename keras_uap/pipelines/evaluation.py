@@ -61,7 +61,7 @@ def load_evaluation_set(model_file, x, y, eval_subset, seed, batch_size):
     `eval_subset` None evaluates all of `(x, y)`; an int, the seeded subset
     of that many (`draw_sample`, the same draw as the directions stage's subsets).
     """
-    from keras_uap.pipelines.train_stage import load_exported_model
+    from keras_uap.pipelines.exported_model import load_exported_model
 
     network = load_exported_model(os.path.dirname(model_file))
     evaluated = draw_sample(len(x), len(x) if eval_subset is None else eval_subset, seed)

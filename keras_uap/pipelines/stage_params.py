@@ -49,13 +49,17 @@ class DataParams:
 
 @dataclasses.dataclass(frozen=True)
 class TrainParams:
-    """The training stage: epochs, batch size and the optimiser."""
+    """The training stage: epochs, batch size, the optimiser, and the range
+    of the training rotations: each epoch rotates every training image by an
+    angle uniform in [-rotation, rotation] degrees (the paper's 180; the
+    sweep varies it)."""
 
     epochs: int = 10
     batch_size: int = 64
     optimizer: str = "sgd"
     learning_rate: float = 0.01
     momentum: float = 0.5
+    rotation: float = 180.0
 
 
 @dataclasses.dataclass(frozen=True)

@@ -184,17 +184,19 @@ def prepare_data(cfg, log=None):
     )
 
 
-def train(cfg, model, log=None, data=None):
-    """Trains (or reuses) `model` and exports it to `<export_dir>/<dataset>-<model>`."""
+def train(cfg, model, log=None, data=None, name=None):
+    """Trains (or reuses) `model` and exports it to `<export_dir>/<dataset>-<name>`
+    (`name` defaults to the model's: the sweep names one export per rotation range)."""
     check_models([model])
     data = data or prepare_data(cfg, log)
     cfg = cfg.for_model(model)
+    name = name or model
     return run_stage(
         TRAIN_STAGE,
-        export_path(cfg, model),
+        export_path(cfg, name),
         inputs={"data": data.output_dir},
         params={"model": model, **cache_params(cfg.train), "seed": cfg.seed},
-        settings={"tensorboard_dir": os.path.join(cfg.run_dir, "tensorboard", f"train-{model}"),
+        settings={"tensorboard_dir": os.path.join(cfg.run_dir, "tensorboard", f"train-{name}"),
                   "verbose": cfg.verbose},
         force=cfg.force,
         log=log,

@@ -10,26 +10,14 @@ import os
 from keras_uap.models import MODELS, build_model
 from keras_uap.pipelines.data_stage import load_split
 from keras_uap.pipelines.code_versions import code_version
+from keras_uap.pipelines.exported_model import load_exported_model
 from keras_uap.pipelines.runner import Stage
 from keras_uap.training import evaluate_accuracy, export_model, set_determinism, train_model
 
-__all__ = ["TRAIN_STAGE", "load_exported_model"]
+__all__ = ["TRAIN_STAGE"]
 
 
-def load_exported_model(export_dir):
-    """Loads the `.keras` file of an export made by the train stage."""
-    import keras
-
-    import keras_uap.layers  # noqa: F401  (registers the custom layers)
-    from keras_uap.errors import UserError
-
-    path = os.path.join(export_dir, "model.keras")
-    if not os.path.isfile(path):
-        raise UserError(f"{path}: no exported model; create it with `keras-uap train`")
-    return keras.saving.load_model(path)
-
-
-def _train_stage(output_dir, data, model, epochs, batch_size, optimizer, learning_rate, momentum, seed,
+def _train_stage(output_dir, data, model, epochs, batch_size, optimizer, learning_rate, momentum, rotation, seed,
                  tensorboard_dir, verbose):
     set_determinism(seed)
     train = load_split(data, "train")
@@ -39,13 +27,14 @@ def _train_stage(output_dir, data, model, epochs, batch_size, optimizer, learnin
     history = train_model(
         network, (train["x"], train["y"]), (validation["x"], validation["y"]),
         epochs=epochs, batch_size=batch_size, optimizer=optimizer, learning_rate=learning_rate, momentum=momentum,
-        seed=seed, tensorboard_dir=tensorboard_dir, verbose=verbose,
+        seed=seed, tensorboard_dir=tensorboard_dir, verbose=verbose, max_angle=rotation,
     )
     export_model(network, output_dir)
     # Measure on the reloaded export, the same object every later stage sees.
     reloaded = load_exported_model(output_dir)
     metrics = {
         "model": model,
+        "rotation": rotation,
         "test_accuracy": evaluate_accuracy(reloaded.predict_on_batch, test["x"], test["y"]),
         "validation_accuracy": max(history.get("val_accuracy", [None])),
         "best_epoch": history["best_epoch"],
@@ -74,6 +63,6 @@ TRAIN_STAGE = Stage(
     fn=_train_stage,
     version=_train_version,
     inputs=("data",),
-    params=("model", "epochs", "batch_size", "optimizer", "learning_rate", "momentum", "seed"),
+    params=("model", "epochs", "batch_size", "optimizer", "learning_rate", "momentum", "rotation", "seed"),
     settings=("tensorboard_dir", "verbose"),
 )
