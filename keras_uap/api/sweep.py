@@ -10,6 +10,7 @@ the same criterion (`keras_uap.report.sweep_report`).
 
 import dataclasses
 import json
+import math
 import os
 import re
 import tempfile
@@ -19,13 +20,13 @@ import numpy as np
 
 from keras_uap.api._checks import ArgumentError, check_positive_int, check_seed, range_if_outside
 from keras_uap.api.datasets import prepare_images, prepare_labels
-from keras_uap.api.perturbation import default_probe_norm
 from keras_uap.errors import UserError
 
 __all__ = ["SweepResult", "sweep"]
 
-# The engine's grid is in L2 norm for 784 values in [0, 1]; other inputs get it scaled like the sign probe.
-_PAPER_PROBE_NORM = 6.0
+# The engine's grid is in L2 norm for 784 values in [0, 1]; other inputs get it
+# scaled to the same root-mean-square change per value, as the sign's norms are.
+_MNIST_VALUES = 28 * 28
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,7 +117,7 @@ def sweep(build_model: Callable, x_train, y_train, x_test, y_test, ranges=(0, 45
         print(result.verdict, result.by_range["180"]["rotated"]["deepfool"]["m100"]["eps80"])
     """
     from keras_uap.pipelines.study import StudyConfig
-    from keras_uap.pipelines.sweep import check_ranges, export_name, measure, report_sweep
+    from keras_uap.pipelines.sweep import ERROR_RATE_NORM, check_ranges, export_name, measure, report_sweep
     from keras_uap.training import fit_rotated, set_determinism
 
     if not callable(build_model):
@@ -137,11 +138,10 @@ def sweep(build_model: Callable, x_train, y_train, x_test, y_test, ranges=(0, 45
         raise ArgumentError(f"`x_train` and `x_test` must have the same image shape. "
                             f"Received: {x_train.shape[1:]} and {x_test.shape[1:]}")
     run_dir = run_dir or tempfile.mkdtemp(prefix="keras-uap-sweep-")
-    scale = default_probe_norm(x_test.shape[1:]) / _PAPER_PROBE_NORM
+    scale = math.sqrt(np.prod(x_test.shape[1:]) / _MNIST_VALUES)
     cfg = StudyConfig(run_dir=run_dir, export_dir=os.path.join(run_dir, "models"), seed=seed, verbose=0,
                       model_settings={})
     cfg = cfg.replace_params(**{"data.test_size": len(x_test), "directions.limit": attack_limit,
-                                "universal.probe_norm": _PAPER_PROBE_NORM * scale,
                                 "universal.eps_grid": tuple(e * scale for e in cfg.universal.eps_grid)})
     test_sets = _test_sets(os.path.join(run_dir, "data"), x_test, y_test, seed)
     measured = {}
@@ -157,7 +157,7 @@ def sweep(build_model: Callable, x_train, y_train, x_test, y_test, ranges=(0, 45
         model.save(os.path.join(model_dir, "model.keras"))
         measured[name, rotation] = measure(cfg, name, export_name(name, rotation),
                                            os.path.join(model_dir, "model.keras"), test_sets, log)
-    report = report_sweep(cfg, (name,), ranges, measured, log)
+    report = report_sweep(cfg, (name,), ranges, measured, log, norm=ERROR_RATE_NORM * scale)
     with open(os.path.join(report.output_dir, "metrics.json")) as f:
         metrics = json.load(f)
     reading = metrics["sweep_reading"][name]
