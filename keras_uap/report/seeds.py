@@ -95,14 +95,18 @@ def seeds_markdown(section):
     for model, numbers in section["models"].items():
         for key, (label, digits) in HEADLINES.items():
             s = numbers[key]
-            rows.append([display_name(model), label, *(fmt(v, digits) for v in s["values"]),
-                         fmt(s["mean"], max(digits, 1)), f"{fmt(s['min'], digits)} – {fmt(s['max'], digits)}"])
+            defined = sum(v is not None for v in s["values"])
+            over = f" ({defined} of {len(seeds)} seeds)" if 0 < defined < len(seeds) else ""
+            mean = fmt(s["mean"], max(digits, 1)) + over
+            rows.append([display_name(model), label, *(fmt(v, digits) for v in s["values"]), mean,
+                         f"{fmt(s['min'], digits)} – {fmt(s['max'], digits)}"])
     table = markdown_table(["Model", "number", *(f"seed {s}" for s in seeds), "mean", "min – max"], rows)
     return "\n".join([
         "## Training seeds", "",
         f"Every model was trained with each of the training seeds {', '.join(map(str, seeds))}, then attacked, "
         f"analysed and evaluated on the same inputs and samples (those of the run's seed {seeds[0]}), so that the "
         f"spread below is the training's. The other sections show the models of seed {seeds[0]}. ε80: n/a where "
-        f"the curve does not reach 80% on its grid, left out of the mean. A counted claim whose verdict differs "
-        f"between seeds is marked \"{claims.SEEDS_DISAGREE}\" in the Reading and not counted as holding.", "",
+        f"the curve does not reach 80% on its grid, left out of the mean (which then says over how many seeds). "
+        f"A counted claim whose verdict differs between seeds is marked \"{claims.SEEDS_DISAGREE}\" in the "
+        f"Reading and not counted as holding.", "",
         table])
