@@ -5,7 +5,9 @@ attack directions, analysis, universal-attack curves and the report.
 per stage (`keras_uap.pipelines.stage_params`); the two profiles are the
 paper's (full data, 10 epochs) and a quick smoke run. `model_settings`
 adjusts a profile per model (RotEqNet's training and its two most expensive
-stages); `StudyConfig.for_model` applies them.
+stages); `StudyConfig.for_model` applies them. With several training seeds
+(`StudyConfig.training_seeds`) the model stages run once per seed and the
+report sets the seeds' numbers side by side.
 """
 
 import dataclasses
