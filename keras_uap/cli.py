@@ -79,6 +79,12 @@ QuickOpt = Annotated[bool, typer.Option("--quick", metavar=" ",
 ModelsOpt = Annotated[str, typer.Option(help="Comma-separated models to study, e.g. stdcnn,gcnn.")]
 ForceOpt = Annotated[bool, typer.Option("--force", metavar=" ",
                                         help="Redo stages even when their cached result is valid.")]
+TrainingSeedsOpt = Annotated[Optional[str], typer.Option(
+    help="Comma-separated seeds to train every model with, --seed among them, e.g. 0,1,2 (default: --seed "
+         "alone). Each model's stages, from training to the comparison, run once per seed (about N times their "
+         "cost), on the same attacked inputs; the report adds each number's mean and range over the seeds and "
+         "marks a claim whose seeds disagree. Models of seed s other than --seed go to "
+         "<export-dir>/<dataset>-<model>-seed<s>.")]
 
 
 def _log(line):
@@ -106,13 +112,24 @@ def _progress_bar():
     return update
 
 
-def _config(quick, run_dir, export_dir, dataset, data_dir, seed, epochs, force):
+def _training_seeds(text):
+    """`--training-seeds` as a tuple of seeds; () when not given (the run's seed alone)."""
+    if text is None:
+        return ()
+    seeds = _number_list("--training-seeds", text, int)
+    if not seeds:
+        raise UserError(f"--training-seeds must list at least one seed, got {text!r}")
+    return seeds
+
+
+def _config(quick, run_dir, export_dir, dataset, data_dir, seed, epochs, force, training_seeds=None):
     from keras_uap.pipelines.study import StudyConfig, quick_config
 
     # Each option sets the stage field of its name ("stage.field").
     params = {"data.dataset": dataset.value, "train.epochs": epochs}
     overrides = dict(run_dir=run_dir and str(run_dir), export_dir=export_dir and str(export_dir),
                      data_dir=data_dir and str(data_dir), seed=seed, force=force,
+                     training_seeds=_training_seeds(training_seeds),
                      verbose=1 if sys.stderr.isatty() else 2, progress=_progress_bar(),
                      user_set=("train.epochs",) if epochs is not None else ())
     if quick:
@@ -208,6 +225,7 @@ def run_all(
     export_dir: ExportDirOpt = None,
     quick: QuickOpt = False,
     force: ForceOpt = False,
+    training_seeds: TrainingSeedsOpt = None,
     no_comparison: Annotated[bool, typer.Option(
         "--no-comparison", metavar=" ",
         help="Skip the comparison of SVD-UAP with the iterative UAP, class-mean and random directions "
@@ -223,8 +241,8 @@ def run_all(
     from keras_uap.pipelines.study import run_all as run_study
 
     chosen = _model_list(models)
-    cfg = dataclasses.replace(_config(quick, run_dir, export_dir, dataset, data_dir, seed, epochs, force),
-                              comparison_enabled=not no_comparison)
+    cfg = dataclasses.replace(_config(quick, run_dir, export_dir, dataset, data_dir, seed, epochs, force,
+                                      training_seeds), comparison_enabled=not no_comparison)
     _echo_results(run_study(cfg, models=chosen, log=_log))
 
 
@@ -241,12 +259,13 @@ def _stage_command(stage, help_text):
         export_dir: ExportDirOpt = None,
         quick: QuickOpt = False,
         force: ForceOpt = False,
+        training_seeds: TrainingSeedsOpt = None,
     ):
         _import_tensorflow_quietly()
         from keras_uap.pipelines.study import run_all as run_study
 
         chosen = _model_list(models)
-        cfg = _config(quick, run_dir, export_dir, dataset, data_dir, seed, None, force)
+        cfg = _config(quick, run_dir, export_dir, dataset, data_dir, seed, None, force, training_seeds)
         _echo_results(run_study(cfg, models=chosen, log=_log, until=stage))
 
     command.__doc__ = help_text

@@ -36,6 +36,11 @@ def test_every_model_can_be_chosen(capsys):
     (["train"], "Missing option '--model'. Choose from: stdcnn, gcnn, roteqnet"),
     (["data", "--seed", "-1"], "'--seed'"),
     (["study", "--model-path", "m.keras", "--data", "d.npz", "--seed", "-3"], "'--seed'"),
+    (["run-all", "--training-seeds", "0,x"], "--training-seeds must be comma-separated integers, got '0,x'"),
+    (["run-all", "--training-seeds", "1,2"], "--training-seeds must include the run's --seed 0"),
+    (["run-all", "--seed", "1", "--training-seeds", "0,1,1"], "--training-seeds lists a seed twice: 0,1,1"),
+    (["run-all", "--training-seeds", "0,-1"], "--training-seeds must be integers >= 0, got 0,-1"),
+    (["report", "--training-seeds", ","], "--training-seeds must list at least one seed"),
 ])
 def test_user_errors_are_one_line_with_exit_2(capsys, argv, expected):
     code, _, err = _run(capsys, *argv)

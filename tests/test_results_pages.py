@@ -123,6 +123,19 @@ def test_the_claims_are_shown_with_their_verdicts_and_counts(quick):
     assert f"| {claim} | - | {who} | - |" in pages.results_page
 
 
+def test_claims_whose_training_seeds_disagree_have_their_own_count_and_column(quick):
+    quick["claims"]["counts"] = {"holds": 6, "does not hold": 2, "cannot be judged": 1, "seeds disagree": 1}
+    entry = dict(quick["claims"]["counted"][0], verdict="seeds disagree")
+    quick["claims"]["counted"] = [entry]
+    pages = make_pages(quick)
+    counts = ("Of the 10 counted checks of the paper's claims, 6 hold, 2 do not hold, 1 cannot be judged and 1 "
+              "have training seeds that disagree (not counted as holding)")
+    assert counts in pages.readme_section and counts in pages.results_page
+    who = f"{display_name(entry['model'])} {display_name(entry['attack'])}"
+    assert f"| - | - | - | {who} |" in pages.results_page
+    assert make_pages(pages.snapshot).results_page == pages.results_page
+
+
 def test_theorem2_counts_only_the_sample_sizes_where_its_bound_is_informative(quick):
     theory = quick["theory"]["gcnn"]["gradient"]
     theory["theorem2"] = [{"m": 100, "bound": None, "distance": 0.9},   # vacuous

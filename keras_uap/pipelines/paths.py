@@ -1,4 +1,5 @@
-"""Checks of the directories a run reads and writes, made before any work starts.
+"""Checks of the directories a run reads and writes, made before any work starts,
+and the name a model's outputs take per training seed.
 
 A run that fails on its output directory after an hour of training has wasted
 the hour; a bad path is the user's to fix, so it is a `UserError` (one line,
@@ -9,7 +10,14 @@ import os
 
 from keras_uap.errors import UserError
 
-__all__ = ["check_input_dir", "check_output_dir"]
+__all__ = ["check_input_dir", "check_output_dir", "model_tag"]
+
+
+def model_tag(model, training_seed=None):
+    """The name of `model`'s exports, stage outputs and report inputs: the
+    model's own for the run's seed (None), `<model>-seed<s>` for another
+    training seed."""
+    return model if training_seed is None else f"{model}-seed{training_seed}"
 
 
 def check_input_dir(path, what):

@@ -5,7 +5,10 @@ Inputs are named per model: `analysis_<model>` (analysis.json),
 `top_vectors_<model>`, `universal_<model>` (universal.json),
 `train_metrics_<model>` (the export's metrics.json), optionally
 `comparison_<model>` (comparison.json), plus `test_data` and optionally
-`transfer` (transfer.json).
+`transfer` (transfer.json). With several `training_seeds` (the run's seed
+first), each further seed's models come as `analysis_<model>-seed<s>`,
+`universal_...`, `train_metrics_...` and `comparison_...` (`model_tag`):
+their numbers make the report's `seeds` section, the run seed's the rest.
 """
 
 import json
@@ -14,8 +17,9 @@ import os
 import numpy as np
 
 from keras_uap.pipelines.code_versions import code_version
+from keras_uap.pipelines.paths import model_tag
 from keras_uap.pipelines.runner import Stage
-from keras_uap.report import build_report
+from keras_uap.report import build_report, measured_metrics
 
 __all__ = ["REPORT_STAGE"]
 
@@ -25,28 +29,44 @@ def _load_json(path):
         return json.load(f)
 
 
-def _report_stage(output_dir, test_data, models, timings=None, tensorboard_dir=None, **inputs):
-    analysis, top_vectors, universal, models_info = {}, {}, {}, {}
+def _seed_artifacts(models, inputs, training_seed=None):
+    """(analysis, universal, models_info, comparison), each {model: ...}, of
+    the models trained with `training_seed` (None: the run's seed)."""
+    analysis, universal, models_info, comparison = {}, {}, {}, {}
     for model in models:
-        analysis[model] = _load_json(inputs[f"analysis_{model}"])
-        with np.load(inputs[f"top_vectors_{model}"], allow_pickle=False) as f:
-            top_vectors[model] = {k: f[k] for k in f.files}
-        universal[model] = _load_json(inputs[f"universal_{model}"])
-        train_metrics = _load_json(inputs[f"train_metrics_{model}"])
+        tag = model_tag(model, training_seed)
+        analysis[model] = _load_json(inputs[f"analysis_{tag}"])
+        universal[model] = _load_json(inputs[f"universal_{tag}"])
+        train_metrics = _load_json(inputs[f"train_metrics_{tag}"])
         models_info[model] = {
             "test_accuracy": train_metrics["test_accuracy"],
-            "export_path": os.path.join(os.path.dirname(inputs[f"train_metrics_{model}"]), "model.keras"),
+            "export_path": os.path.join(os.path.dirname(inputs[f"train_metrics_{tag}"]), "model.keras"),
             "history": train_metrics["history"],
         }
-    comparison = {model: _load_json(inputs[f"comparison_{model}"]) for model in models
-                  if f"comparison_{model}" in inputs}
+        if f"comparison_{tag}" in inputs:
+            comparison[model] = _load_json(inputs[f"comparison_{tag}"])
+    return analysis, universal, models_info, comparison or None
+
+
+def _report_stage(output_dir, test_data, models, training_seeds, timings=None, tensorboard_dir=None, **inputs):
+    analysis, universal, models_info, comparison = _seed_artifacts(models, inputs)
+    top_vectors = {}
+    for model in models:
+        with np.load(inputs[f"top_vectors_{model}"], allow_pickle=False) as f:
+            top_vectors[model] = {k: f[k] for k in f.files}
     transfer = _load_json(inputs["transfer"]) if "transfer" in inputs else None
     with np.load(test_data, allow_pickle=False) as f:
         n_test = int(len(f["y"]))
-    metrics = build_report(output_dir, analysis, top_vectors, universal, models_info,
-                           {"test_path": test_data, "n_test": n_test}, timings or {},
+    data_info = {"test_path": test_data, "n_test": n_test}
+    other_seeds = {}
+    for seed in training_seeds[1:]:
+        seed_analysis, seed_universal, seed_info, seed_comparison = _seed_artifacts(models, inputs, seed)
+        other_seeds[seed] = measured_metrics(seed_analysis, {}, seed_universal, seed_info, data_info, {},
+                                             comparison=seed_comparison)
+    metrics = build_report(output_dir, analysis, top_vectors, universal, models_info, data_info, timings or {},
                            tensorboard_dir or os.path.join(output_dir, "tensorboard"),
-                           comparison=comparison or None, transfer=transfer)
+                           comparison=comparison, transfer=transfer,
+                           training_seed=training_seeds[0], other_seeds=other_seeds or None)
     claims = metrics["claims"]
     return {"claims_counted": len(claims["counted"]), "claims_holding": claims["counts"]["holds"]}
 
@@ -57,6 +77,6 @@ REPORT_STAGE = Stage(
     version=code_version("1", __name__),
     inputs=("test_data", "analysis_*", "top_vectors_*", "universal_*", "train_metrics_*", "comparison_*",
             "transfer"),
-    params=("models",),
+    params=("models", "training_seeds"),
     settings=("timings", "tensorboard_dir"),
 )

@@ -5,7 +5,9 @@ attack directions, analysis, universal-attack curves and the report.
 per stage (`keras_uap.pipelines.stage_params`); the two profiles are the
 paper's (full data, 10 epochs) and a quick smoke run. `model_settings`
 adjusts a profile per model (RotEqNet's training and its two most expensive
-stages); `StudyConfig.for_model` applies them.
+stages); `StudyConfig.for_model` applies them. With several training seeds
+(`StudyConfig.training_seeds`) the model stages run once per seed and the
+report sets the seeds' numbers side by side.
 """
 
 import dataclasses
@@ -21,7 +23,7 @@ from keras_uap.method import ATTACK_NAMES
 from keras_uap.pipelines.directions_stage import DIRECTIONS_STAGE
 from keras_uap.pipelines.universal_stage import UNIVERSAL_STAGE
 from keras_uap.pipelines.report_stage import REPORT_STAGE
-from keras_uap.pipelines.paths import check_input_dir, check_output_dir
+from keras_uap.pipelines.paths import check_input_dir, check_output_dir, model_tag
 from keras_uap.gpu_determinism import warn_nondeterministic_gpu_ops
 from keras_uap.pipelines.runner import publish_run_outputs, recorded_timings, run_stage, use_deterministic_kernels
 from keras_uap.pipelines.stage_params import (
@@ -83,6 +85,11 @@ class StudyConfig:
         data_dir: the dataset's files (None: `$KERAS_UAP_DATA_DIR` or
             tensorflow-datasets).
         seed: the run's seed, part of every stage's cache key.
+        training_seeds: the seeds each model is trained with, `seed` among
+            them; () is `seed` alone. Every model stage runs once per
+            training seed (`model_seeds`); the attacked inputs, samples and
+            evaluation sets stay the run seed's, so that models trained with
+            different seeds are measured on the same inputs.
         data ... transfer: the stages' parameters.
         comparison_enabled: run the comparison and transfer stages.
         force, verbose, progress: rerun cached stages; Keras verbosity; a
@@ -96,6 +103,7 @@ class StudyConfig:
     export_dir: str = "saved_models"
     data_dir: str | None = None
     seed: int = 0
+    training_seeds: tuple = ()
     data: DataParams = DataParams()
     train: TrainParams = TrainParams()
     directions: DirectionsParams = DirectionsParams()
@@ -111,6 +119,11 @@ class StudyConfig:
     progress: object = None
     model_settings: dict = dataclasses.field(default_factory=lambda: dict(DEFAULT_MODEL_SETTINGS))
     user_set: tuple = ()
+
+    @property
+    def model_seeds(self):
+        """The training seeds, the run's seed first (its models are the report's)."""
+        return tuple(dict.fromkeys((self.seed, *self.training_seeds)))
 
     def for_model(self, model):
         """This configuration with `model_settings[model]` applied, each
@@ -142,12 +155,23 @@ class StudyConfig:
             raise UserError("split sizes must be positive")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise UserError(f"--seed must be an integer >= 0, got {self.seed!r}")
+        self._validate_training_seeds()
         source = resolve_data_dir(self.data.dataset, self.data_dir)
         if source is not None:
             check_input_dir(source, "data directory" if self.data_dir else f"data directory (from ${DATA_DIR_ENV})")
         check_output_dir(self.run_dir, "--run-dir")
         check_output_dir(self.export_dir, "--export-dir")
         return self
+
+    def _validate_training_seeds(self):
+        seeds = tuple(self.training_seeds)
+        if any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds):
+            raise UserError(f"--training-seeds must be integers >= 0, got {','.join(map(str, seeds))}")
+        if len(set(seeds)) != len(seeds):
+            raise UserError(f"--training-seeds lists a seed twice: {','.join(map(str, seeds))}")
+        if seeds and self.seed not in seeds:
+            raise UserError(f"--training-seeds must include the run's --seed {self.seed} (its models are the "
+                            f"report's), got {','.join(map(str, seeds))}")
 
 
 def quick_config(params=None, **overrides):
@@ -167,8 +191,15 @@ def quick_config(params=None, **overrides):
     return StudyConfig(**base).replace_params(**quick)
 
 
-def export_path(cfg, model):
-    return os.path.join(cfg.export_dir, f"{cfg.data.dataset}-{model}")
+def _seed_and_tag(cfg, model, training_seed):
+    """The seed `model` is trained with (None: the run's) and the name of its outputs (`model_tag`)."""
+    seed = cfg.seed if training_seed is None else training_seed
+    return seed, model_tag(model, None if seed == cfg.seed else seed)
+
+
+def export_path(cfg, model, training_seed=None):
+    """`<export_dir>/<dataset>-<model>`, `-seed<s>` appended for a training seed other than the run's."""
+    return os.path.join(cfg.export_dir, f"{cfg.data.dataset}-{_seed_and_tag(cfg, model, training_seed)[1]}")
 
 
 def prepare_data(cfg, log=None):
@@ -184,39 +215,45 @@ def prepare_data(cfg, log=None):
     )
 
 
-def train(cfg, model, log=None, data=None, name=None):
-    """Trains (or reuses) `model` and exports it to `<export_dir>/<dataset>-<name>`
-    (`name` defaults to the model's: the sweep names one export per rotation range)."""
+def train(cfg, model, log=None, data=None, training_seed=None, name=None):
+    """Trains (or reuses) `model` with `training_seed` (None: the run's seed)
+    and exports it to `export_path(cfg, model, training_seed)`, or to
+    `<export_dir>/<dataset>-<name>` for a `name` (the sweep's one export per
+    rotation range)."""
     check_models([model])
     data = data or prepare_data(cfg, log)
     cfg = cfg.for_model(model)
-    name = name or model
+    seed, tag = _seed_and_tag(cfg, model, training_seed)
+    tag = name or tag
     return run_stage(
         TRAIN_STAGE,
-        export_path(cfg, name),
+        os.path.join(cfg.export_dir, f"{cfg.data.dataset}-{tag}"),
         inputs={"data": data.output_dir},
-        params={"model": model, **cache_params(cfg.train), "seed": cfg.seed},
-        settings={"tensorboard_dir": os.path.join(cfg.run_dir, "tensorboard", f"train-{name}"),
+        params={"model": model, **cache_params(cfg.train), "seed": seed},
+        settings={"tensorboard_dir": os.path.join(cfg.run_dir, "tensorboard", f"train-{tag}"),
                   "verbose": cfg.verbose},
         force=cfg.force,
         log=log,
     )
 
 
-def collect_directions(cfg, model, attack, log=None, data=None):
-    """Collects (or reuses) the `attack` directions of the exported `model` on
-    the rotated test set. The export must exist (`keras-uap train`)."""
+def collect_directions(cfg, model, attack, log=None, data=None, training_seed=None):
+    """Collects (or reuses) the `attack` directions of the exported `model`
+    (trained with `training_seed`, None: the run's seed) on the rotated test
+    set. The export must exist (`keras-uap train`)."""
     if attack not in ATTACK_NAMES:
         raise UserError(f"unknown attack {attack!r}; choose one of: {', '.join(ATTACK_NAMES)}")
-    keras_file = os.path.join(export_path(cfg, model), "model.keras")
+    seed, tag = _seed_and_tag(cfg, model, training_seed)
+    keras_file = os.path.join(export_path(cfg, model, training_seed), "model.keras")
     if not os.path.isfile(keras_file):
-        raise UserError(f"{keras_file}: no exported {model}; create it with "
-                        f"`keras-uap train --model {model}` (same --export-dir)")
+        how = (f"keras-uap train --model {model}" if seed == cfg.seed
+               else f"keras-uap run-all --models {model} --training-seeds {','.join(map(str, cfg.model_seeds))}")
+        raise UserError(f"{keras_file}: no exported {model}; create it with `{how}` (same --export-dir)")
     data = data or prepare_data(cfg, log)
     cfg = cfg.for_model(model)
     return run_stage(
         DIRECTIONS_STAGE,
-        os.path.join(cfg.run_dir, "directions", f"{model}-{attack}"),
+        os.path.join(cfg.run_dir, "directions", f"{tag}-{attack}"),
         inputs={"model": keras_file, "test_data": os.path.join(data.output_dir, "test.npz")},
         params={"attack": attack, **cache_params(cfg.directions), "seed": cfg.seed},
         settings={"progress": cfg.progress},
@@ -230,12 +267,12 @@ def _directions_inputs(directions):
             for attack, result in directions.items()}
 
 
-def analyse(cfg, model, directions, data, log=None):
-    """Spectra, invariant directions and theory checks of one model, from its
-    directions results ({attack: StageResult})."""
+def analyse(cfg, model, directions, data, log=None, training_seed=None):
+    """Spectra, invariant directions and theory checks of one model (trained
+    with `training_seed`), from its directions results ({attack: StageResult})."""
     return run_stage(
         ANALYSIS_STAGE,
-        os.path.join(cfg.run_dir, "analysis", model),
+        os.path.join(cfg.run_dir, "analysis", _seed_and_tag(cfg, model, training_seed)[1]),
         inputs={"test_data": os.path.join(data.output_dir, "test.npz"), **_directions_inputs(directions)},
         params={"model": model, **cache_params(cfg.analysis), "seed": cfg.seed},
         force=cfg.force,
@@ -250,14 +287,15 @@ def universal_sample_sizes(cfg):
     return tuple(sorted({int(m) for m in (*cfg.universal.sample_sizes, *cfg.comparison.sample_sizes)}))
 
 
-def evaluate_universal(cfg, model, directions, data, log=None):
-    """Universal-attack curves of one model from its directions results."""
+def evaluate_universal(cfg, model, directions, data, log=None, training_seed=None):
+    """Universal-attack curves of one model (trained with `training_seed`)
+    from its directions results."""
     cfg = cfg.for_model(model)
     universal = dataclasses.replace(cfg.universal, sample_sizes=universal_sample_sizes(cfg))
     return run_stage(
         UNIVERSAL_STAGE,
-        os.path.join(cfg.run_dir, "universal", model),
-        inputs={"model_file": os.path.join(export_path(cfg, model), "model.keras"),
+        os.path.join(cfg.run_dir, "universal", _seed_and_tag(cfg, model, training_seed)[1]),
+        inputs={"model_file": os.path.join(export_path(cfg, model, training_seed), "model.keras"),
                 "test_data": os.path.join(data.output_dir, "test.npz"), **_directions_inputs(directions)},
         params={"model": model, **cache_params(universal), "seed": cfg.seed},
         settings={**settings_of(universal), "progress": cfg.progress},
@@ -266,18 +304,18 @@ def evaluate_universal(cfg, model, directions, data, log=None):
     )
 
 
-def compare_methods(cfg, model, data, log=None, universal=None):
+def compare_methods(cfg, model, data, log=None, universal=None, training_seed=None):
     """SVD-UAP against the iterative UAP, class-mean and random directions
-    for one model: the same samples, their cost, L2 and L-infinity curves,
-    on the universal stage's evaluation set, grid and saturation. With the
-    model's `universal` result, its SVD-UAPs are the vectors that stage
-    published."""
+    for one model (trained with `training_seed`): the same samples, their
+    cost, L2 and L-infinity curves, on the universal stage's evaluation set,
+    grid and saturation. With the model's `universal` result, its SVD-UAPs
+    are the vectors that stage published."""
     cfg = cfg.for_model(model)
     published = {"universal_perturbations": os.path.join(universal.output_dir, "perturbations")} if universal else {}
     return run_stage(
         COMPARISON_STAGE,
-        os.path.join(cfg.run_dir, "comparison", model),
-        inputs={"model_file": os.path.join(export_path(cfg, model), "model.keras"),
+        os.path.join(cfg.run_dir, "comparison", _seed_and_tag(cfg, model, training_seed)[1]),
+        inputs={"model_file": os.path.join(export_path(cfg, model, training_seed), "model.keras"),
                 "test_data": os.path.join(data.output_dir, "test.npz"), **published},
         params={"model": model, **cache_params(cfg.comparison), "eps_grid": cfg.universal.eps_grid,
                 "saturation": cfg.universal.saturation, "eval_subset": cfg.universal.eval_subset,
@@ -316,24 +354,27 @@ def transfer(cfg, models, results, log=None):
 
 
 def report(cfg, models, results, log=None):
-    """Builds the report from the analysis and universal results of `models`,
-    then publishes `<run-dir>/metrics.json` and `<run-dir>/perturbations/`."""
+    """Builds the report from the analysis and universal results of `models`
+    (of each training seed: `model_tag` names their inputs), then publishes
+    `<run-dir>/metrics.json` and `<run-dir>/perturbations/` (the run seed's)."""
     inputs = {"test_data": os.path.join(results["data"].output_dir, "test.npz")}
     for model in models:
-        inputs[f"analysis_{model}"] = os.path.join(results[f"analysis-{model}"].output_dir, "analysis.json")
         inputs[f"top_vectors_{model}"] = os.path.join(results[f"analysis-{model}"].output_dir, "top_vectors.npz")
-        inputs[f"universal_{model}"] = os.path.join(results[f"universal-{model}"].output_dir, "universal.json")
-        inputs[f"train_metrics_{model}"] = os.path.join(results[f"train-{model}"].output_dir, "metrics.json")
-        if f"comparison-{model}" in results:
-            inputs[f"comparison_{model}"] = os.path.join(results[f"comparison-{model}"].output_dir,
-                                                         "comparison.json")
+        for training_seed in cfg.model_seeds:
+            tag = _seed_and_tag(cfg, model, training_seed)[1]
+            inputs[f"analysis_{tag}"] = os.path.join(results[f"analysis-{tag}"].output_dir, "analysis.json")
+            inputs[f"universal_{tag}"] = os.path.join(results[f"universal-{tag}"].output_dir, "universal.json")
+            inputs[f"train_metrics_{tag}"] = os.path.join(results[f"train-{tag}"].output_dir, "metrics.json")
+            if f"comparison-{tag}" in results:
+                inputs[f"comparison_{tag}"] = os.path.join(results[f"comparison-{tag}"].output_dir,
+                                                           "comparison.json")
     if "transfer" in results:
         inputs["transfer"] = os.path.join(results["transfer"].output_dir, "transfer.json")
     result = run_stage(
         REPORT_STAGE,
         os.path.join(cfg.run_dir, "report"),
         inputs=inputs,
-        params={"models": list(models)},
+        params={"models": list(models), "training_seeds": list(cfg.model_seeds)},
         settings={"timings": recorded_timings(results), "tensorboard_dir": os.path.join(cfg.run_dir, "tensorboard")},
         force=cfg.force,
         log=log,
@@ -376,8 +417,38 @@ def stages_for(until=None):
     return needed
 
 
+def _model_stages(cfg, models, attacks, wanted, at, data, log, training_seed):
+    """The `wanted` stages of each model trained with `training_seed`:
+    {stage name: StageResult}, named by `model_tag`. `at(stage)` is the
+    configuration a stage runs with (force only for the stage asked for)."""
+    results, seed = {}, training_seed  # short, for the calls below
+    if "train" in wanted:
+        for model in models:
+            tag = _seed_and_tag(cfg, model, seed)[1]
+            results[f"train-{tag}"] = train(at("train"), model, log, data=data, training_seed=seed)
+    if "directions" not in wanted:
+        return results
+    for model in models:
+        tag = _seed_and_tag(cfg, model, seed)[1]
+        directions = {attack: collect_directions(at("directions"), model, attack, log, data=data, training_seed=seed)
+                      for attack in attacks}
+        results.update({f"directions-{tag}-{a}": r for a, r in directions.items()})
+        if directions and "analyse" in wanted:
+            results[f"analysis-{tag}"] = analyse(at("analyse"), model, directions, data, log, training_seed=seed)
+        if directions and "universal" in wanted:
+            results[f"universal-{tag}"] = evaluate_universal(at("universal"), model, directions, data, log,
+                                                             training_seed=seed)
+        if cfg.comparison_enabled and attacks and "compare" in wanted:
+            results[f"comparison-{tag}"] = compare_methods(at("compare"), model, data, log,
+                                                           results.get(f"universal-{tag}"), training_seed=seed)
+    return results
+
+
 def run_all(cfg, models=tuple(MODELS), attacks=ATTACK_NAMES, log=None, until=None):
     """Every stage of the study in order; returns {stage name: StageResult}.
+    The model stages (train to comparison) run once per training seed
+    (`cfg.model_seeds`, names from `model_tag`); the transfer and the
+    published perturbations are the run seed's models'.
 
     With `until` (one of `STAGES`), only that stage and the stages it needs
     (`stages_for`), which are reused from the cache where valid: `cfg.force`
@@ -394,23 +465,10 @@ def run_all(cfg, models=tuple(MODELS), attacks=ATTACK_NAMES, log=None, until=Non
         return cfg if until in (None, stage) else dataclasses.replace(cfg, force=False)
 
     results = {"data": prepare_data(at("data"), log)}
-    if "train" in wanted:
-        for model in models:
-            results[f"train-{model}"] = train(at("train"), model, log, data=results["data"])
+    for training_seed in cfg.model_seeds:
+        results.update(_model_stages(cfg, models, attacks, wanted, at, results["data"], log, training_seed))
     if "directions" not in wanted:
         return results
-    for model in models:
-        directions = {attack: collect_directions(at("directions"), model, attack, log, data=results["data"])
-                      for attack in attacks}
-        results.update({f"directions-{model}-{a}": r for a, r in directions.items()})
-        if directions and "analyse" in wanted:
-            results[f"analysis-{model}"] = analyse(at("analyse"), model, directions, results["data"], log)
-        if directions and "universal" in wanted:
-            results[f"universal-{model}"] = evaluate_universal(at("universal"), model, directions, results["data"],
-                                                               log)
-        if cfg.comparison_enabled and attacks and "compare" in wanted:
-            results[f"comparison-{model}"] = compare_methods(at("compare"), model, results["data"], log,
-                                                             results.get(f"universal-{model}"))
     if cfg.comparison_enabled and attacks and "transfer" in wanted:
         results["transfer"] = transfer(at("transfer"), models, results, log)
     if attacks and "report" in wanted:

@@ -5,8 +5,9 @@ numbers, `metrics.json`, and TensorBoard summaries.
 against the keys later stages and tests rely on.
 """
 
-from keras_uap.report.build import REQUIRED_METRIC_KEYS, build_metrics, build_report, missing_metric_keys
+from keras_uap.report.build import (REQUIRED_METRIC_KEYS, build_metrics, build_report, measured_metrics,
+                                    missing_metric_keys)
 from keras_uap.report.claims import evaluate_claims, reading_markdown
 
-__all__ = ["REQUIRED_METRIC_KEYS", "build_metrics", "build_report", "evaluate_claims", "missing_metric_keys",
-           "reading_markdown"]
+__all__ = ["REQUIRED_METRIC_KEYS", "build_metrics", "build_report", "evaluate_claims", "measured_metrics",
+           "missing_metric_keys", "reading_markdown"]

@@ -14,12 +14,13 @@ import os
 
 import numpy as np
 
-from keras_uap.report import claims, figures, tables
+from keras_uap.report import claims, figures, seeds, tables
 from keras_uap.report.comparison import comparison_figure, comparison_markdown, comparison_metrics
 from keras_uap.report.tables import ATTACK_ORDER, MODEL_ORDER
 from keras_uap.report.tensorboard import write_tensorboard
 
-__all__ = ["REQUIRED_METRIC_KEYS", "build_metrics", "build_report", "missing_metric_keys", "plain_json"]
+__all__ = ["REQUIRED_METRIC_KEYS", "build_metrics", "measured_metrics", "build_report", "missing_metric_keys",
+           "plain_json"]
 
 # Keys that downstream checks rely on; `{m}` stands for every sample size present
 # (or asked for) and `{stage}` for every stage timed. Null values count as present.
@@ -216,8 +217,21 @@ def missing_metric_keys(metrics, models, attacks, ms=None, stages=None):
     return sorted(problems)
 
 
+def measured_metrics(analysis, top_vectors, universal, models_info, data_info, timings, reference_eps=12.0,
+                     comparison=None, transfer=None):
+    """Every measured number of one set of models (`build_metrics`, with the
+    comparison's and transfer's sections when given), before any claim is
+    judged. Arguments as in `build_report`."""
+    metrics = build_metrics(analysis, top_vectors, universal, models_info, data_info, timings, reference_eps)
+    if comparison:
+        beyond_metrics = plain_json(comparison_metrics(comparison, transfer))
+        metrics["timings"].update(beyond_metrics.pop("timings"))
+        metrics.update(beyond_metrics)
+    return metrics
+
+
 def build_report(output_dir, analysis, top_vectors, universal, models_info, data_info, timings, tensorboard_dir,
-                 *, reference_eps=12.0, comparison=None, transfer=None):
+                 *, reference_eps=12.0, comparison=None, transfer=None, training_seed=None, other_seeds=None):
     """Writes `report.md`, `figures/*.png`, `metrics.json` and TensorBoard summaries.
 
     Args:
@@ -233,6 +247,11 @@ def build_report(output_dir, analysis, top_vectors, universal, models_info, data
         comparison: model -> the dict of `comparison/<model>/comparison.json`
             (SVD-UAP against the baselines), or None.
         transfer: the dict of `transfer/transfer.json`, or None.
+        training_seed, other_seeds: with models trained with more than one
+            seed, the seed of the models above and {seed: `measured_metrics`
+            of the models trained with it} for the others: they add the
+            `seeds` section and each counted claim's verdict per seed
+            (`claims.SEEDS_DISAGREE` where they differ).
 
     Returns:
         The metrics dict, as written to `metrics.json`: sections `models`, `data`,
@@ -241,18 +260,24 @@ def build_report(output_dir, analysis, top_vectors, universal, models_info, data
         `timings` (`stages`: seconds per stage; with `comparison`, also the
         build seconds and time ratios of the comparison); with `comparison`,
         also `comparison`, `linf`, `cost_verdict`, `comparison_settings` and
-        (with `transfer`) `transfer`.
+        (with `transfer`) `transfer`; with `other_seeds`, also `seeds`
+        (`seeds.seeds_section`).
     """
+    if other_seeds and (training_seed is None or training_seed in other_seeds):
+        raise ValueError(f"`other_seeds` needs this report's own `training_seed`, not among them. Received: "
+                         f"training_seed={training_seed!r}, other_seeds={sorted(other_seeds)}")
     os.makedirs(output_dir, exist_ok=True)
-    metrics = build_metrics(analysis, top_vectors, universal, models_info, data_info, timings, reference_eps)
-    if comparison:
-        beyond_metrics = plain_json(comparison_metrics(comparison, transfer))
-        metrics["timings"].update(beyond_metrics.pop("timings"))
-        metrics.update(beyond_metrics)
-    metrics["claims"] = claims.evaluate_claims(metrics)
+    metrics = measured_metrics(analysis, top_vectors, universal, models_info, data_info, timings, reference_eps,
+                               comparison, transfer)
+    by_seed = {training_seed: metrics, **other_seeds} if other_seeds else None
+    metrics["claims"] = claims.evaluate_claims(metrics, by_seed)
+    if by_seed:
+        metrics["seeds"] = seeds.seeds_section(by_seed)
     reading = claims.reading_markdown(metrics["claims"])
     figure_paths = figures.draw_all(os.path.join(output_dir, "figures"), metrics, top_vectors, models_info)
     markdown_tables = tables.all_tables(metrics)
+    if by_seed:
+        markdown_tables["seeds"] = seeds.seeds_markdown(metrics["seeds"])
     beyond = []
     if comparison:
         figure_paths["comparison"] = comparison_figure(os.path.join(output_dir, "figures", "comparison_l2.png"),

@@ -9,19 +9,22 @@ distances shrinking in sample): they are reported, never counted.
 
 Each verdict is "holds", "does not hold" or "cannot be judged" (a value is
 missing, or a curve never reaches the level on its grid so that the
-comparison is undecided).
+comparison is undecided). With models trained with several seeds, a counted
+claim is judged on each seed's models, and one whose seeds give different
+verdicts is "seeds disagree": not a result either way, so never counted as
+holding.
 """
 
 import dataclasses
 
 from keras_uap.report.tables import PAPER_PRINCIPAL_ANGLES_DEG, display_name, fmt
 
-__all__ = ["HOLDS", "DOES_NOT_HOLD", "CANNOT_BE_JUDGED", "Criterion", "COUNTED", "SANITY", "TOP5_FRACTION_MIN",
-           "AVG_DOT_MAX", "ANGLE_TOLERANCE_DEG", "ERROR_RATE_TARGET", "RANDOM_EPS80_RATIO_MAX", "THEOREM2_BOUND_MAX",
-           "evaluate_claims",
-           "reading_markdown"]
+__all__ = ["HOLDS", "DOES_NOT_HOLD", "CANNOT_BE_JUDGED", "SEEDS_DISAGREE", "Criterion", "COUNTED", "SANITY",
+           "TOP5_FRACTION_MIN", "AVG_DOT_MAX", "ANGLE_TOLERANCE_DEG", "ERROR_RATE_TARGET", "RANDOM_EPS80_RATIO_MAX",
+           "THEOREM2_BOUND_MAX", "metric_at", "evaluate_claims", "reading_markdown"]
 
 HOLDS, DOES_NOT_HOLD, CANNOT_BE_JUDGED = "holds", "does not hold", "cannot be judged"
+SEEDS_DISAGREE = "seeds disagree"
 
 TOP5_FRACTION_MIN = 0.10
 AVG_DOT_MAX = 0.07
@@ -119,7 +122,8 @@ def _threshold(value, passes):
     return CANNOT_BE_JUDGED if value is None else HOLDS if passes(value) else DOES_NOT_HOLD
 
 
-def _get(metrics, *keys):
+def metric_at(metrics, *keys):
+    """metrics[keys[0]][keys[1]]..., or None where a key is missing."""
     node = metrics
     for key in keys:
         if not isinstance(node, dict) or key not in node:
@@ -129,20 +133,20 @@ def _get(metrics, *keys):
 
 
 def _top5_fraction(metrics, model, attack):
-    v = _get(metrics, "spectrum", model, attack, "top5_fraction")
+    v = metric_at(metrics, "spectrum", model, attack, "top5_fraction")
     return v, _threshold(v, lambda x: x > TOP5_FRACTION_MIN), fmt(v)
 
 
 def _avg_dot(suffix):
     def judge(metrics, model, attack):
-        mean = _get(metrics, "invariant", model, attack, f"avg_abs_dot_top5{suffix}")
-        largest = _get(metrics, "invariant", model, attack, f"max_abs_dot_top5{suffix}")
+        mean = metric_at(metrics, "invariant", model, attack, f"avg_abs_dot_top5{suffix}")
+        largest = metric_at(metrics, "invariant", model, attack, f"max_abs_dot_top5{suffix}")
         return mean, _threshold(mean, lambda x: x < AVG_DOT_MAX), f"mean {fmt(mean)}, largest pair {fmt(largest)}"
     return judge
 
 
 def _angles(metrics, model, attack):
-    angles, paper = _get(metrics, "invariant", model, attack, "principal_angles_deg"), \
+    angles, paper = metric_at(metrics, "invariant", model, attack, "principal_angles_deg"), \
         PAPER_PRINCIPAL_ANGLES_DEG.get(model)
     if not angles or None in angles or len(angles) != 5 or paper is None:
         return None, CANNOT_BE_JUDGED, "angles missing"
@@ -180,9 +184,9 @@ def _universal_verdict(curve, random):
 
 def _universal(m_key):
     def judge(metrics, model, attack):
-        by_m = _get(metrics, "universal", model, attack) or {}
+        by_m = metric_at(metrics, "universal", model, attack) or {}
         m = max(by_m, key=int) if m_key is None and by_m else m_key
-        ratio, verdict, detail = _universal_verdict(by_m.get(m), _get(metrics, "universal", model, "random"))
+        ratio, verdict, detail = _universal_verdict(by_m.get(m), metric_at(metrics, "universal", model, "random"))
         return ratio, verdict, f"m = {m}: {detail}" if m_key is None else detail
     return judge
 
@@ -200,16 +204,16 @@ def _theorem1_rows_hold(rows):
 
 
 def _theorem1_held_out(metrics, model, attack):
-    return _theorem1_rows_hold(_get(metrics, "theory", model, attack, "theorem1_held_out", "rows"))
+    return _theorem1_rows_hold(metric_at(metrics, "theory", model, attack, "theorem1_held_out", "rows"))
 
 
 def _theorem1_in_sample(metrics, model, attack):
-    return _theorem1_rows_hold(_get(metrics, "theory", model, attack, "theorem1"))
+    return _theorem1_rows_hold(metric_at(metrics, "theory", model, attack, "theorem1"))
 
 
 def _theorem2_bound(metrics, model, attack):
-    rows = _get(metrics, "theory", model, attack, "theorem2") or []
-    needed = _get(metrics, "theory", model, attack, "theorem2_nonvacuous_m")
+    rows = metric_at(metrics, "theory", model, attack, "theorem2") or []
+    needed = metric_at(metrics, "theory", model, attack, "theorem2_nonvacuous_m")
     judged = [r for r in rows if r.get("bound") is not None and r["bound"] < THEOREM2_BOUND_MAX]
     if not judged:
         sizes = ", ".join(str(r["m"]) for r in rows) or "none"
@@ -220,7 +224,7 @@ def _theorem2_bound(metrics, model, attack):
 
 
 def _theorem2_in_sample(metrics, model, attack):
-    rows = [r for r in _get(metrics, "theory", model, attack, "sample_distances") or [] if r[1] is not None]
+    rows = [r for r in metric_at(metrics, "theory", model, attack, "sample_distances") or [] if r[1] is not None]
     if len(rows) < 2:
         return None, CANNOT_BE_JUDGED, "fewer than two sample sizes"
     return rows[-1][1], HOLDS if rows[-1][1] < rows[0][1] else DOES_NOT_HOLD, \
@@ -249,18 +253,44 @@ def _judge_all(criteria, metrics):
     return out
 
 
-def evaluate_claims(metrics):
+def _judge_seeds(counted, by_seed):
+    """Adds each counted entry's verdict per training seed ("seed_verdicts");
+    an entry whose seeds' verdicts differ becomes SEEDS_DISAGREE."""
+    per_seed = {seed: {(e["claim"], e["model"], e["attack"]): e["verdict"] for e in _judge_all(COUNTED, m)}
+                for seed, m in by_seed.items()}
+    for entry in counted:
+        key = (entry["claim"], entry["model"], entry["attack"])
+        verdicts = {str(seed): found.get(key, CANNOT_BE_JUDGED) for seed, found in per_seed.items()}
+        entry["seed_verdicts"] = verdicts
+        if len(set(verdicts.values())) > 1:
+            entry["verdict"] = SEEDS_DISAGREE
+            entry["detail"] += " [" + "; ".join(f"training seed {s}: {v}" for s, v in verdicts.items()) + "]"
+
+
+def evaluate_claims(metrics, by_seed=None):
     """Judges every claim of `COUNTED` and every check of `SANITY` on `metrics`.
+
+    Args:
+        metrics: the report's metrics (`build.measured_metrics`).
+        by_seed: None, or {training seed: metrics of the models trained with
+            it}, `metrics` among them: each counted claim is judged on every
+            seed too, and is SEEDS_DISAGREE where their verdicts differ.
 
     Returns:
         {"criteria": {id: {"source", "paper", "metric", "criterion", "counted"}},
         "counted": [entry], "sanity": [entry], "counts": {verdict: number of counted
-        entries}}, each entry {"claim", "model", "attack", "value", "verdict", "detail"}.
+        entries}}, each entry {"claim", "model", "attack", "value", "verdict", "detail"}
+        (with `by_seed`, also "seed_verdicts" {seed: verdict} on the counted ones, and
+        SEEDS_DISAGREE among the counts). Values and details are those of `metrics`.
     """
     counted, sanity = _judge_all(COUNTED, metrics), _judge_all(SANITY, metrics)
+    verdicts = (HOLDS, DOES_NOT_HOLD, CANNOT_BE_JUDGED)
+    if by_seed and len(by_seed) > 1:
+        _judge_seeds(counted, by_seed)
+        verdicts += (SEEDS_DISAGREE,)
     criteria = {c.id: {"source": c.source, "paper": c.paper, "metric": c.metric, "criterion": c.criterion,
                        "counted": c in COUNTED} for c in COUNTED + SANITY}
-    counts = {v: sum(e["verdict"] == v for e in counted) for v in (HOLDS, DOES_NOT_HOLD, CANNOT_BE_JUDGED)}
+    counts = {v: sum(e["verdict"] == v for e in counted) for v in verdicts}
     return {"criteria": criteria, "counted": counted, "sanity": sanity, "counts": counts}
 
 
@@ -283,8 +313,10 @@ def reading_markdown(claims):
     lines = ["Counted: the paper's claims, each judged by the criterion fixed in `keras_uap/report/claims.py` "
              "before any run.", ""]
     lines += _bullets(COUNTED, claims["counted"])
-    lines += ["", f"Of {total} counted checks, {counts[HOLDS]} hold, {counts[DOES_NOT_HOLD]} do not hold and "
-                  f"{counts[CANNOT_BE_JUDGED]} cannot be judged.", "",
+    disagree = (f" and {counts[SEEDS_DISAGREE]} have training seeds that disagree (not counted as holding)"
+                if SEEDS_DISAGREE in counts else "")
+    lines += ["", f"Of {total} counted checks, {counts[HOLDS]} hold, {counts[DOES_NOT_HOLD]} do not hold"
+                  f"{',' if disagree else ' and'} {counts[CANNOT_BE_JUDGED]} cannot be judged{disagree}.", "",
               "Sanity checks (true by construction whatever the directions are, so listed and not counted):", ""]
     lines += _bullets(SANITY, claims["sanity"])
     return "\n".join(lines)

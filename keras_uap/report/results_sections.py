@@ -9,7 +9,7 @@ run lacks is left out.
 """
 
 from keras_uap.report.claims import (AVG_DOT_MAX, CANNOT_BE_JUDGED, DOES_NOT_HOLD, ERROR_RATE_TARGET, HOLDS,
-                                     THEOREM2_BOUND_MAX, TOP5_FRACTION_MIN)
+                                     SEEDS_DISAGREE, THEOREM2_BOUND_MAX, TOP5_FRACTION_MIN)
 from keras_uap.report.comparison import METHOD_NAMES
 from keras_uap.report.tables import (ATTACK_ORDER, MODEL_ORDER, PAPER_PRINCIPAL_ANGLES_DEG, display_name, fmt,
                                      markdown_table)
@@ -73,15 +73,23 @@ def _entries(r, group):
     return r.rows("claims", group, fields=("claim", "model", "attack", "verdict"))
 
 
+def _verdicts(r):
+    """VERDICTS, and SEEDS_DISAGREE for a run whose models were trained with several seeds."""
+    return VERDICTS + ((SEEDS_DISAGREE,) if r.get("claims", "counts", SEEDS_DISAGREE) is not None else ())
+
+
 def claim_counts(r):
     """{verdict: number} over the counted claims in `claims.counts`, or None when the run judged none."""
-    counts = {v: r.get("claims", "counts", v) for v in VERDICTS}
+    counts = {v: r.get("claims", "counts", v) for v in _verdicts(r)}
     return counts if any(counts.values()) else None
 
 
 def _counts_sentence(counts):
+    disagree = (f" and {counts[SEEDS_DISAGREE]} have training seeds that disagree (not counted as holding)"
+                if SEEDS_DISAGREE in counts else "")
     return (f"Of the {sum(counts.values())} counted checks of the paper's claims, {counts[HOLDS]} hold, "
-            f"{counts[DOES_NOT_HOLD]} do not hold and {counts[CANNOT_BE_JUDGED]} cannot be judged")
+            f"{counts[DOES_NOT_HOLD]} do not hold{',' if disagree else ' and'} {counts[CANNOT_BE_JUDGED]} cannot "
+            f"be judged{disagree}")
 
 
 def headline_table(r):
@@ -245,16 +253,16 @@ def _transfer_section(r):
             markdown_table(["built on \\ evaluated on", *[display_name(m) for m in models]], rows), ""]
 
 
-def _verdict_table(r, entries):
+def _verdict_table(r, entries, verdicts=VERDICTS):
     by_claim = {}
     for e in entries:
         who = " ".join(display_name(x) for x in (e.get("model"), e.get("attack")) if x)
         by_claim.setdefault(e["claim"], {}).setdefault(e.get("verdict"), []).append(who)
     rows = [[f"{r.get('claims', 'criteria', claim, 'source')} (`{claim}`): "
              f"{r.get('claims', 'criteria', claim, 'criterion')}",
-             *[", ".join(verdicts.get(v, [])) or "-" for v in VERDICTS]]
-            for claim, verdicts in by_claim.items()]
-    return markdown_table(["claim (criterion)", *VERDICTS], rows)
+             *[", ".join(found.get(v, [])) or "-" for v in verdicts]]
+            for claim, found in by_claim.items()]
+    return markdown_table(["claim (criterion)", *verdicts], rows)
 
 
 def _claims_section(r):
@@ -264,7 +272,7 @@ def _claims_section(r):
     lines = ["## Each claim checked", "",
              f"{_counts_sentence(claim_counts(r))}. Each claim is judged by the criterion fixed beside the "
              "paper's words in `keras_uap/report/claims.py`; the verdicts' details are in the run's "
-             "`report/report.md`.", "", _verdict_table(r, counted), ""]
+             "`report/report.md`.", "", _verdict_table(r, counted, _verdicts(r)), ""]
     if sanity:
         lines += ["Sanity checks, true by construction whatever the directions are, so listed and not counted:", "",
                   _verdict_table(r, sanity), ""]

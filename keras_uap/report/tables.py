@@ -358,6 +358,8 @@ def report_markdown(metrics, markdown_tables, reading, figure_paths, output_dir)
              f"Rotated test set: `{data['test_path']}` ({fmt(data['n_test'])} inputs). Analysis (\"all\" and "
              f"\"sample\" below; the paper's are 10,000 and 500): {sizes}.", ""] + _subset_lines(metrics) + [
              "## Reading", "", reading, ""]
+    if "seeds" in markdown_tables:  # run-all --training-seeds: what moved between the models' seeds
+        lines += [markdown_tables["seeds"], ""]
     for title, claim, table_names, prefixes in _SECTIONS:
         lines += [f"## {title}", "", claim, ""]
         if table_names == ["fgsm_clipping"]:
