@@ -36,11 +36,19 @@ def test_every_model_can_be_chosen(capsys):
     (["train"], "Missing option '--model'. Choose from: stdcnn, gcnn, roteqnet"),
     (["data", "--seed", "-1"], "'--seed'"),
     (["study", "--model-path", "m.keras", "--data", "d.npz", "--seed", "-3"], "'--seed'"),
+    (["run-all", "--strategy", "tpu"], "'tpu' is not one of 'none', 'mirrored'"),
+    (["compare", "--strategy", "multi_worker"], "'multi_worker' is not one of 'none', 'mirrored'"),
 ])
 def test_user_errors_are_one_line_with_exit_2(capsys, argv, expected):
     code, _, err = _run(capsys, *argv)
     assert code == 2
     assert expected in err and err.strip().count("\n") == 0 and "Traceback" not in err
+
+
+def test_every_command_that_attacks_or_evaluates_takes_a_strategy(capsys):
+    for command in ("directions", "analyse", "universal", "compare", "transfer", "report", "run-all", "study"):
+        code, out, _ = _run(capsys, command, "--help")
+        assert code == 0 and "--strategy" in out and "mirrored" in out, command
 
 
 def test_corrupt_data_dir_names_the_file(capsys, tmp_path):
