@@ -88,10 +88,11 @@ class StudyConfig:
         comparison_enabled: run the comparison and transfer stages.
         force, verbose, progress: rerun cached stages; Keras verbosity; a
             callable(done_so_far, total) for long loops, or None.
-        strategy: "none" or "mirrored": the directions, universal,
-            comparison and transfer stages split every batch over the local
-            devices (`keras_uap.api.make_strategy`). A run-time setting,
-            outside the cache keys: the numbers are those of one device.
+        strategy: "none" or "mirrored" (`keras_uap.api.make_strategy`):
+            the directions stage attacks one whole batch per local device,
+            the universal, comparison and transfer stages split each batch
+            of predictions over them. A run-time setting, outside the cache
+            keys: the numbers are those of one device.
         model_settings: per-model overrides, {model: {stage: {field: value}}}.
         user_set: "stage.field" names the user chose explicitly;
             `model_settings` leave them alone.
