@@ -87,6 +87,16 @@ TrainingSeedsOpt = Annotated[Optional[str], typer.Option(
          "<export-dir>/<dataset>-<model>-seed<s>.")]
 
 
+class StrategyName(str, enum.Enum):
+    none = "none"
+    mirrored = "mirrored"
+
+
+StrategyOpt = Annotated[StrategyName, typer.Option(
+    help="mirrored: attack and evaluate data-parallel over the local GPUs (tf.distribute.MirroredStrategy); "
+         "the numbers and the cache are those of one device.")]
+
+
 def _log(line):
     typer.echo(f"[keras-uap] {line}", err=True)
 
@@ -122,13 +132,14 @@ def _training_seeds(text):
     return seeds
 
 
-def _config(quick, run_dir, export_dir, dataset, data_dir, seed, epochs, force, training_seeds=None):
+def _config(quick, run_dir, export_dir, dataset, data_dir, seed, epochs, force, training_seeds=None,
+            strategy=StrategyName.none):
     from keras_uap.pipelines.study import StudyConfig, quick_config
 
     # Each option sets the stage field of its name ("stage.field").
     params = {"data.dataset": dataset.value, "train.epochs": epochs}
     overrides = dict(run_dir=run_dir and str(run_dir), export_dir=export_dir and str(export_dir),
-                     data_dir=data_dir and str(data_dir), seed=seed, force=force,
+                     data_dir=data_dir and str(data_dir), seed=seed, force=force, strategy=strategy.value,
                      training_seeds=_training_seeds(training_seeds),
                      verbose=1 if sys.stderr.isatty() else 2, progress=_progress_bar(),
                      user_set=("train.epochs",) if epochs is not None else ())
@@ -190,13 +201,14 @@ def directions(
     export_dir: ExportDirOpt = None,
     quick: QuickOpt = False,
     force: ForceOpt = False,
+    strategy: StrategyOpt = StrategyName.none,
 ):
     """Collect per-input attack directions (loss gradient, FGSM unclipped and clipped, DeepFool, PGD) of an
     exported model on the rotated test set; saved as npz with labels, success and norms."""
     _import_tensorflow_quietly()
     from keras_uap.pipelines.study import collect_directions, prepare_data
 
-    cfg = _config(quick, run_dir, export_dir, dataset, data_dir, seed, None, force)
+    cfg = _config(quick, run_dir, export_dir, dataset, data_dir, seed, None, force, strategy=strategy)
     data_result = None
     for name in ATTACK_NAMES if attack is AttackName.all else (attack.value,):
         data_result = data_result or prepare_data(cfg, _log)
@@ -226,6 +238,7 @@ def run_all(
     quick: QuickOpt = False,
     force: ForceOpt = False,
     training_seeds: TrainingSeedsOpt = None,
+    strategy: StrategyOpt = StrategyName.none,
     no_comparison: Annotated[bool, typer.Option(
         "--no-comparison", metavar=" ",
         help="Skip the comparison of SVD-UAP with the iterative UAP, class-mean and random directions "
@@ -242,7 +255,7 @@ def run_all(
 
     chosen = _model_list(models)
     cfg = dataclasses.replace(_config(quick, run_dir, export_dir, dataset, data_dir, seed, epochs, force,
-                                      training_seeds), comparison_enabled=not no_comparison)
+                                      training_seeds, strategy), comparison_enabled=not no_comparison)
     _echo_results(run_study(cfg, models=chosen, log=_log))
 
 
@@ -260,12 +273,13 @@ def _stage_command(stage, help_text):
         quick: QuickOpt = False,
         force: ForceOpt = False,
         training_seeds: TrainingSeedsOpt = None,
+        strategy: StrategyOpt = StrategyName.none,
     ):
         _import_tensorflow_quietly()
         from keras_uap.pipelines.study import run_all as run_study
 
         chosen = _model_list(models)
-        cfg = _config(quick, run_dir, export_dir, dataset, data_dir, seed, None, force, training_seeds)
+        cfg = _config(quick, run_dir, export_dir, dataset, data_dir, seed, None, force, training_seeds, strategy)
         _echo_results(run_study(cfg, models=chosen, log=_log, until=stage))
 
     command.__doc__ = help_text
@@ -334,11 +348,6 @@ class NormName(str, enum.Enum):
     linf = "linf"
 
 
-class StrategyName(str, enum.Enum):
-    none = "none"
-    mirrored = "mirrored"
-
-
 def _number_list(option, text, kind):
     """`text` ("1,2,4") as a tuple of `kind`, or a UserError naming `option`."""
     try:
@@ -367,8 +376,7 @@ def study(
     eps: Annotated[Optional[str], typer.Option(help="Comma-separated perturbation norms (default: 1,2,4,8 for l2, "
                                                     "0.01,0.02,0.04,0.08 for linf, times clip-max minus clip-min).")] = None,
     norm: Annotated[NormName, typer.Option(help="Norm of the perturbation in the curves.")] = NormName.l2,
-    strategy: Annotated[StrategyName, typer.Option(help="mirrored: data-parallel over the local GPUs "
-                                                        "(tf.distribute.MirroredStrategy).")] = StrategyName.none,
+    strategy: StrategyOpt = StrategyName.none,
     seed: Annotated[int, typer.Option(min=0, help="Seed of the samples of attacked inputs.")] = 0,
     run_dir: Annotated[Path, typer.Option(help="Where stage artifacts, metrics.json and perturbations/ go.")] = (
         Path("runs/study")),

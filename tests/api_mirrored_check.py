@@ -13,8 +13,8 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from keras import layers  # noqa: E402
 
-from keras_uap.api import (attack_directions, fooling_curve, load_classifier, make_strategy,  # noqa: E402
-                           predict_labels, svd_universal_perturbation)
+from keras_uap.api import (BatchRunner, attack_directions, fooling_curve, load_classifier,  # noqa: E402
+                           make_strategy, predict_labels, svd_universal_perturbation)
 
 
 def main():
@@ -50,6 +50,21 @@ def main():
     for norm, eps in (("l2", [0.0, 1.0, 3.0]), ("linf", [0.05, 0.2])):
         compare(f"curve/{norm}", lambda s: np.concatenate([
             [c.error_rate, c.fooling_rate] for c in [fooling_curve(classifier, x, y, v, eps, norm, 5, s)]]))
+    def logits_and_labels(xb):
+        logits = classifier.logits_fn(xb)
+        return logits, tf.argmax(logits, axis=1)
+
+    def joined(parts):
+        return np.concatenate([parts[0], parts[1][:, None]], axis=1)
+
+    # A function returning a tuple, split over the replicas compiled and eagerly.
+    for compiled in (True, False):
+        compare(f"tuple/{compiled}", lambda s: joined(BatchRunner(logits_and_labels, s, compiled)(x)))
+    # Whole batches, one per replica (23 inputs: 12 and 11), against the same batches one after the other.
+    batches = [(x[:12],), (x[12:],)]
+    compare("batches", lambda s: np.concatenate([
+        joined(r) for group in ([batches] if s else [batches[:1], batches[1:]])
+        for r in BatchRunner(logits_and_labels, s, compiled=False).run_batches(group)]))
     print(json.dumps({"replicas": mirrored.num_replicas_in_sync,
                       "default_replicas": make_strategy("mirrored").num_replicas_in_sync,
                       "none": make_strategy("none"), "max_abs_diff": diffs}))

@@ -20,6 +20,7 @@ from small_models import strided_cnn
 from keras_uap.method import random_unit_vectors
 from keras_uap.api import (
     ArgumentError,
+    BatchRunner,
     attack_directions,
     check_compatible,
     default_sign_norms,
@@ -335,6 +336,15 @@ def test_package_exports_the_api_lazily():
     assert done.returncode == 0 and done.stdout.strip() == "False", done.stderr[-2000:]
 
 
+def test_run_batches_takes_at_most_one_batch_per_replica():
+    runner = BatchRunner(lambda t: (2.0 * t, tf.reduce_sum(t, axis=1)), compiled=False)
+    x = np.arange(6, dtype=np.float32).reshape(3, 2)
+    [(doubled, sums)] = runner.run_batches([(x,)])
+    assert np.array_equal(doubled, 2 * x) and np.array_equal(sums, [1.0, 5.0, 9.0])
+    with pytest.raises(ValueError, match=r"at most one batch per local replica \(1\)"):
+        runner.run_batches([(x,), (x,)])
+
+
 def test_mirrored_strategy_matches_one_device():
     """Two logical CPU replicas: labels, every attack's directions, the SVD
     perturbation and the fooling curves equal the single-device ones."""
@@ -342,6 +352,8 @@ def test_mirrored_strategy_matches_one_device():
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["replicas"] == 2 and result["none"] is None
-    assert len(result["max_abs_diff"]) == 13
+    assert len(result["max_abs_diff"]) == 16
     for name, diff in result["max_abs_diff"].items():
         assert diff <= 1e-5, (name, diff)
+    # Whole batches per replica: bitwise the one-device results.
+    assert result["max_abs_diff"]["batches"] == 0.0

@@ -41,11 +41,35 @@ def test_every_model_can_be_chosen(capsys):
     (["run-all", "--seed", "1", "--training-seeds", "0,1,1"], "--training-seeds lists a seed twice: 0,1,1"),
     (["run-all", "--training-seeds", "0,-1"], "--training-seeds must be integers >= 0, got 0,-1"),
     (["report", "--training-seeds", ","], "--training-seeds must list at least one seed"),
+    (["run-all", "--strategy", "tpu"], "'tpu' is not one of 'none', 'mirrored'"),
+    (["compare", "--strategy", "multi_worker"], "'multi_worker' is not one of 'none', 'mirrored'"),
 ])
 def test_user_errors_are_one_line_with_exit_2(capsys, argv, expected):
     code, _, err = _run(capsys, *argv)
     assert code == 2
     assert expected in err and err.strip().count("\n") == 0 and "Traceback" not in err
+
+
+def test_every_command_that_attacks_or_evaluates_takes_a_strategy(capsys):
+    for command in ("directions", "analyse", "universal", "compare", "transfer", "report", "run-all", "study"):
+        code, out, _ = _run(capsys, command, "--help")
+        assert code == 0 and "--strategy" in out and "mirrored" in out, command
+
+
+@pytest.mark.parametrize("argv", [["run-all"], ["compare"], ["directions", "--model", "gcnn"]])
+def test_the_strategy_reaches_the_study_config(capsys, monkeypatch, tmp_path, argv):
+    from keras_uap.pipelines import study
+    from keras_uap.pipelines.runner import StageResult
+
+    seen = []
+    done = StageResult(str(tmp_path), {"n": 1, "success_rate": 1.0, "median_l2": 1.0}, True, 0.0)
+    # The study's entry points, replaced by recorders of the configuration they are given.
+    monkeypatch.setattr(study, "run_all", lambda cfg, **kwargs: seen.append(cfg) or {})
+    monkeypatch.setattr(study, "prepare_data", lambda cfg, log=None: seen.append(cfg) or done)
+    monkeypatch.setattr(study, "collect_directions", lambda cfg, *args, **kwargs: seen.append(cfg) or done)
+    code, _, err = _run(capsys, *argv, "--strategy", "mirrored", "--run-dir", str(tmp_path))
+    assert code == 0, err
+    assert seen and all(cfg.strategy == "mirrored" for cfg in seen)
 
 
 def test_corrupt_data_dir_names_the_file(capsys, tmp_path):

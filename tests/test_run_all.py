@@ -5,6 +5,8 @@ attacked), checking `metrics.json` as a user would read it."""
 import dataclasses
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -229,3 +231,26 @@ def test_a_second_run_with_the_same_seed_writes_the_same_metrics_but_for_timings
         second = json.load(f)
     assert "comparison" in second and without_timings(second) == without_timings(first)
     assert set(second["timings"]["stages"]) == set(first["timings"]["stages"])
+
+
+def test_a_mirrored_run_writes_the_same_metrics_as_one_device(mnist_dir, tmp_path):
+    """`strategy="mirrored"` over two logical CPU devices (a subprocess: they
+    must be set before TensorFlow starts): a tiny StdCNN study reuses every
+    single-device stage (the strategy is a setting), and recomputed under the
+    strategy writes the same metrics.json but for timings, and bitwise the
+    same directions and perturbations."""
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "run_all_mirrored_check.py")
+    done = subprocess.run([sys.executable, script, mnist_dir, str(tmp_path)], capture_output=True, text=True,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"), timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["replicas"] == 2
+    stages = {"data", "train-stdcnn", "analysis-stdcnn", "universal-stdcnn", "comparison-stdcnn", "transfer",
+              "report", *(f"directions-stdcnn-{attack}" for attack in ATTACKS)}
+    assert set(result["reused"]) == stages and set(result["recomputed"]) == stages
+    assert {"universal", "spectrum", "theory", "comparison", "linf", "transfer"} <= set(result["metrics_keys"])
+    assert result["metrics_differ"] == []
+    written = {"directions/stdcnn-deepfool/directions.npz:directions", "comparison/stdcnn/perturbations/random-m40.npy",
+               "universal/stdcnn/perturbations/stdcnn-deepfool-m50.npy"}
+    assert written <= set(result["arrays"])
+    assert result["arrays_differ"] == []

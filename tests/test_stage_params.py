@@ -3,6 +3,7 @@ import re
 
 import pytest
 
+from keras_uap.errors import UserError
 from keras_uap.pipelines.analysis_stage import ANALYSIS_STAGE
 from keras_uap.pipelines.comparison_stage import COMPARISON_STAGE
 from keras_uap.pipelines.data_stage import DATA_STAGE
@@ -20,6 +21,7 @@ from keras_uap.pipelines.stage_params import (
 )
 from keras_uap.pipelines.study import DEFAULT_MODEL_SETTINGS, QUICK_MODEL_SETTINGS, StudyConfig, quick_config
 from keras_uap.pipelines.train_stage import TRAIN_STAGE
+from keras_uap.pipelines.transfer_stage import TRANSFER_STAGE
 from keras_uap.pipelines.universal_stage import UNIVERSAL_STAGE
 
 
@@ -38,6 +40,14 @@ def test_batch_sizes_of_forward_passes_stay_out_of_the_cache_key():
     assert settings_of(TransferParams()) == {"batch_size": 5000}
     # The directions stage's batch size changes the DeepFool batches it records: in the key.
     assert cache_params(DirectionsParams(batch_size=7))["batch_size"] == 7
+
+
+def test_the_strategy_is_a_setting_of_the_stages_that_attack_or_evaluate():
+    # Outside every cache key: a mirrored run reuses single-device results and vice versa.
+    for stage in (DIRECTIONS_STAGE, UNIVERSAL_STAGE, COMPARISON_STAGE, TRANSFER_STAGE):
+        assert "strategy" in stage.settings and "strategy" not in stage.params, stage.name
+    with pytest.raises(UserError, match="unknown strategy 'tpu'; choose from: none, mirrored"):
+        StudyConfig(strategy="tpu").validate()
 
 
 def test_stage_params_are_frozen():

@@ -145,7 +145,6 @@ def test_rerun_is_cached_whatever_the_strategy(study, files):
     ("no_data", "data not found"),
     ("no_model", "model not found"),
     ("attack", "unknown attack 'cw'"),
-    ("probe", "--probe-norm must be a finite norm > 0"),
 ])
 def test_user_errors_are_one_line_with_exit_2(files, tmp_path, case, expected):
     x, y = np.load(files["data"])["x"][:20], np.load(files["data"])["y"][:20]
@@ -162,9 +161,6 @@ def test_user_errors_are_one_line_with_exit_2(files, tmp_path, case, expected):
     elif case == "no_model":
         np.savez(data, x=x, y=y)
         model = tmp_path / "missing.keras"
-    elif case == "probe":
-        np.savez(data, x=x, y=y)
-        argv = ["--probe-norm", "-1"]
     else:
         np.savez(data, x=x, y=y)
         argv = ["--attacks", "gradient,cw"]

@@ -18,6 +18,11 @@ Two execution modes:
   `tf.device(replica device)`. For functions that mix TensorFlow and NumPy,
   like the batched DeepFool, which cannot be traced into one graph.
 
+The function may return a tuple of tensors (each with the batch first)
+instead of one: each part is then sliced and concatenated as one result is.
+`BatchRunner.run_batches` instead gives each local replica a whole batch of
+its own, so that every input's result is bitwise its one-device result.
+
 Several workers (`tf.distribute.MultiWorkerMirroredStrategy`, every worker
 running the same program on the same arrays): each worker computes the
 slices of its own replicas, and `strategy.gather` brings every row to every
@@ -26,6 +31,7 @@ its last row (dropped from the results), so that no replica is idle.
 """
 
 import concurrent.futures
+import functools
 
 import numpy as np
 import tensorflow as tf
@@ -38,7 +44,8 @@ STRATEGIES = ("none", "mirrored")
 
 
 def make_strategy(name):
-    """The strategy named on the command line.
+    """The strategy named on the command line, the same object for every call
+    in a process (runners compiled for a strategy are kept per strategy).
 
     Args:
         name: "none" (no strategy: one device) or "mirrored"
@@ -55,9 +62,12 @@ def make_strategy(name):
         ArgumentError: an unknown name (a `UserError`).
     """
     check_choice("strategy", name, STRATEGIES)
-    if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
-    return None
+    return _mirrored() if name == "mirrored" else None
+
+
+@functools.cache
+def _mirrored():
+    return tf.distribute.MirroredStrategy()
 
 
 class BatchRunner:
@@ -65,26 +75,26 @@ class BatchRunner:
 
     Args:
         fn: a callable taking tensors (one per input array, first axis the
-            batch) and returning one tensor whose first axis is the batch.
+            batch) and returning one tensor whose first axis is the batch,
+            or a tuple of them.
         strategy: a `tf.distribute.Strategy`, or None for one device.
         compiled: trace `fn` into a `tf.function` (it must be pure
             TensorFlow); else run it eagerly (it may use NumPy).
 
     Calling the runner with NumPy arrays of equal length returns the
-    concatenated NumPy results, rows in input order.
+    concatenated NumPy results, rows in input order (a tuple of them for a
+    function returning a tuple).
     """
 
     def __init__(self, fn, strategy=None, compiled=True):
         self.fn = fn
         self.strategy = strategy
         self.compiled = compiled
-        if compiled:
-            # reduce_retracing: a shorter last batch generalises the trace
-            # instead of adding one per batch size.
-            if strategy is None:
-                self._step = tf.function(fn, reduce_retracing=True)
-            else:
-                self._step = tf.function(lambda *args: strategy.run(fn, args=args), reduce_retracing=True)
+        # reduce_retracing: a shorter last batch generalises the trace
+        # instead of adding one per batch size.
+        self._one_device = tf.function(fn, reduce_retracing=True) if compiled else fn
+        if compiled and strategy is not None:
+            self._step = tf.function(lambda *args: strategy.run(fn, args=args), reduce_retracing=True)
 
     @property
     def num_replicas(self):
@@ -97,8 +107,7 @@ class BatchRunner:
 
     def __call__(self, *arrays):
         if self.strategy is None:
-            step = self._step if self.compiled else self.fn
-            return np.asarray(step(*[tf.constant(a) for a in arrays]))
+            return _to_numpy(self._one_device(*[tf.constant(a) for a in arrays]))
         n = len(arrays[0])
         # A replica must not get an empty slice: every worker must take part in
         # the collective ops, and TensorFlow's CPU gradient kernels fail on an
@@ -106,9 +115,36 @@ class BatchRunner:
         if 0 < n < self.num_replicas:
             arrays = [np.concatenate([a, np.repeat(a[-1:], self.num_replicas - n, axis=0)]) for a in arrays]
         slices = np.array_split(np.arange(len(arrays[0])), self.num_replicas)
-        if self.compiled:
-            return self._run_compiled(arrays, slices)[:n]
-        return self._run_eager(arrays, slices)[:n]
+        results = self._run_compiled(arrays, slices) if self.compiled else self._run_eager(arrays, slices)
+        return tf.nest.map_structure(lambda r: r[:n], results)
+
+    def run_batches(self, batches):
+        """`fn` on whole batches at once, batch i on local replica i.
+
+        Where `__call__` splits one batch, this keeps each batch whole, so
+        every input meets the same batch as in a one-device run of the same
+        batches and gets bitwise its results: kernels may round differently
+        for a different batch size, and an attack whose batch shrinks as
+        inputs finish (DeepFool) meets ever smaller ones.
+
+        Args:
+            batches: a list of at most `num_replicas` batches, each a tuple
+                of NumPy arrays of equal length (the arguments of `fn`).
+
+        Returns:
+            The list of each batch's NumPy results, in order.
+
+        Raises:
+            ValueError: more batches than replicas, or replicas on other
+                workers (`__call__` serves those).
+        """
+        if len(batches) > self.num_replicas or self.multi_worker:
+            raise ValueError(f"`run_batches` takes at most one batch per local replica ({self.num_replicas}). "
+                             f"Received: {len(batches)} batches, multi_worker={self.multi_worker}")
+        if self.strategy is None:
+            return [_to_numpy(self._one_device(*[tf.constant(a) for a in batch])) for batch in batches]
+        jobs = [(self._device(i), slice(None), batch) for i, batch in enumerate(batches)]
+        return self._on_devices(jobs)
 
     def _device(self, replica_id):
         """This worker's device of replica `replica_id` (ids run worker by worker)."""
@@ -120,14 +156,17 @@ class BatchRunner:
         def value(context):
             i = context.replica_id_in_sync_group
             with tf.device(self._device(i)):
-                return tf.constant(values(i))
+                return tf.nest.map_structure(tf.constant, values(i))
 
         return self.strategy.experimental_distribute_values_from_function(value)
 
     def _results(self, per_replica):
+        """The rows of every replica, in replica order (per part of a tuple)."""
         if self.multi_worker:
-            return np.asarray(self.strategy.gather(per_replica, axis=0))
-        return np.concatenate([np.asarray(r) for r in self.strategy.experimental_local_results(per_replica)])
+            return tf.nest.map_structure(lambda v: np.asarray(self.strategy.gather(v, axis=0)), per_replica)
+        return tf.nest.map_structure(
+            lambda v: np.concatenate([np.asarray(r) for r in self.strategy.experimental_local_results(v)]),
+            per_replica)
 
     def _run_compiled(self, arrays, slices):
         result = self._step(*[self._per_replica(lambda i, a=a: a[slices[i]]) for a in arrays])
@@ -139,20 +178,32 @@ class BatchRunner:
                 self._per_replica(lambda i: np.int64(i)))]
         else:
             ids = [i for i in range(self.num_replicas) if slices[i].size]
-        jobs = [(self._device(i), slices[i]) for i in ids]
-        if len(jobs) == 1:
-            parts = [self._on_device(*jobs[0], arrays)]
-        else:
-            with concurrent.futures.ThreadPoolExecutor(len(jobs)) as pool:
-                parts = list(pool.map(lambda job: self._on_device(*job, arrays), jobs))
+        parts = self._on_devices([(self._device(i), slices[i], arrays) for i in ids])
         if self.multi_worker:
             results = dict(zip(ids, parts))
             return self._results(self._per_replica(lambda i: results[i]))
-        return np.concatenate(parts)
+        return _concatenate(parts)
+
+    def _on_devices(self, jobs):
+        """`fn` of each job (device, rows, arrays), one thread per device."""
+        if len(jobs) == 1:
+            return [self._on_device(*jobs[0])]
+        with concurrent.futures.ThreadPoolExecutor(len(jobs)) as pool:
+            return list(pool.map(lambda job: self._on_device(*job), jobs))
 
     def _on_device(self, device, idx, arrays):
         with tf.device(device):
-            return np.asarray(self.fn(*[tf.constant(a[idx]) for a in arrays]))
+            return _to_numpy(self._one_device(*[tf.constant(a[idx]) for a in arrays]))
+
+
+def _to_numpy(result):
+    """A tensor, or a tuple of tensors, as NumPy."""
+    return tf.nest.map_structure(np.asarray, result)
+
+
+def _concatenate(parts):
+    """Results of consecutive rows (arrays, or tuples of arrays) joined row-wise."""
+    return tf.nest.map_structure(lambda *rows: np.concatenate(rows), *parts)
 
 
 def map_batches(runner, arrays, batch_size):
@@ -163,4 +214,4 @@ def map_batches(runner, arrays, batch_size):
     batch_size = check_positive_int("batch_size", batch_size)
     n = len(arrays[0])
     parts = [runner(*[a[start:start + batch_size] for a in arrays]) for start in range(0, n, batch_size)]
-    return np.concatenate(parts) if parts else np.zeros((0,))
+    return _concatenate(parts) if parts else np.zeros((0,))

@@ -71,13 +71,13 @@ def _published(built, folder, model, m):
 
 def _comparison_stage(output_dir, model_file, test_data, model, sample_sizes, eps_grid, linf_grid, build_eps,
                       linf_build_budget, max_passes, delta, saturation, eval_subset, limit, seed,
-                      universal_perturbations=None, batch_size=5000, progress=None):
+                      universal_perturbations=None, batch_size=5000, strategy=None, progress=None):
     with np.load(test_data, allow_pickle=False) as f:
         x, y = f["x"], f["y"].astype(np.int32)
         clip = dict(zip(("clip_min", "clip_max"), value_range(f)))
     # The samples come from the attacked inputs, as the universal stage's do.
     pool = attacked_indices(len(x), limit)
-    evaluation = load_evaluation_set(model_file, x, y, eval_subset, seed, batch_size)
+    evaluation = load_evaluation_set(model_file, x, y, eval_subset, seed, batch_size, strategy)
     network, x_eval, y_eval = evaluation.network, evaluation.x, evaluation.y
     predict_fn, clean = evaluation.predict_fn, evaluation.clean
     model_fn = tf.function(lambda t: network(t, training=False), reduce_retracing=True)
@@ -135,5 +135,5 @@ COMPARISON_STAGE = Stage(
     inputs=("model_file", "test_data", "universal_perturbations"),
     params=("model", "sample_sizes", "eps_grid", "linf_grid", "build_eps", "linf_build_budget", "max_passes",
             "delta", "saturation", "eval_subset", "limit", "seed"),
-    settings=("batch_size", "progress"),
+    settings=("batch_size", "strategy", "progress"),
 )

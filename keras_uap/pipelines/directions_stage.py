@@ -19,7 +19,14 @@ range); its
 direction is `x_adv - x`, like DeepFool's.
 
 Work and memory scale with the batch: directions go batch by batch into a
-memory-mapped scratch file, which `np.savez` then copies in chunks.
+memory-mapped scratch file, which `np.savez` then copies in chunks. With a
+`strategy` (a setting, outside the cache key) its replicas attack
+consecutive batches at once, each batch whole on one replica
+(`keras_uap.api.BatchRunner.run_batches`): every input meets the batch it
+meets on one device, so the arrays are bitwise those of one device (split
+batches would not be: on the test machine's CPU a StdCNN's input gradients
+differ in the last bits between batches of under 16 inputs and larger
+ones, and DeepFool's batch shrinks as inputs finish).
 """
 
 import os
@@ -27,6 +34,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from keras_uap.api.distribute import BatchRunner
 from keras_uap.method import AttackParams, draw_sample, get_attack
 from keras_uap.pipelines.code_versions import code_version
 from keras_uap.pipelines.data_stage import value_range
@@ -53,6 +61,19 @@ def attack_batch(attack, model_fn, x, y, clean, params):
     return direction.reshape(len(x), -1).astype(np.float32), np.asarray(success, bool), iterations
 
 
+def _attacked(attack, model_fn, params):
+    """The work on one batch, (x, y) -> (directions, clean predictions,
+    success, iterations)."""
+
+    def run(x, y):
+        x, y = np.asarray(x), np.asarray(y)
+        clean = _predict(model_fn, tf.constant(x))
+        directions, success, iterations = attack_batch(attack, model_fn, x, y, clean, params)
+        return directions, clean, success, iterations
+
+    return run
+
+
 def attacked_indices(n_test, limit=None, subset=None, seed=0):
     """Which test inputs an attack runs on: the first `limit` (all when None),
     then, when `subset` is smaller, `draw_sample` of `subset` of those. MNIST's
@@ -63,7 +84,7 @@ def attacked_indices(n_test, limit=None, subset=None, seed=0):
 
 def _directions_stage(output_dir, model, test_data, attack, limit, deepfool_subset, pgd_subset, seed, batch_size,
                       fgsm_eps, gradient_step, deepfool_candidates, deepfool_overshoot, deepfool_max_iter, pgd_eps,
-                      pgd_eps_iter, pgd_nb_iter, progress=None):
+                      pgd_eps_iter, pgd_nb_iter, strategy=None, progress=None):
     from keras_uap.pipelines.exported_model import load_exported_model
 
     network = load_exported_model(os.path.dirname(model))
@@ -82,15 +103,18 @@ def _directions_stage(output_dir, model, test_data, attack, limit, deepfool_subs
     directions = np.lib.format.open_memmap(scratch, mode="w+", dtype=np.float32, shape=(n, x_all[0].size))
     meta = {k: np.zeros(n, dtype) for k, dtype in
             [("clean_prediction", np.int64), ("success", bool), ("iterations", np.int32)]}
-    for start in range(0, n, batch_size):
-        stop = min(start + batch_size, n)
-        x, y = x_all[index[start:stop]], y_all[index[start:stop]]
-        clean = _predict(model_fn, tf.constant(x))
-        d, success, iterations = attack_batch(attack, model_fn, x, y, clean, params)
-        directions[start:stop] = d
-        meta["clean_prediction"][start:stop] = clean
-        meta["success"][start:stop] = success
-        meta["iterations"][start:stop] = iterations
+    runner = BatchRunner(_attacked(attack, model_fn, params), strategy, compiled=False)
+    starts = range(0, n, batch_size)
+    # As many batches at once as there are replicas, each whole on one of them.
+    for group in [starts[i:i + runner.num_replicas] for i in range(0, len(starts), runner.num_replicas)]:
+        batches = [(x_all[index[start:start + batch_size]], y_all[index[start:start + batch_size]])
+                   for start in group]
+        for start, (d, clean, success, iterations) in zip(group, runner.run_batches(batches)):
+            stop = start + len(d)
+            directions[start:stop] = d
+            meta["clean_prediction"][start:stop] = clean
+            meta["success"][start:stop] = success
+            meta["iterations"][start:stop] = iterations
         if progress:
             progress(stop, n)
     directions.flush()
@@ -112,7 +136,7 @@ DIRECTIONS_STAGE = Stage(
     inputs=("model", "test_data"),
     params=("attack", "limit", "deepfool_subset", "pgd_subset", "seed", "batch_size", "fgsm_eps", "gradient_step",
             "deepfool_candidates", "deepfool_overshoot", "deepfool_max_iter", "pgd_eps", "pgd_eps_iter", "pgd_nb_iter"),
-    settings=("progress",),
+    settings=("strategy", "progress"),
 )
 
 

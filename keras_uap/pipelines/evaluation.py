@@ -12,6 +12,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from keras_uap.api.distribute import BatchRunner
 from keras_uap.method import draw_sample
 
 __all__ = ["EvaluationSet", "compiled_predict_fn", "load_evaluation_set"]
@@ -40,7 +41,9 @@ class EvaluationSet:
         network: the loaded Keras model.
         x, y: the evaluated inputs and their int32 labels (all test inputs,
             or the seeded subset).
-        predict_fn: batch -> int32 predicted labels (`compiled_predict_fn`).
+        predict_fn: NumPy batch -> int32 predicted labels
+            (`compiled_predict_fn`, split over a strategy's replicas when
+            there is one).
         clean: the clean predictions on `x`.
     """
 
@@ -55,11 +58,13 @@ class EvaluationSet:
         return float(np.mean(self.clean != self.y))
 
 
-def load_evaluation_set(model_file, x, y, eval_subset, seed, batch_size):
+def load_evaluation_set(model_file, x, y, eval_subset, seed, batch_size, strategy=None):
     """Loads the export beside `model_file` and predicts the evaluated inputs.
 
     `eval_subset` None evaluates all of `(x, y)`; an int, the seeded subset
     of that many (`draw_sample`, the same draw as the directions stage's subsets).
+    With a `tf.distribute.Strategy`, every prediction is data-parallel over
+    its replicas (`keras_uap.api.BatchRunner`): the same labels, row by row.
     """
     from keras_uap.pipelines.exported_model import load_exported_model
 
@@ -67,6 +72,8 @@ def load_evaluation_set(model_file, x, y, eval_subset, seed, batch_size):
     evaluated = draw_sample(len(x), len(x) if eval_subset is None else eval_subset, seed)
     x_eval, y_eval = x[evaluated], y[evaluated]
     predict_fn = compiled_predict_fn(network, x_eval[:8])
-    clean = np.concatenate([predict_fn(tf.constant(x_eval[i:i + batch_size])).numpy()
+    if strategy is not None:
+        predict_fn = BatchRunner(predict_fn, strategy)
+    clean = np.concatenate([np.asarray(predict_fn(x_eval[i:i + batch_size]))
                             for i in range(0, len(x_eval), batch_size)])
     return EvaluationSet(network, x_eval, y_eval, predict_fn, clean)

@@ -13,6 +13,7 @@ report sets the seeds' numbers side by side.
 import dataclasses
 import os
 
+from keras_uap.api.distribute import STRATEGIES, make_strategy
 from keras_uap.data.sources import DATA_DIR_ENV, resolve_data_dir
 from keras_uap.errors import UserError
 from keras_uap.models import MODELS
@@ -94,6 +95,11 @@ class StudyConfig:
         comparison_enabled: run the comparison and transfer stages.
         force, verbose, progress: rerun cached stages; Keras verbosity; a
             callable(done_so_far, total) for long loops, or None.
+        strategy: "none" or "mirrored" (`keras_uap.api.make_strategy`):
+            the directions stage attacks one whole batch per local device,
+            the universal, comparison and transfer stages split each batch
+            of predictions over them. A run-time setting, outside the cache
+            keys: the numbers are those of one device.
         model_settings: per-model overrides, {model: {stage: {field: value}}}.
         user_set: "stage.field" names the user chose explicitly;
             `model_settings` leave them alone.
@@ -117,6 +123,7 @@ class StudyConfig:
     force: bool = False
     verbose: int = 1
     progress: object = None
+    strategy: str = "none"
     model_settings: dict = dataclasses.field(default_factory=lambda: dict(DEFAULT_MODEL_SETTINGS))
     user_set: tuple = ()
 
@@ -156,6 +163,8 @@ class StudyConfig:
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise UserError(f"--seed must be an integer >= 0, got {self.seed!r}")
         self._validate_training_seeds()
+        if self.strategy not in STRATEGIES:
+            raise UserError(f"unknown strategy {self.strategy!r}; choose from: {', '.join(STRATEGIES)}")
         source = resolve_data_dir(self.data.dataset, self.data_dir)
         if source is not None:
             check_input_dir(source, "data directory" if self.data_dir else f"data directory (from ${DATA_DIR_ENV})")
@@ -256,7 +265,7 @@ def collect_directions(cfg, model, attack, log=None, data=None, training_seed=No
         os.path.join(cfg.run_dir, "directions", f"{tag}-{attack}"),
         inputs={"model": keras_file, "test_data": os.path.join(data.output_dir, "test.npz")},
         params={"attack": attack, **cache_params(cfg.directions), "seed": cfg.seed},
-        settings={"progress": cfg.progress},
+        settings={"strategy": make_strategy(cfg.strategy), "progress": cfg.progress},
         force=cfg.force,
         log=log,
     )
@@ -298,7 +307,7 @@ def evaluate_universal(cfg, model, directions, data, log=None, training_seed=Non
         inputs={"model_file": os.path.join(export_path(cfg, model, training_seed), "model.keras"),
                 "test_data": os.path.join(data.output_dir, "test.npz"), **_directions_inputs(directions)},
         params={"model": model, **cache_params(universal), "seed": cfg.seed},
-        settings={**settings_of(universal), "progress": cfg.progress},
+        settings={**settings_of(universal), "strategy": make_strategy(cfg.strategy), "progress": cfg.progress},
         force=cfg.force,
         log=log,
     )
@@ -320,7 +329,7 @@ def compare_methods(cfg, model, data, log=None, universal=None, training_seed=No
         params={"model": model, **cache_params(cfg.comparison), "eps_grid": cfg.universal.eps_grid,
                 "saturation": cfg.universal.saturation, "eval_subset": cfg.universal.eval_subset,
                 "limit": cfg.directions.limit, "seed": cfg.seed},
-        settings={**settings_of(cfg.comparison), "progress": cfg.progress},
+        settings={**settings_of(cfg.comparison), "strategy": make_strategy(cfg.strategy), "progress": cfg.progress},
         force=cfg.force,
         log=log,
     )
@@ -347,7 +356,7 @@ def transfer(cfg, models, results, log=None):
         params={"models": list(models), "methods": cfg.transfer.methods, "m": m, "norm": cfg.transfer.norm,
                 "eval_subsets": {model: cfg.for_model(model).universal.eval_subset for model in models},
                 "seed": cfg.seed},
-        settings={**settings_of(cfg.transfer), "progress": cfg.progress},
+        settings={**settings_of(cfg.transfer), "strategy": make_strategy(cfg.strategy), "progress": cfg.progress},
         force=cfg.force,
         log=log,
     )

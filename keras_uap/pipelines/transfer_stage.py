@@ -29,7 +29,7 @@ TRANSFER_METHODS = ("svd_gradient", "svd_deepfool", "iterative_uap", "class_mean
 
 
 def _transfer_stage(output_dir, test_data, models, methods, m, norm, eval_subsets, seed, batch_size=5000,
-                    progress=None, **inputs):
+                    strategy=None, progress=None, **inputs):
     with np.load(test_data, allow_pickle=False) as f:
         x, y = f["x"], f["y"].astype(np.int32)
         clip = dict(zip(("clip_min", "clip_max"), value_range(f)))
@@ -39,7 +39,7 @@ def _transfer_stage(output_dir, test_data, models, methods, m, norm, eval_subset
     clean_error = {}
     for step, target in enumerate(models):
         evaluation = load_evaluation_set(inputs[f"model_file_{target}"], x, y, eval_subsets.get(target), seed,
-                                         batch_size)
+                                         batch_size, strategy)
         clean_error[target] = evaluation.clean_error_rate
         for method in methods:
             curves = fooling_curves(evaluation.predict_fn, evaluation.x, evaluation.y, directions[method], (norm,),
@@ -64,5 +64,5 @@ TRANSFER_STAGE = Stage(
     version=code_version("1", __name__),
     inputs=("test_data", "model_file_*", "perturbations_*"),
     params=("models", "methods", "m", "norm", "eval_subsets", "seed"),
-    settings=("batch_size", "progress"),
+    settings=("batch_size", "strategy", "progress"),
 )

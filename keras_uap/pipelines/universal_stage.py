@@ -69,12 +69,12 @@ def _summarise(eps, errors, foolings, random=None):
 
 
 def _universal_stage(output_dir, model_file, test_data, model, sample_sizes, seeds, random_seeds, eps_grid, saturation,
-                     full_set_only, eval_subset, seed, batch_size=5000, progress=None,
+                     full_set_only, eval_subset, seed, batch_size=5000, strategy=None, progress=None,
                      **directions_files):
     with np.load(test_data, allow_pickle=False) as f:
         x, y = f["x"], f["y"].astype(np.int32)
         clip = value_range(f)
-    evaluation = load_evaluation_set(model_file, x, y, eval_subset, seed, batch_size)
+    evaluation = load_evaluation_set(model_file, x, y, eval_subset, seed, batch_size, strategy)
     network, x_eval, y_eval = evaluation.network, evaluation.x, evaluation.y
     predict_fn, clean = evaluation.predict_fn, evaluation.clean
     logits_fn = tf.function(lambda t: network(t, training=False), reduce_retracing=True)
@@ -135,5 +135,5 @@ UNIVERSAL_STAGE = Stage(
     inputs=("model_file", "test_data") + tuple(f"directions_{a}" for a in ATTACK_NAMES),
     params=("model", "sample_sizes", "seeds", "random_seeds", "eps_grid", "saturation",
             "full_set_only", "eval_subset", "seed"),
-    settings=("batch_size", "progress"),
+    settings=("batch_size", "strategy", "progress"),
 )
