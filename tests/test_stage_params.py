@@ -72,8 +72,9 @@ def test_model_settings_replace_fields_of_their_stage_only():
 def test_quick_profile_is_the_default_with_its_smaller_stages():
     quick = quick_config()
     assert quick.data == DataParams(train_size=5_000, validation_size=500, test_size=1_000)
-    assert (quick.directions.limit, quick.directions.pgd_subset) == (500, 200)
-    assert quick.comparison.sample_sizes == (100,) and quick.transfer.sample_size == 100
+    assert (quick.directions.limit, quick.directions.pgd_subset) == (300, 100)
+    assert quick.comparison.sample_sizes == (50,) and quick.transfer.sample_size == 50
+    assert quick.universal.sample_sizes == (50, 10_000) and quick.universal.eval_subset == 500
     assert quick.model_settings == QUICK_MODEL_SETTINGS and quick.export_dir == "runs/quick/saved_models"
     assert quick_config({"directions.limit": 50, "train.epochs": None}).directions.limit == 50
 

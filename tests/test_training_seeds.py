@@ -119,7 +119,8 @@ def _read_metrics(cfg):
 def test_two_training_seeds_of_stdcnn_on_real_mnist(tmp_path, mnist_dir):
     cfg = quick_config({"data.train_size": 1000, "data.validation_size": 100, "data.test_size": 200,
                         "directions.limit": 100, "directions.batch_size": 100, "universal.sample_sizes": (100,),
-                        "universal.seeds": (0,), "universal.random_seeds": (0,)},
+                        "universal.seeds": (0,), "universal.random_seeds": (0,), "comparison.sample_sizes": (100,),
+                        "transfer.sample_size": 100},
                        run_dir=str(tmp_path / "run"), export_dir=str(tmp_path / "export"), data_dir=mnist_dir,
                        verbose=0, training_seeds=(0, 1))
     attacks = ("gradient", "deepfool")

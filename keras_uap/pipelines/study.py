@@ -68,8 +68,8 @@ QUICK_MODEL_SETTINGS = {
     "stdcnn": {"train": {"epochs": 3, "optimizer": "adam", "learning_rate": 1e-3}},
     "gcnn": {"train": {"epochs": 3, "optimizer": "adam", "learning_rate": 1e-3}},
     "roteqnet": {"train": {"optimizer": "adam", "learning_rate": 1e-3},
-                 "directions": {"deepfool_subset": 200, "batch_size": 250},
-                 "universal": {"eval_subset": 300, "seeds": (0,), "batch_size": 500},
+                 "directions": {"deepfool_subset": 100, "batch_size": 250},
+                 "universal": {"eval_subset": 200, "batch_size": 500},
                  "comparison": {"batch_size": 500}},
 }
 
@@ -193,9 +193,12 @@ def quick_config(params=None, **overrides):
     base.update({k: v for k, v in overrides.items() if v is not None})
     if base.get("export_dir") is None:
         base["export_dir"] = os.path.join(base["run_dir"], "saved_models")
+    # The comparison's m is one of the universal stage's, so that its SVD-UAPs
+    # are the published vectors rather than curves of their own.
     quick = {"train.epochs": 1, "data.train_size": 5_000, "data.validation_size": 500, "data.test_size": 1_000,
-             "directions.limit": 500, "directions.pgd_subset": 200, "universal.seeds": (0, 1),
-             "universal.random_seeds": (0, 1), "comparison.sample_sizes": (100,), "comparison.max_passes": 1}
+             "directions.limit": 300, "directions.pgd_subset": 100, "universal.sample_sizes": (50, 10_000),
+             "universal.seeds": (0,), "universal.random_seeds": (0, 1), "universal.eval_subset": 500,
+             "comparison.sample_sizes": (50,), "comparison.max_passes": 1, "transfer.sample_size": 50}
     quick.update({k: v for k, v in (params or {}).items() if v is not None})
     return StudyConfig(**base).replace_params(**quick)
 
