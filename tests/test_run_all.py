@@ -38,9 +38,7 @@ def test_every_metric_key_is_present(study):
     assert missing_metric_keys(metrics, ("stdcnn", "gcnn"), sampled, ms=["50", "200"], stages=stages) == []
     assert missing_metric_keys(metrics, ("roteqnet",), others, ms=["50", "200"], stages=stages) == []
     assert missing_metric_keys(metrics, ("roteqnet",), ["deepfool"], ms=["50", "100"], stages=stages) == []
-    # PGD attacks a seeded 100 of the 200 (the quick profile's pgd_subset).
-    assert missing_metric_keys(metrics, MODELS, ["fgsm_clipped"], ms=["200"], stages=stages) == []
-    assert missing_metric_keys(metrics, MODELS, ["pgd"], ms=["100"], stages=stages) == []
+    assert missing_metric_keys(metrics, MODELS, full_set_only, ms=["200"], stages=stages) == []
     assert os.path.isfile(os.path.join(cfg.run_dir, "report", "report.md"))
     assert metrics["models"]["gcnn"]["export_path"].endswith("mnist-gcnn/model.keras")
 
