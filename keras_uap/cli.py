@@ -6,6 +6,7 @@ Every command is a thin layer over `keras_uap.pipelines.study` (or
 stderr and exit code 2.
 """
 
+import dataclasses
 import enum
 import os
 import sys
@@ -331,7 +332,7 @@ def sweep(
     whether universal vulnerability grows with the range (arXiv 2006.04449) by a criterion fixed in code.
     Every step is cached: a rerun with one more range trains and measures only that range."""
     _import_tensorflow_quietly()
-    from keras_uap.pipelines.sweep import DEFAULT_RANGES, QUICK_RANGES, check_ranges, run_sweep
+    from keras_uap.pipelines.sweep import DEFAULT_RANGES, QUICK_RANGES, check_ranges, run_sweep, sweep_model_settings
 
     ranges = check_ranges(_number_list("--augmentation", augmentation, float) if augmentation is not None
                           else QUICK_RANGES if quick else DEFAULT_RANGES)
@@ -339,6 +340,8 @@ def sweep(
 
     run_dir = run_dir or Path("runs/sweep-quick" if quick else "runs/sweep")
     cfg = _config(quick, run_dir, export_dir, dataset, data_dir, seed, epochs, force)
+    if not quick:
+        cfg = dataclasses.replace(cfg, model_settings=sweep_model_settings(cfg.model_settings))
     _echo_results(run_sweep(cfg, models=chosen, ranges=ranges, log=_log))
     typer.echo(f"report: {run_dir / 'report' / 'sweep.md'}  metrics: {run_dir / 'metrics.json'}")
 

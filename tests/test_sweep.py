@@ -157,3 +157,16 @@ def test_sweep_help_names_its_options(capsys):
     out = capsys.readouterr().out
     for option in ("--augmentation", "--models", "--quick", "--run-dir", "--export-dir", "--data-dir", "--seed"):
         assert option in out
+
+
+def test_sweep_model_settings_add_the_sweep_subsets_and_keep_existing_ones():
+    from keras_uap.pipelines.study import DEFAULT_MODEL_SETTINGS
+    from keras_uap.pipelines.sweep import sweep_model_settings
+
+    merged = sweep_model_settings(DEFAULT_MODEL_SETTINGS)
+    assert merged["gcnn"] == {"directions": {"deepfool_subset": 2000}, "universal": {"eval_subset": 2000}}
+    assert merged["stdcnn"] == merged["gcnn"]
+    assert merged["roteqnet"] == DEFAULT_MODEL_SETTINGS["roteqnet"]
+    kept = sweep_model_settings({"gcnn": {"universal": {"eval_subset": 500}}})
+    assert kept["gcnn"]["universal"] == {"eval_subset": 500}
+    assert "eval_subset" not in DEFAULT_MODEL_SETTINGS.get("gcnn", {}).get("universal", {})
