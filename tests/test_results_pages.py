@@ -1,20 +1,27 @@
 """The results pages: the committed README table and docs/results.md are the
-generator's output from docs/metrics-default.json, the snapshot holds exactly
-what they show, and a run without optional sections still gives pages."""
+generator's output from docs/metrics-default.json (and docs/metrics-sweep.json
+where the sweep is published), the snapshots hold exactly what they show, and
+a run without optional sections still gives pages."""
 
 import copy
+import doctest
 import json
 import re
 from pathlib import Path
 
 import pytest
 
+from keras_uap.report import metrics_reader
 from keras_uap.report.results_pages import README_BEGIN, README_END, main, make_pages, replace_readme_section
+from keras_uap.report.sweep_report import CRITERION, FOLLOW_UP, FOLLOW_UP_CLAIM
 from keras_uap.report.tables import display_name
 
 REPO = Path(__file__).resolve().parents[1]
 # The snapshot the generator wrote from a quick-profile run (`keras-uap run-all --quick`).
 QUICK = REPO / "tests" / "fixtures" / "metrics-quick-profile.json"
+# The sweep snapshot the generator wrote from `keras-uap sweep --quick` (StdCNN and GCNN at 0 and 180).
+SWEEP_QUICK = REPO / "tests" / "fixtures" / "metrics-sweep-quick-profile.json"
+SWEEP_HEADING = "## Beyond the paper: training-rotation sweep"
 
 
 def _load(path):
@@ -26,19 +33,28 @@ def quick():
     return _load(QUICK)
 
 
-def test_committed_readme_table_and_results_page_are_generated_from_the_snapshot():
+@pytest.fixture()
+def sweep():
+    return _load(SWEEP_QUICK)
+
+
+def test_committed_readme_table_and_results_page_are_generated_from_the_snapshots():
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     begin, end = readme.index(README_BEGIN), readme.index(README_END) + len(README_END)
     page = (REPO / "docs" / "results.md").read_text(encoding="utf-8")
-    snapshot = REPO / "docs" / "metrics-default.json"
+    snapshot, sweep_snapshot = REPO / "docs" / "metrics-default.json", REPO / "docs" / "metrics-sweep.json"
     if not snapshot.exists():  # no default run committed: no numbers either
         assert readme[begin:end] == f"{README_BEGIN}\n{README_END}" and "No default run" in page
         assert not re.search(r"\d\.\d{3}", page)
         return
-    pages = make_pages(_load(snapshot))
+    # Without a published sweep the page has no sweep section.
+    sweep = _load(sweep_snapshot) if sweep_snapshot.exists() else None
+    pages = make_pages(_load(snapshot), sweep)
     assert readme[begin:end] == pages.readme_section, "README results edited by hand: rerun results_pages"
-    assert page == pages.results_page, "docs/results.md edited by hand: rerun results_pages"
-    assert pages.snapshot == _load(snapshot)
+    assert page == pages.results_page, ("docs/results.md edited by hand, or made without (or with) "
+                                        "--sweep-metrics: rerun results_pages")
+    assert pages.snapshot == _load(snapshot) and pages.sweep_snapshot == sweep
+    assert (SWEEP_HEADING in page) == (sweep is not None)
 
 
 def test_the_snapshot_holds_exactly_the_numbers_the_pages_show(quick):
@@ -166,3 +182,69 @@ def test_the_figures_the_pages_show_are_copied_from_the_run(tmp_path, quick):
     assert sorted(p.name for p in (tmp_path / "figures").iterdir()) == ["gcnn_universal.png"]
     assert (tmp_path / "figures" / "gcnn_universal.png").read_bytes() == b"png gcnn_universal.png"
     assert "figures/gcnn_universal.png" in (tmp_path / "results.md").read_text(encoding="utf-8")
+
+
+def test_the_sweep_section_sets_each_models_table_and_verdict_beside_the_follow_ups_claim(quick, sweep):
+    pages, without = make_pages(quick, sweep), make_pages(quick)
+    assert pages.readme_section == without.readme_section and pages.snapshot == without.snapshot
+    assert SWEEP_HEADING not in without.results_page and without.sweep_snapshot is None
+    section = pages.results_page.split(SWEEP_HEADING)[1].split("\n## ")[0]
+    assert pages.results_page.replace(SWEEP_HEADING + section + "\n", "") == without.results_page
+    # The claim and the criterion are the sweep report's own words.
+    assert f"{FOLLOW_UP} reports that {FOLLOW_UP_CLAIM}." in section and f"{CRITERION}." in section
+    assert "`keras-uap sweep --augmentation 0,180 --models stdcnn,gcnn`" in section
+    assert "measures it on 1,000 test images" in section
+    assert "| 0° | 0.348 | 0.938 | 0.309 | 8.29 / 11.56 | > grid / 9.79 | > grid | 0.816 / 0.808 / 0.652 |" in section
+    assert "| 180° | 0.846 | 0.852 | 0.888 | 4.98 / 4.87 | 5.66 / 5.25 | 19.93 | 0.862 / 0.832 / 0.306 |" in section
+    assert section.index("### StdCNN") < section.index("### GCNN")
+    assert "- GCNN: universal vulnerability grows with r: **holds**" in section
+    assert "  - DeepFool: holds (fooling ε80 0°: above grid, 180°: 7.13)" in section
+    for name in ("sweep_eps80.png", "sweep_accuracy.png"):
+        assert f"(figures/{name})" in section
+
+
+def test_the_sweep_snapshot_holds_exactly_the_sweep_numbers_the_page_shows(quick, sweep):
+    full = copy.deepcopy(sweep)
+    full["sweep"]["gcnn"]["0"]["rotated"]["gradient"]["top5_fraction"] = 0.2   # not shown
+    full["sweep"]["gcnn"]["0"]["upright"]["invariance"] = 0.5
+    full["sweep_reading"]["gcnn"]["attacks"]["gradient"]["extra"] = 1
+    pages = make_pages(quick, full)
+    assert pages.sweep_snapshot == sweep
+    assert make_pages(quick, pages.sweep_snapshot).results_page == pages.results_page
+    # A verdict or a number changed in the snapshot changes the page.
+    full["sweep_reading"]["stdcnn"]["verdict"] = "does not hold"
+    full["sweep"]["stdcnn"]["180"]["rotated"]["accuracy"] = 0.25
+    changed = make_pages(quick, full).results_page
+    assert "- StdCNN: universal vulnerability grows with r: **does not hold**" in changed
+    assert "| 180° | 0.250 | 0.636 |" in changed
+
+
+def test_the_command_adds_the_sweep_with_its_snapshot_and_figures(tmp_path, quick, sweep, capsys):
+    run, sweep_run = tmp_path / "run", tmp_path / "sweep"
+    for path, metrics in ((run, quick), (sweep_run, sweep)):
+        (path / "report" / "figures").mkdir(parents=True)
+        (path / "metrics.json").write_text(json.dumps(metrics), encoding="utf-8")
+    for name in ("sweep_eps80.png", "sweep_accuracy.png", "sweep_other.png"):
+        (sweep_run / "report" / "figures" / name).write_bytes(b"png " + name.encode())
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{README_BEGIN}\n{README_END}\n", encoding="utf-8")
+    args = ["--metrics", str(run / "metrics.json"), "--readme", str(readme), "--results", str(tmp_path / "results.md"),
+            "--snapshot", str(tmp_path / "snapshot.json"), "--figures-dir", str(tmp_path / "figures"),
+            "--sweep-snapshot", str(tmp_path / "sweep-snapshot.json")]
+    main([*args, "--sweep-metrics", str(sweep_run / "metrics.json")])
+    assert (tmp_path / "results.md").read_text(encoding="utf-8") == make_pages(quick, sweep).results_page
+    assert _load(tmp_path / "sweep-snapshot.json") == sweep
+    assert sorted(p.name for p in (tmp_path / "figures").iterdir()) == ["sweep_accuracy.png", "sweep_eps80.png"]
+    assert (tmp_path / "figures" / "sweep_eps80.png").read_bytes() == b"png sweep_eps80.png"
+
+    # A run-all metrics.json given as the sweep's is a one-line error with exit code 2.
+    with pytest.raises(SystemExit) as exit_info:
+        main([*args, "--sweep-metrics", str(run / "metrics.json")])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "is not a sweep's metrics.json (no `sweep` section)" in err
+    assert err.count("\n") == 1
+
+
+def test_the_metrics_reader_examples_run():
+    results = doctest.testmod(metrics_reader)
+    assert results.attempted > 0 and results.failed == 0

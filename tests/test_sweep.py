@@ -1,17 +1,23 @@
 """The rotation-augmentation sweep: end to end on a tiny real-MNIST profile
 (StdCNN, 2,000 training images, one epoch, 300 test inputs, 100 attacked),
-its caching, the fixed criterion, the API on a user's builder and the CLI's
-errors."""
+its caching, the fixed criterion, the API on a user's builder, the CLI's
+errors, and `keras-uap sweep --quick` as a user runs it."""
 
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 from keras_uap.cli import main
 from keras_uap.report.claims import CANNOT_BE_JUDGED, DOES_NOT_HOLD, HOLDS
+from keras_uap.report.results_pages import make_pages
 from keras_uap.report.sweep_report import judge_growth
+from keras_uap.report.tables import display_name
+
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def _tiny_config(root, mnist_dir):
@@ -170,3 +176,39 @@ def test_sweep_model_settings_add_the_sweep_subsets_and_keep_existing_ones():
     kept = sweep_model_settings({"gcnn": {"universal": {"eval_subset": 500}}})
     assert kept["gcnn"]["universal"] == {"eval_subset": 500}
     assert "eval_subset" not in DEFAULT_MODEL_SETTINGS.get("gcnn", {}).get("universal", {})
+
+
+@pytest.mark.slow
+def test_the_quick_sweep_runs_end_to_end_through_the_cli(tmp_path, mnist_dir):
+    """`keras-uap sweep --quick` in a fresh process, as a user runs it (StdCNN
+    and the GCNN at 0 and 180 degrees; about three minutes of CPU time): it
+    exits 0 and writes the report, both figures and a metrics.json with every
+    cell and a verdict per model, and the results page's sweep section made
+    from that metrics.json has the report's own reading."""
+    run = tmp_path / "run"
+    done = subprocess.run([sys.executable, "-m", "keras_uap.cli", "sweep", "--quick", "--data-dir", mnist_dir,
+                           "--run-dir", str(run), "--export-dir", str(tmp_path / "export")],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=1500,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = run / "report"
+    for name in ("sweep_eps80.png", "sweep_accuracy.png"):
+        assert (report / "figures" / name).stat().st_size > 1000
+    metrics = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
+    assert list(metrics["sweep"]) == ["stdcnn", "gcnn"] and metrics["sweep_ranges"] == [0.0, 180.0]
+    text = (report / "sweep.md").read_text(encoding="utf-8")
+    for model in ("stdcnn", "gcnn"):
+        assert set(metrics["sweep"][model]) == {"0", "180"}
+        for r in ("0", "180"):
+            for test_set in ("upright", "rotated"):
+                cell = metrics["sweep"][model][r][test_set]
+                assert 0 <= cell["accuracy"] <= 1 and cell["n_test"] > 0
+                assert {"m100", "all"} <= set(cell["gradient"]) and {"m100", "all"} <= set(cell["deepfool"])
+        verdict = metrics["sweep_reading"][model]["verdict"]
+        assert verdict in (HOLDS, DOES_NOT_HOLD, CANNOT_BE_JUDGED)
+        assert f"- {display_name(model)}: universal vulnerability grows with r: **{verdict}**" in text
+    # One reading, two places: the results page's section repeats sweep.md's.
+    with open(os.path.join(HERE, "fixtures", "metrics-quick-profile.json"), encoding="utf-8") as f:
+        page = make_pages(json.load(f), metrics).results_page
+    reading = text.split("## Reading\n\n")[1].split("\n![")[0]
+    assert reading.startswith("Kamath") and "### GCNN" in reading and reading in page

@@ -3,14 +3,16 @@
 
 Every function reads the run's metrics through a reader `r` with
 `r.get(*path, default=None)`, `r.keys(*path, order=())` and
-`r.rows(*path, fields=...)` (see `results_pages._Reader`), never the dict
-itself, so that the numbers shown can be recorded; a section whose keys the
-run lacks is left out.
+`r.rows(*path, fields=...)` (a `metrics_reader.MetricsReader`), never the
+dict itself, so that the numbers shown can be recorded; a section whose keys
+the run lacks is left out. The sweep's section reads a sweep's `metrics.json`
+through its own reader `s`.
 """
 
 from keras_uap.report.claims import (AVG_DOT_MAX, CANNOT_BE_JUDGED, DOES_NOT_HOLD, ERROR_RATE_TARGET, HOLDS,
                                      SEEDS_DISAGREE, THEOREM2_BOUND_MAX, TOP5_FRACTION_MIN)
 from keras_uap.report.comparison import METHOD_NAMES
+from keras_uap.report.sweep_report import TEST_SETS, figure_lines, reading_lines
 from keras_uap.report.tables import (ATTACK_ORDER, MODEL_ORDER, PAPER_PRINCIPAL_ANGLES_DEG, display_name, fmt,
                                      markdown_table)
 
@@ -258,6 +260,23 @@ def _transfer_section(r):
             markdown_table(["built on \\ evaluated on", *[display_name(m) for m in models]], rows), ""]
 
 
+def _sweep_section(s):
+    """The training-rotation sweep: what it does, the command that made it, and its reading (claim, criterion,
+    a table and the verdict per model, shared with the sweep's own `sweep.md`) and figures."""
+    models = s.keys("sweep_reading", order=MODEL_ORDER)
+    ranges = ",".join(f"{x:g}" for x in s.get("sweep_ranges", default=[]))
+    n_test = sorted({s.get("sweep", m, f"{x:g}", t, "n_test") for m in models
+                     for x in s.get("sweep_ranges", default=[]) for t in TEST_SETS} - {None})
+    return ["## Beyond the paper: training-rotation sweep", "",
+            "The paper trains every model with rotations in [-180, 180]. The sweep trains each model with its "
+            "inputs rotated uniformly in [-r, r], for each range r, and measures it on "
+            f"{' or '.join(f'{n:,}' for n in n_test)} test images, upright (the official ones) and rotated in "
+            "[-180, 180] (which of them each attack and curve uses: [sweep.md](sweep.md)). Made by "
+            f"`keras-uap sweep --augmentation {ranges} --models {','.join(models)}`, its numbers shown from the "
+            "snapshot [`metrics-sweep.json`](metrics-sweep.json). Not in the paper.", "",
+            *reading_lines(s, models), *figure_lines(), ""]
+
+
 def _verdict_table(r, entries, verdicts=VERDICTS):
     by_claim = {}
     for e in entries:
@@ -284,7 +303,9 @@ def _claims_section(r):
     return lines
 
 
-def results_page(r):
+def results_page(r, sweep=None):
+    """`docs/results.md` from the run's reader `r`, with the sweep's section where `sweep` (a reader of a
+    sweep's `metrics.json`) is given."""
     models = _models(r)
     trained = [[display_name(m), fmt(r.get("models", m, "test_accuracy"), 3), fmt(r.get("models", m, "epochs")),
                 f"{r.get('models', m, 'universal_n_eval'):,}" if r.get("models", m, "universal_n_eval") else "n/a"]
@@ -309,6 +330,7 @@ def results_page(r):
     lines += _theory_section(r, models)
     lines += _comparison_section(r, models)
     lines += _transfer_section(r)
+    lines += _sweep_section(sweep) if sweep is not None else []
     lines += _claims_section(r)
     return "\n".join(lines).rstrip() + "\n"
 

@@ -1,6 +1,8 @@
 """The rotation-augmentation sweep's report: its metrics, the reading of the
 follow-up paper's claim with a criterion fixed in code, `sweep.md` and two
-figures.
+figures. The reading (`reading_lines`: the claim, the criterion, a table over
+r and the verdict per model) is read through a `MetricsReader`, so that the
+results page's sweep section is the same text, made from a snapshot.
 
 The claim (Kamath, Deshpande and Subrahmanyam, "On Universalized Adversarial
 and Invariant Perturbations", arXiv 2006.04449, its abstract in substance;
@@ -45,10 +47,12 @@ from matplotlib.figure import Figure
 from keras_uap.report.build import plain_json
 from keras_uap.report.claims import CANNOT_BE_JUDGED, DOES_NOT_HOLD, HOLDS
 from keras_uap.report.figures import _floats, _save
-from keras_uap.report.tables import display_name, fmt
+from keras_uap.report.metrics_reader import MetricsReader
+from keras_uap.report.tables import display_name, fmt, markdown_table
 
 __all__ = ["FOLLOW_UP", "FOLLOW_UP_CLAIM", "CRITERION", "STEP_TOLERANCE", "END_MARGIN", "SWEEP_ATTACKS",
-           "TEST_SETS", "SAMPLE_SIZE", "judge_growth", "sweep_metrics", "sweep_markdown", "write_sweep_report"]
+           "TEST_SETS", "SAMPLE_SIZE", "FIGURES", "judge_growth", "sweep_metrics", "summary_table", "reading_lines",
+           "figure_lines", "sweep_markdown", "write_sweep_report"]
 
 FOLLOW_UP = ("Kamath, Deshpande, Subrahmanyam, \"On Universalized Adversarial and Invariant Perturbations\", "
              "arXiv 2006.04449")
@@ -146,7 +150,62 @@ def _curve_cells(entry):
             f"{fmt(entry['fooling_rate_at_norm'])} / {fmt(entry['error_rate_at_norm'])}")
 
 
-def sweep_markdown(metrics, models, figures=("sweep_eps80.png", "sweep_accuracy.png")):
+def summary_table(r, model):
+    """One row per training range: accuracy on both test sets, then on the
+    rotated test set the invariance, the fooling ε80 of the SVD-UAPs and of
+    random directions, and the error rates at the report's norm.
+
+    Args:
+        r: a reader of the sweep's `metrics.json` (`MetricsReader`).
+        model: a key of its `sweep` section.
+
+    Returns:
+        A markdown table.
+    """
+    rows = []
+    for rotation in (f"{x:g}" for x in r.get("sweep_ranges", default=[])):
+        cell = ("sweep", model, rotation, JUDGED_TEST_SET)
+        fooling = [" / ".join(_eps(r.get(*cell, a, m, "fooling_eps80")) for m in ("m100", "all"))
+                   for a in SWEEP_ATTACKS]
+        rates = [r.get(*cell, a, "m100", "error_rate_at_norm") for a in SWEEP_ATTACKS]
+        upright = r.get("sweep", model, rotation, "upright", "accuracy")
+        rows.append([f"{rotation}°", fmt(r.get(*cell, "accuracy")), fmt(upright), fmt(r.get(*cell, "invariance")),
+                     *fooling, _eps(r.get(*cell, "random", "fooling_eps80")),
+                     " / ".join(fmt(v) for v in [*rates, r.get(*cell, "random", "error_rate_at_norm")])])
+    names = [display_name(a) for a in SWEEP_ATTACKS]
+    return markdown_table(["r", "accuracy, rotated", "accuracy, upright", "invariance",
+                           *(f"fool ε80, {name} (m = {SAMPLE_SIZE} / all)" for name in names), "fool ε80, random",
+                           f"error rate @{fmt(r.get('sweep_norm'), 0)}: {' / '.join([*names, 'random'])}"], rows)
+
+
+def reading_lines(r, models):
+    """The follow-up's claim, the criterion, and per model its summary table
+    and verdict, all read through `r` (a `MetricsReader` of the sweep's
+    `metrics.json`): the reading of `sweep.md` and of the results page."""
+    lines = [f"{FOLLOW_UP} reports that {r.get('sweep_claim')}.", "",
+             f"Criterion, fixed in code before the sweep it judges: {r.get('sweep_criterion')}.", "",
+             f"Per model and training range r, on the rotated test set (the one the criterion reads) but for the "
+             f"upright accuracy: the fooling ε80 of the SVD-UAP from m = {SAMPLE_SIZE} and from every attacked "
+             f"input, of random directions, and the error rate at L2 norm {fmt(r.get('sweep_norm'), 0)} (m = "
+             f"{SAMPLE_SIZE}); > grid: not reached on the grid, whose largest norm is "
+             f"{fmt(r.get('sweep_grid_max'), 0)}.", ""]
+    for model in models:
+        lines += [f"### {display_name(model)}", "", summary_table(r, model), "",
+                  f"- {display_name(model)}: universal vulnerability grows with r: "
+                  f"**{r.get('sweep_reading', model, 'verdict')}**"]
+        lines += [f"  - {display_name(a)}: {r.get('sweep_reading', model, 'attacks', a, 'verdict')} (fooling ε80 "
+                  f"{r.get('sweep_reading', model, 'attacks', a, 'detail')})"
+                  for a in r.keys("sweep_reading", model, "attacks", order=SWEEP_ATTACKS)]
+        lines.append("")
+    return lines
+
+
+def figure_lines(prefix="figures/"):
+    """The report's figures as markdown images under `prefix`."""
+    return [f"![{text}]({prefix}{name})" for name, (text, _) in FIGURES.items()]
+
+
+def sweep_markdown(metrics, models):
     """`sweep.md`: one table per model and test set, then the reading."""
     norm = metrics["sweep_norm"]
     lines = ["# Training rotation range against universal vulnerability", "",
@@ -172,14 +231,7 @@ def sweep_markdown(metrics, models, figures=("sweep_eps80.png", "sweep_accuracy.
                                  f"{_curve_cells(a['all'])} |")
                 lines.append(f"| {r}° | | | random | | {_curve_cells(cell['random'])} | | | |")
             lines.append("")
-    lines += ["## Reading", "", f"{FOLLOW_UP} reports that {FOLLOW_UP_CLAIM}.", "",
-              f"Criterion, fixed in code before the sweep it judges: {CRITERION}.", ""]
-    for model in models:
-        found = metrics["sweep_reading"][model]
-        lines.append(f"- {display_name(model)}: universal vulnerability grows with r: **{found['verdict']}**")
-        lines += [f"  - {display_name(a)}: {v['verdict']} (fooling ε80 {v['detail']})"
-                  for a, v in found["attacks"].items()]
-    lines += ["", *(f"![{name}](figures/{name})" for name in figures), ""]
+    lines += ["## Reading", "", *reading_lines(MetricsReader(metrics), models), *figure_lines(), ""]
     return "\n".join(lines)
 
 
@@ -235,11 +287,18 @@ def accuracy_figure(path, metrics, models):
     return _save(fig, path)
 
 
+# The report's figures under `figures/`: what each shows, and the function that draws it.
+FIGURES = {"sweep_eps80.png": ("ε80 of the SVD-UAPs and random directions against the training rotation range",
+                               eps80_figure),
+           "sweep_accuracy.png": ("test accuracy on rotated and upright inputs against the training rotation range",
+                                  accuracy_figure)}
+
+
 def write_sweep_report(output_dir, models, ranges, cells, norm):
     """Writes `metrics.json`, `sweep.md` and `figures/` into `output_dir`; returns the metrics."""
     metrics = sweep_metrics(models, ranges, cells, norm)
-    eps80_figure(os.path.join(output_dir, "figures", "sweep_eps80.png"), metrics, models)
-    accuracy_figure(os.path.join(output_dir, "figures", "sweep_accuracy.png"), metrics, models)
+    for name, (_, draw) in FIGURES.items():
+        draw(os.path.join(output_dir, "figures", name), metrics, models)
     with open(os.path.join(output_dir, "sweep.md"), "w") as f:
         f.write(sweep_markdown(metrics, models))
     with open(os.path.join(output_dir, "metrics.json"), "w") as f:
