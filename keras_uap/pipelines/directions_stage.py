@@ -1,4 +1,4 @@
-"""Directions stage: per-input attack directions of one exported model.
+"""Directions stage: per-input attack directions of one model (an export, or the user's).
 
 For each test input of the data artifact and one attack of the registry
 (`keras_uap.method.ATTACKS`), the attacks clipping to the artifact's
@@ -85,10 +85,9 @@ def attacked_indices(n_test, limit=None, subset=None, seed=0):
 def _directions_stage(output_dir, model, test_data, attack, limit, deepfool_subset, pgd_subset, seed, batch_size,
                       fgsm_eps, gradient_step, deepfool_candidates, deepfool_overshoot, deepfool_max_iter, pgd_eps,
                       pgd_eps_iter, pgd_nb_iter, strategy=None, progress=None):
-    from keras_uap.pipelines.exported_model import load_exported_model
+    from keras_uap.pipelines.exported_model import load_logits_fn
 
-    network = load_exported_model(os.path.dirname(model))
-    model_fn = tf.function(lambda t: network(t, training=False), reduce_retracing=True)
+    model_fn = tf.function(load_logits_fn(model), reduce_retracing=True)
     with np.load(test_data, allow_pickle=False) as f:
         x_all, y_all = f["x"], f["y"]
         clip_min, clip_max = value_range(f)
