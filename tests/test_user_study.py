@@ -214,6 +214,7 @@ def test_rerun_is_cached_whatever_the_strategy(study, files):
     ("no_data", "data not found"),
     ("no_model", "model not found"),
     ("attack", "unknown attack 'cw'"),
+    ("linf_eps", "--linf-eps must be finite norms >= 0, at least one positive"),
 ])
 def test_user_errors_are_one_line_with_exit_2(files, tmp_path, case, expected):
     x, y = np.load(files["data"])["x"][:20], np.load(files["data"])["y"][:20]
@@ -230,6 +231,9 @@ def test_user_errors_are_one_line_with_exit_2(files, tmp_path, case, expected):
     elif case == "no_model":
         np.savez(data, x=x, y=y)
         model = tmp_path / "missing.keras"
+    elif case == "linf_eps":
+        np.savez(data, x=x, y=y)
+        argv = ["--linf-eps", "0,0"]
     else:
         np.savez(data, x=x, y=y)
         argv = ["--attacks", "gradient,cw"]
