@@ -66,7 +66,7 @@ def load_evaluation_set(model_file, x, y, eval_subset, seed, batch_size, strateg
     With a `tf.distribute.Strategy`, every prediction is data-parallel over
     its replicas (`keras_uap.api.BatchRunner`): the same labels, row by row.
     """
-    from keras_uap.pipelines.exported_model import load_logits_fn
+    from keras_uap.pipelines.stage_model import load_logits_fn
 
     logits_fn = load_logits_fn(model_file)
 

@@ -1,27 +1,11 @@
-"""Loading the model a stage attacks or measures. A module of its own so that
-the stages that only read a model (directions, curves, comparison, transfer)
+"""Loading a model the train stage exported. A module of its own so that the
+stages that only read an export (directions, curves, comparison, transfer)
 do not depend on the training code: an edit to training then reruns
-training, not every attack and curve after it.
-
-The stages read any classifier `keras_uap.api.load_classifier` reads: the
-train stage's export in `run-all`, the user's `.keras` file or SavedModel
-directory in `study`.
-"""
+training, not every attack and curve after it."""
 
 import os
 
-__all__ = ["load_exported_model", "load_logits_fn"]
-
-
-def load_logits_fn(model_file):
-    """The float32 logits function, (N, *input_shape) -> (N, classes), of the
-    classifier at `model_file` (a `.keras` file or a SavedModel directory):
-    `keras_uap.api.load_classifier`'s, which turns a model that outputs
-    probabilities into log-probabilities (same arg-max, same gradients of
-    the cross-entropy). A model that cannot be loaded is a UserError."""
-    from keras_uap.api.classifier import load_classifier
-
-    return load_classifier(model_file).logits_fn
+__all__ = ["load_exported_model"]
 
 
 def load_exported_model(export_dir):
