@@ -346,10 +346,6 @@ def sweep(
     typer.echo(f"report: {run_dir / 'report' / 'sweep.md'}  metrics: {run_dir / 'metrics.json'}")
 
 
-class NormName(str, enum.Enum):
-    l2 = "l2"
-    linf = "linf"
-
 
 def _number_list(option, text, kind):
     """`text` ("1,2,4") as a tuple of `kind`, or a UserError naming `option`."""
@@ -376,18 +372,27 @@ def study(
                                                    "(at most all inputs).")] = (
         "100,500"),
     limit: Annotated[Optional[int], typer.Option(min=1, help="Use only the first N inputs (default: all).")] = None,
-    eps: Annotated[Optional[str], typer.Option(help="Comma-separated perturbation norms (default: 1,2,4,8 for l2, "
-                                                    "0.01,0.02,0.04,0.08 for linf, times clip-max minus clip-min).")] = None,
-    norm: Annotated[NormName, typer.Option(help="Norm of the perturbation in the curves.")] = NormName.l2,
+    eps: Annotated[Optional[str], typer.Option(help="Comma-separated L2 norms of the curves, also those over which "
+                                                    "each vector's sign is chosen (default: run-all's grid, 1 to 20, "
+                                                    "scaled to the inputs' size and range as the API's sign norms).")] = None,
+    linf_eps: Annotated[Optional[str], typer.Option(help="Comma-separated L-infinity budgets of the comparison "
+                                                         "(default: 0.05 to 0.3 times clip-max minus clip-min).")] = None,
     strategy: StrategyOpt = StrategyName.none,
     seed: Annotated[int, typer.Option(min=0, help="Seed of the samples of attacked inputs.")] = 0,
     run_dir: Annotated[Path, typer.Option(help="Where stage artifacts, metrics.json and perturbations/ go.")] = (
         Path("runs/study")),
     force: ForceOpt = False,
+    no_analysis: Annotated[bool, typer.Option(
+        "--no-analysis", metavar=" ", help="Skip the spectra and theory checks of the attack directions.")] = False,
+    no_comparison: Annotated[bool, typer.Option(
+        "--no-comparison", metavar=" ",
+        help="Skip the comparison of SVD-UAP with the iterative UAP, class-mean and random directions "
+             "(L2, L-infinity, cost).")] = False,
 ):
-    """Run the study on your own model and data: attack directions, their spectrum, the SVD universal
-    perturbation per attack and sample size, error and fooling rates against the norm beside random
-    directions, and a report. Cached and resumable like run-all."""
+    """Run run-all's stages on your own model and data: attack directions, their spectrum and the theory
+    checks, the SVD universal perturbation per attack and sample size, error and fooling rates against the
+    L2 norm beside random directions, SVD-UAP against the iterative UAP and class-mean directions under L2
+    and L-infinity, and a report. Cached and resumable like run-all."""
     _import_tensorflow_quietly()
     from keras_uap.pipelines.user_study import UserStudyConfig, run_user_study
 
@@ -395,8 +400,9 @@ def study(
         model_path=str(model_path), data=data, split=split, clip_min=clip_min, clip_max=clip_max,
         attacks=tuple(dict.fromkeys(a.strip() for a in attacks.split(",") if a.strip())),
         sample_sizes=_number_list("--sample-sizes", sample_sizes, int), limit=limit,
-        eps=None if eps is None else _number_list("--eps", eps, float), norm=norm.value,
-        strategy=strategy.value, seed=seed, run_dir=str(run_dir), force=force, progress=_progress_bar())
+        eps=None if eps is None else _number_list("--eps", eps, float),
+        linf_eps=None if linf_eps is None else _number_list("--linf-eps", linf_eps, float),
+        analysis=not no_analysis, comparison=not no_comparison, strategy=strategy.value, seed=seed, run_dir=str(run_dir), force=force, progress=_progress_bar())
     _echo_results(run_user_study(cfg, log=_log))
     typer.echo(f"metrics: {run_dir / 'metrics.json'}  report: {run_dir / 'user_report' / 'report.md'}")
 

@@ -172,3 +172,19 @@ def test_an_attack_on_a_subset_is_compared_with_the_invariant_directions_of_its_
         np.testing.assert_allclose(both["comparison"]["deepfool"][key], alone["comparison"]["deepfool"][key],
                                    rtol=1e-5)
     assert both["theory"]["deepfool"]["top_eigenvalue"] == pytest.approx(alone["theory"]["deepfool"]["top_eigenvalue"])
+
+
+def test_theorem2_in_the_rows_span_matches_the_explicit_matrices(monkeypatch):
+    import keras_uap.analysis.theory as theory
+
+    rng = np.random.default_rng(0)
+    # More dimensions than rows (as a 32x32x3 input's 300 directions), one shared direction for a gap.
+    rows = rng.standard_normal((80, 1200)) + 3 * rng.standard_normal(1200)
+    in_span = theorem2_rows(rows, sizes=(20, 50), seed=2)
+    monkeypatch.setattr(theory, "_EXPLICIT_DIM", 10_000)
+    explicit = theorem2_rows(rows, sizes=(20, 50), seed=2)
+    assert [r["m"] for r in in_span] == [r["m"] for r in explicit] == [20, 50]
+    for a, b in zip(in_span, explicit):
+        for key in ("epsilon", "gap", "distance"):
+            assert a[key] == pytest.approx(b[key], rel=1e-6, abs=1e-6), key
+    assert explicit[0]["gap"] > 0.5 and explicit[0]["distance"] > 1e-3

@@ -36,7 +36,7 @@ def test_every_attack_stores_its_arrays(collected):
 def test_fgsm_variants_and_deepfool_success(collected):
     cfg, results, found = collected
     fgsm = load_directions(found["fgsm"].output_dir)["directions"]
-    np.testing.assert_allclose(np.abs(fgsm[fgsm != 0]), cfg.directions.fgsm_eps, rtol=1e-6)
+    np.testing.assert_allclose(np.abs(fgsm[fgsm != 0]), cfg.directions.attack_params.fgsm_eps, rtol=1e-6)
     clipped = load_directions(found["fgsm_clipped"].output_dir)["directions"]
     x = np.load(f"{results['data'].output_dir}/test.npz")["x"][:200].reshape(200, -1)
     assert (x + clipped).min() >= 0 and (x + clipped).max() <= 1 + 1e-6
@@ -47,7 +47,7 @@ def test_fgsm_variants_and_deepfool_success(collected):
     # DeepFool stops just past the boundary, so x + (x_adv - x) rounded in float32
     # can fall back on it for the odd input; all but a few must agree.
     assert np.mean(changed == deepfool["success"]) >= 0.95
-    assert deepfool["success"].mean() > 0.9 and deepfool["iterations"].max() <= cfg.directions.deepfool_max_iter
+    assert deepfool["success"].mean() > 0.9 and deepfool["iterations"].max() <= cfg.directions.attack_params.deepfool_max_iter
 
 
 def test_pgd_directions_are_cleverhans_pgd_steps_inside_the_ball(collected):
@@ -57,12 +57,12 @@ def test_pgd_directions_are_cleverhans_pgd_steps_inside_the_ball(collected):
     pgd = load_directions(found["pgd"].output_dir)
     test = np.load(f"{results['data'].output_dir}/test.npz")
     x = test["x"][pgd["index"]]
-    assert pgd["linf"].max() <= cfg.directions.pgd_eps + 1e-6
+    assert pgd["linf"].max() <= cfg.directions.attack_params.pgd_eps + 1e-6
     moved = x.reshape(len(x), -1) + pgd["directions"]
     assert moved.min() >= 0 and moved.max() <= 1 + 1e-6
     model = load_exported_model(results["train-gcnn"].output_dir)
-    direct = pgd_direction(model, x[:20], test["y"][pgd["index"][:20]], eps=cfg.directions.pgd_eps, eps_iter=cfg.directions.pgd_eps_iter,
-                           nb_iter=cfg.directions.pgd_nb_iter).numpy()
+    direct = pgd_direction(model, x[:20], test["y"][pgd["index"][:20]], eps=cfg.directions.attack_params.pgd_eps, eps_iter=cfg.directions.attack_params.pgd_eps_iter,
+                           nb_iter=cfg.directions.attack_params.pgd_nb_iter).numpy()
     np.testing.assert_allclose(pgd["directions"][:20], direct.reshape(20, -1), atol=1e-5)
     # Twenty steps of 0.03 in a 0.3 ball fool a one-epoch model on most inputs.
     assert pgd["success"].mean() > 0.8

@@ -87,3 +87,16 @@ def test_replace_params_names_stage_fields(name):
     with pytest.raises(TypeError, match="unexpected keyword argument 'epoch'"):
         StudyConfig().replace_params(**{"train.epoch": 1})
 
+
+
+def test_the_directions_nest_the_attack_params_and_key_them_by_their_own_names():
+    from keras_uap.method import AttackParams
+
+    attack_fields = {f.name for f in dataclasses.fields(AttackParams)}
+    # Not one of AttackParams' fields is repeated beside it.
+    assert not attack_fields & {f.name for f in dataclasses.fields(DirectionsParams)}
+    key = cache_params(DirectionsParams(attack_params=AttackParams(pgd_eps=0.1)))["attack_params"]
+    assert set(key) == attack_fields and key["pgd_eps"] == 0.1
+    assert key == dataclasses.asdict(AttackParams(pgd_eps=0.1))
+    cfg = StudyConfig().replace_params(**{"directions.attack_params": AttackParams(fgsm_eps=0.2)})
+    assert cfg.directions.attack_params.fgsm_eps == 0.2 and cfg.directions.limit is None

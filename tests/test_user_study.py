@@ -1,6 +1,8 @@
 """`keras-uap study` on a model and data that are not the paper's: real MNIST
 digits 0-3, padded to 32x32 and repeated over 3 channels, classified by a
-tiny CNN trained here and saved as .keras, with the test images in an .npz."""
+tiny CNN trained here and saved as .keras, with the test images in an .npz.
+The study runs run-all's model stages (directions, analysis, universal,
+comparison) on them."""
 
 import contextlib
 import io
@@ -10,12 +12,15 @@ import socket
 import subprocess
 import sys
 
+import shutil
+
 import numpy as np
 import pytest
 
 import keras
 from small_models import strided_cnn
 
+from keras_uap.baselines.compare import METHODS
 from keras_uap.cli import main
 from keras_uap.pipelines.user_report import display_image
 
@@ -23,8 +28,10 @@ SHAPE = (32, 32, 3)
 CLASSES = 4
 SAMPLE_SIZES = (20, 60)
 LIMIT = 300
-STAGES = ("user_data", "user_directions-gradient", "user_directions-fgsm", "user_directions-deepfool",
-          "user_universal", "user_report")
+EPS = (1.0, 2.0, 4.0, 8.0)
+ATTACKS = ("gradient", "fgsm", "deepfool")
+STAGES = ("user_data", "directions-model-gradient", "directions-model-fgsm", "directions-model-deepfool",
+          "analysis-model", "universal-model", "comparison-model", "user_report")
 
 
 def _cli(*argv):
@@ -57,13 +64,24 @@ def files(mnist_raw, tmp_path_factory):
     return paths
 
 
+def _study_argv(files, run_dir, *extra):
+    return ("study", "--model-path", files["model"], "--data", files["data"], "--limit", LIMIT,
+            "--sample-sizes", ",".join(map(str, SAMPLE_SIZES)), "--eps", ",".join(map(str, EPS)),
+            "--run-dir", run_dir, *extra)
+
+
 @pytest.fixture(scope="module")
 def study(files):
     run_dir = files["root"] / "run"
-    code, out, err = _cli("study", "--model-path", files["model"], "--data", files["data"], "--limit", LIMIT,
-                          "--sample-sizes", ",".join(map(str, SAMPLE_SIZES)), "--run-dir", run_dir)
+    code, out, err = _cli(*_study_argv(files, run_dir))
     assert code == 0, err[-3000:]
     return run_dir, out, err
+
+
+def _stage_lines(out):
+    """{stage label: "cached" or its seconds} from the command's table."""
+    rows = [line.split() for line in out.splitlines()]
+    return {row[0]: row[1] for row in rows if len(row) > 1 and row[0] in STAGES}
 
 
 def _metrics(run_dir):
@@ -73,33 +91,81 @@ def _metrics(run_dir):
 
 def test_study_writes_metrics_report_and_perturbations(study):
     run_dir, out, _ = study
-    for stage in STAGES:
-        assert stage in out
+    assert list(_stage_lines(out)) == list(STAGES)
     metrics = _metrics(run_dir)
-    for key in ("model", "data", "norm", "eps_grid", "seed", "spectrum", "universal", "perturbations", "figures",
-                "timings"):
+    for key in ("model", "data", "eps_grid", "seed", "spectrum", "theory", "universal", "comparison",
+                "perturbations", "figures", "timings"):
         assert key in metrics, key
     assert metrics["model"]["input_shape"] == list(SHAPE) and metrics["model"]["num_classes"] == CLASSES
     assert metrics["model"]["clean_accuracy"] > 0.9 and metrics["data"]["n"] == LIMIT
-    assert metrics["eps_grid"] == [0.0, 1.0, 2.0, 4.0, 8.0]
-    for attack in ("gradient", "fgsm", "deepfool"):
+    assert metrics["eps_grid"] == [0.0, *EPS]
+    for attack in ATTACKS:
+        spectrum = metrics["spectrum"][attack]
+        assert spectrum["n"] == LIMIT and len(spectrum["singular_values"]) == LIMIT
+        assert 0 < spectrum["top1_fraction"] <= spectrum["top5_fraction"] <= spectrum["top10_fraction"] <= 1
+        theory = metrics["theory"][attack]
+        assert theory["eigengap"] == pytest.approx(theory["top_eigenvalue"] - theory["second_eigenvalue"])
+        assert theory["top_eigenvalue"] == pytest.approx(spectrum["singular_values"][0] ** 2 / LIMIT, rel=1e-4)
         for m in SAMPLE_SIZES:
-            spectrum = metrics["spectrum"][attack][str(m)]
-            assert len(spectrum["singular_values"]) == m
-            assert 0 < spectrum["top1_fraction"] <= spectrum["top5_fraction"] <= spectrum["top10_fraction"] <= 1
             curve = metrics["universal"][attack][str(m)]
             assert len(curve["error_rate"]) == len(metrics["eps_grid"]) and curve["fooling_rate"][0] == 0.0
-            v = np.load(run_dir / "perturbations" / f"{attack}-m{m}.npy")
+            v = np.load(run_dir / "perturbations" / f"model-{attack}-m{m}.npy")
             assert v.shape == SHAPE and v.dtype == np.float32
             assert abs(np.linalg.norm(v) - 1.0) < 1e-5
-            assert metrics["perturbations"][f"{attack}-m{m}"] == f"perturbations/{attack}-m{m}.npy"
+            assert metrics["perturbations"][f"{attack}-m{m}"] == f"perturbations/model-{attack}-m{m}.npy"
     assert sorted(os.listdir(run_dir / "perturbations")) == sorted(
-        f"{a}-m{m}.npy" for a in ("gradient", "fgsm", "deepfool") for m in SAMPLE_SIZES)
+        f"model-{a}-m{m}.npy" for a in ATTACKS for m in SAMPLE_SIZES)
+    assert len(metrics["figures"]) == 3
     for figure in metrics["figures"]:
         assert os.path.getsize(run_dir / "user_report" / figure) > 1000, figure
     report = (run_dir / "user_report" / "report.md").read_text()
-    assert "## Spectrum of the attack directions" in report and "| random |" in report
-    assert (run_dir / "user_directions" / "deepfool" / "lineage.json").is_file()
+    for section in ("## Spectrum of the attack directions", "## Theory checks", "| random |",
+                    "## Against other universal perturbations", "## Error rate under an L-infinity budget"):
+        assert section in report, section
+    assert (run_dir / "directions" / "model-deepfool" / "lineage.json").is_file()
+
+
+def test_study_compares_with_the_baselines_under_l2_and_linf(study):
+    run_dir = study[0]
+    comparison = _metrics(run_dir)["comparison"]
+    assert set(comparison["l2"]) == set(METHODS) == set(comparison["linf"])
+    for method in METHODS:
+        assert sorted(comparison["l2"][method], key=int) == [str(m) for m in SAMPLE_SIZES]
+        for curve in comparison["l2"][method].values():
+            assert curve["eps"] == [0.0, *EPS] and len(curve["error_rate"]) == len(curve["eps"])
+        # The L-infinity table is built from the largest sample, over run-all's budgets (data in [0, 1]).
+        linf = comparison["linf"][method][str(SAMPLE_SIZES[-1])]
+        assert linf["budget"] == [0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3]
+        assert len(linf["error_rate"]) == len(linf["budget"]) and linf["fooling_rate"][0] == 0.0
+    # The comparison's SVD-UAP is the published vector: the same curve as the universal stage's.
+    universal = _metrics(run_dir)["universal"]["gradient"][str(SAMPLE_SIZES[0])]["error_rate"]
+    assert comparison["l2"]["svd_gradient"][str(SAMPLE_SIZES[0])]["error_rate"] == universal
+    # Under L-infinity too, the SVD-UAP's sign beats a random direction's at the largest budget.
+    linf = comparison["linf"]
+    assert linf["svd_deepfool"][str(SAMPLE_SIZES[-1])]["error_rate"][-1] > \
+        linf["random"][str(SAMPLE_SIZES[-1])]["error_rate"][-1] + 0.1
+
+
+@pytest.mark.parametrize("switch,gone,kept", [
+    ("--no-comparison", ("comparison",), ("spectrum", "theory")),
+    ("--no-analysis", ("spectrum", "theory"), ("comparison",)),
+])
+def test_switching_a_stage_off_removes_it_and_reuses_the_rest(study, tmp_path, files, switch, gone, kept):
+    run_dir = tmp_path / "run"
+    shutil.copytree(study[0], run_dir)
+    code, out, err = _cli(*_study_argv(files, run_dir, switch))
+    assert code == 0, err[-3000:]
+    stages = _stage_lines(out)
+    stage = {"--no-comparison": "comparison-model", "--no-analysis": "analysis-model"}[switch]
+    assert stage not in stages and stages["user_report"] != "cached"
+    assert all(state == "cached" for label, state in stages.items() if label != "user_report"), out
+    metrics = _metrics(run_dir)
+    assert not [key for key in gone if key in metrics] and all(key in metrics for key in kept)
+    assert metrics["universal"] == _metrics(study[0])["universal"]
+    report = (run_dir / "user_report" / "report.md").read_text()
+    heading = {"--no-comparison": "## Against other universal perturbations",
+               "--no-analysis": "## Theory checks"}[switch]
+    assert heading not in report and "| random |" in report
 
 
 def test_svd_perturbation_beats_random_directions_at_equal_norm(study):
@@ -117,23 +183,26 @@ def test_perturbation_is_the_python_apis(study, files):
     from keras_uap.api import default_sign_norms, load_images, svd_universal_perturbation
 
     x, y = load_images(str(files["data"]), limit=LIMIT)
-    result = svd_universal_perturbation(str(files["model"]), x, y, attack="gradient", sample_size=SAMPLE_SIZES[0])
-    saved = np.load(study[0] / "perturbations" / f"gradient-m{SAMPLE_SIZES[0]}.npy")
+    # The study chooses each sign over its L2 grid (--eps); by default that is the API's default.
+    result = svd_universal_perturbation(str(files["model"]), x, y, attack="gradient", sample_size=SAMPLE_SIZES[0],
+                                        sign_norms=EPS)
+    saved = np.load(study[0] / "perturbations" / f"model-gradient-m{SAMPLE_SIZES[0]}.npy")
     np.testing.assert_allclose(saved, result.perturbation, atol=1e-4)
-    with open(study[0] / "user_universal" / "universal.json") as f:
-        assert json.load(f)["sign_norms"] == pytest.approx(default_sign_norms(SHAPE))
+    with open(study[0] / "universal" / "model" / "universal.json") as f:
+        assert json.load(f)["eps_grid"] == list(EPS)
+    from keras_uap.pipelines.user_study import UserStudyConfig
+
+    assert UserStudyConfig("m.keras", "d.npz").l2_grid(SHAPE) == pytest.approx(default_sign_norms(SHAPE))
 
 
 def test_rerun_is_cached_whatever_the_strategy(study, files):
     run_dir, _, _ = study
     before = (run_dir / "metrics.json").read_bytes()
-    code, out, err = _cli("study", "--model-path", files["model"], "--data", files["data"], "--limit", LIMIT,
-                          "--sample-sizes", ",".join(map(str, SAMPLE_SIZES)), "--run-dir", run_dir,
-                          "--strategy", "mirrored")
+    code, out, err = _cli(*_study_argv(files, run_dir, "--strategy", "mirrored"))
     assert code == 0, err[-3000:]
-    lines = [line for line in out.splitlines() if line.startswith("user_")]
-    assert [line.split()[0] for line in lines] == list(STAGES)
-    assert all(line.split()[1] == "cached" for line in lines), out
+    stages = _stage_lines(out)
+    assert list(stages) == list(STAGES)
+    assert all(state == "cached" for state in stages.values()), out
     assert (run_dir / "metrics.json").read_bytes() == before
     assert not [name for name in os.listdir(run_dir) if name.startswith(".tmp-") or ".old-" in name]
 
@@ -145,6 +214,7 @@ def test_rerun_is_cached_whatever_the_strategy(study, files):
     ("no_data", "data not found"),
     ("no_model", "model not found"),
     ("attack", "unknown attack 'cw'"),
+    ("linf_eps", "--linf-eps must be finite norms >= 0, at least one positive"),
 ])
 def test_user_errors_are_one_line_with_exit_2(files, tmp_path, case, expected):
     x, y = np.load(files["data"])["x"][:20], np.load(files["data"])["y"][:20]
@@ -161,6 +231,9 @@ def test_user_errors_are_one_line_with_exit_2(files, tmp_path, case, expected):
     elif case == "no_model":
         np.savez(data, x=x, y=y)
         model = tmp_path / "missing.keras"
+    elif case == "linf_eps":
+        np.savez(data, x=x, y=y)
+        argv = ["--linf-eps", "0,0"]
     else:
         np.savez(data, x=x, y=y)
         argv = ["--attacks", "gradient,cw"]
@@ -210,10 +283,18 @@ def test_python_api_runs_on_two_workers():
 
 
 def test_the_user_studys_default_norms_scale_with_the_input_range():
+    from keras_uap.method import L2_GRID
     from keras_uap.pipelines.user_study import UserStudyConfig
 
     unit = UserStudyConfig("m.keras", "d.npz")
-    assert unit.eps_grid == [0.0, 1.0, 2.0, 4.0, 8.0]
-    wide = UserStudyConfig("m.keras", "d.npz", clip_min=-1.0, clip_max=1.0, norm="linf")
-    assert wide.eps_grid == [0.0, 0.02, 0.04, 0.08, 0.16]
-    assert UserStudyConfig("m.keras", "d.npz", clip_max=255.0, eps=(3.0,)).eps_grid == [0.0, 3.0]
+    assert unit.l2_grid((28, 28, 1)) == pytest.approx(L2_GRID)
+    assert unit.linf_grid() == pytest.approx((0.05, 0.1, 0.15, 0.2, 0.25, 0.3))
+    wide = UserStudyConfig("m.keras", "d.npz", clip_min=-1.0, clip_max=1.0)
+    assert wide.l2_grid((28, 28, 4)) == pytest.approx([4 * e for e in L2_GRID])
+    assert wide.linf_grid() == pytest.approx((0.1, 0.2, 0.3, 0.4, 0.5, 0.6))
+    assert UserStudyConfig("m.keras", "d.npz", clip_max=255.0, eps=(3.0, 0.0)).l2_grid((28, 28, 1)) == (3.0,)
+    assert UserStudyConfig("m.keras", "d.npz", linf_eps=(0.5,)).linf_grid() == (0.5,)
+    # The iterative UAP's radii follow the inputs as the grids do.
+    _, analysis, universal, comparison = wide.stage_params((28, 28, 4), n=50)
+    assert analysis.invariant_angle is None and universal.sample_sizes == (50,)
+    assert comparison.build_eps == pytest.approx(4 * 6.0) and comparison.linf_build_budget == pytest.approx(0.4)

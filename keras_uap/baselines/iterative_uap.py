@@ -129,7 +129,8 @@ def iterative_uap(
         delta: the run stops once the fooling rate reaches `1 - delta`, in
             [0, 1].
         max_passes: the maximum number of passes over `x`, >= 1.
-        overshoot, nb_candidate, max_iter: DeepFool's parameters.
+        overshoot, nb_candidate, max_iter: DeepFool's parameters
+            (`nb_candidate` at most the model's classes).
         clip_min, clip_max: the input range, or both None for no clipping.
         seed: seeds the order in which each pass visits the inputs.
         batch_size: the largest window of the fooling test and the batch of
@@ -151,6 +152,8 @@ def iterative_uap(
     lo, hi = (-np.inf, np.inf) if clip_min is None else (clip_min, clip_max)
     labels = _labeller(model_fn, x.shape[1:])
     clean = _predict_all(labels, x, batch_size)
+    # As the attack registry's DeepFool does: a model of fewer classes has fewer candidates.
+    nb_candidate = min(nb_candidate, int(model_fn(tf.constant(x[:1])).shape[-1]))
     deepfool_kwargs = dict(nb_candidate=nb_candidate, overshoot=overshoot, max_iter=max_iter,
                            clip_min=clip_min, clip_max=clip_max, return_details=True)
 

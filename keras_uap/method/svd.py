@@ -23,7 +23,7 @@ import numpy as np
 from keras_uap.method.curves import L2_GRID, fooling_curves
 from keras_uap.method.sampling import draw_sample
 
-__all__ = ["UniversalPerturbation", "SIGN_INPUTS", "choose_sign", "default_sign_norms", "svd_direction",
+__all__ = ["UniversalPerturbation", "SIGN_INPUTS", "choose_sign", "default_sign_norms", "l2_scale", "svd_direction",
            "universal_perturbation", "random_unit_vectors"]
 
 # Enough inputs to tell two error rates apart by a few points, few enough
@@ -55,13 +55,19 @@ def random_unit_vectors(d, seeds):
     return np.stack([r / np.linalg.norm(r) for r in rows]).astype(np.float32)
 
 
+def l2_scale(input_shape, clip_min=0.0, clip_max=1.0):
+    """`sqrt(d) / 28 * (clip_max - clip_min)` for inputs of `d` values: what an
+    L2 norm chosen for the paper's 784-value images in [0, 1] is multiplied
+    by to make the same root-mean-square change per value on other inputs."""
+    return math.sqrt(int(np.prod(input_shape))) / 28.0 * (float(clip_max) - float(clip_min))
+
+
 def default_sign_norms(input_shape, clip_min=0.0, clip_max=1.0):
     """The norms at which the two signs are compared by default: the study's
     L2 grid (`L2_GRID`, made for 784-value images in [0, 1]) scaled by
-    `sqrt(d) / 28 * (clip_max - clip_min)` for inputs of `d` values, i.e. the
-    same root-mean-square change per value whatever the input's size and
-    range."""
-    scale = math.sqrt(int(np.prod(input_shape))) / 28.0 * (float(clip_max) - float(clip_min))
+    `l2_scale`, i.e. the same root-mean-square change per value whatever the
+    input's size and range."""
+    scale = l2_scale(input_shape, clip_min, clip_max)
     return tuple(scale * e for e in L2_GRID)
 
 

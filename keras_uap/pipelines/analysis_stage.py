@@ -2,10 +2,16 @@
 Section 5 theory checks for one model.
 
 Inputs: the directions artifacts of every attack (`directions_<attack>`) and
-the rotated test set. Artifacts: `analysis.json` (its keys: docs/pipeline.md,
+the test set. Artifacts: `analysis.json` (its keys: docs/pipeline.md,
 `metrics.json`) and `top_vectors.npz` (arrays `<attack>`, `invariant`,
 `<attack>_sample`, `invariant_sample`, each (10, H, W), or (10, H, W, C)
 for several channels: top right singular vectors).
+
+The invariant directions (and their comparison with the attacks') are the
+paper's: they presume a rotation-invariant task. With `invariant_angle`
+None (`keras-uap study` on the user's model) the stage computes the spectra
+and theory checks alone, which hold for any model; `analysis.json` then
+has `invariant` None and an empty `comparison`.
 """
 
 import json
@@ -45,6 +51,20 @@ def _spectrum(directions, sample):
     return summary, vectors, vectors_sample
 
 
+def _subspace_comparison(top, top_sample, inv_top, inv_top_sample):
+    """How close an attack's top singular vectors lie to the invariant directions'."""
+    return {
+        "avg_abs_dot_top5": avg_abs_dot(top, inv_top, 5),
+        "avg_abs_dot_top10": avg_abs_dot(top, inv_top, 10),
+        "avg_abs_dot_top5_sample": avg_abs_dot(top_sample, inv_top_sample, 5),
+        "avg_abs_dot_top10_sample": avg_abs_dot(top_sample, inv_top_sample, 10),
+        "max_abs_dot_top5": max_abs_dot(top, inv_top, 5),
+        "max_abs_dot_top5_sample": max_abs_dot(top_sample, inv_top_sample, 5),
+        "principal_angles_deg": principal_angles_deg(top, inv_top, 5),
+        "principal_angles_deg_sample": principal_angles_deg(top_sample, inv_top_sample, 5),
+    }
+
+
 def analyse_model(attack_directions, x_test, sample_size=500, seed=0, invariant_angle=2.0, attack_indices=None,
                   clip_min=0.0, clip_max=1.0):
     """Runs every analysis of the paper's Sections 3 and 5 on one model.
@@ -55,7 +75,8 @@ def analyse_model(attack_directions, x_test, sample_size=500, seed=0, invariant_
         sample_size: the small random sample (the paper's 500), drawn per attack
             from its own rows.
         seed: seed of that sample.
-        invariant_angle: degrees of the small rotation.
+        invariant_angle: degrees of the small rotation; None: no invariant
+            directions (nor their comparison with the attacks').
         attack_indices: {attack: (N_a,) test indices of the rows}; by default
             the first N_a test inputs. An attack run on a subset is compared
             with the invariant directions of the same inputs.
@@ -67,35 +88,29 @@ def analyse_model(attack_directions, x_test, sample_size=500, seed=0, invariant_
     attack_indices = attack_indices or {}
     indices = {a: np.asarray(attack_indices.get(a, np.arange(len(d)))) for a, d in attack_directions.items()}
     covered = np.unique(np.concatenate(list(indices.values())))
-    invariant = invariant_directions(x_test[covered], invariant_angle, clip_min, clip_max)
     n = len(covered)
     sample = draw_sample(n, sample_size, seed)
-    inv_summary, inv_vectors, inv_vectors_sample = _spectrum(invariant, sample)
     result = {"n": n, "sample_size": len(sample), "invariant_angle_deg": invariant_angle,
-              "spectrum": {}, "invariant": inv_summary, "comparison": {}, "theory": {}}
-    vectors = {"invariant": inv_vectors, "invariant_sample": inv_vectors_sample}
+              "spectrum": {}, "invariant": None, "comparison": {}, "theory": {}}
+    vectors = {}
+    if invariant_angle is not None:
+        invariant = invariant_directions(x_test[covered], invariant_angle, clip_min, clip_max)
+        result["invariant"], inv_vectors, inv_vectors_sample = _spectrum(invariant, sample)
+        vectors.update(invariant=inv_vectors, invariant_sample=inv_vectors_sample)
     for attack, directions in attack_directions.items():
         n_attack = len(directions)
         attack_sample = draw_sample(n_attack, sample_size, seed)
-        if n_attack == n:
-            inv_top, inv_top_sample = inv_vectors, inv_vectors_sample
-        else:  # the invariant directions of the attacked inputs only
-            rows = invariant[np.searchsorted(covered, indices[attack])]
-            _, inv_top, inv_top_sample = _spectrum(rows, attack_sample)
         summary, top, top_sample = _spectrum(directions, attack_sample)
         summary["n"], summary["sample_size"] = n_attack, len(attack_sample)
         result["spectrum"][attack] = summary
         vectors[attack], vectors[f"{attack}_sample"] = top, top_sample
-        result["comparison"][attack] = {
-            "avg_abs_dot_top5": avg_abs_dot(top, inv_top, 5),
-            "avg_abs_dot_top10": avg_abs_dot(top, inv_top, 10),
-            "avg_abs_dot_top5_sample": avg_abs_dot(top_sample, inv_top_sample, 5),
-            "avg_abs_dot_top10_sample": avg_abs_dot(top_sample, inv_top_sample, 10),
-            "max_abs_dot_top5": max_abs_dot(top, inv_top, 5),
-            "max_abs_dot_top5_sample": max_abs_dot(top_sample, inv_top_sample, 5),
-            "principal_angles_deg": principal_angles_deg(top, inv_top, 5),
-            "principal_angles_deg_sample": principal_angles_deg(top_sample, inv_top_sample, 5),
-        }
+        if invariant_angle is not None:
+            if n_attack == n:
+                inv_top, inv_top_sample = inv_vectors, inv_vectors_sample
+            else:  # the invariant directions of the attacked inputs only
+                rows = invariant[np.searchsorted(covered, indices[attack])]
+                _, inv_top, inv_top_sample = _spectrum(rows, attack_sample)
+            result["comparison"][attack] = _subspace_comparison(top, top_sample, inv_top, inv_top_sample)
         s = np.asarray(summary["singular_values"])
         eigenvalues = np.square(s) / n_attack  # eigenvalues of M = E[a a^T / |a|^2]
         sizes = tuple(m for m in (100, 500, 1000, 5000) if m < n_attack)

@@ -1,4 +1,4 @@
-"""Directions stage: per-input attack directions of one exported model.
+"""Directions stage: per-input attack directions of one model (an export, or the user's).
 
 For each test input of the data artifact and one attack of the registry
 (`keras_uap.method.ATTACKS`), the attacks clipping to the artifact's
@@ -9,13 +9,13 @@ pickle):
 - `index` (N,): which test inputs (the first `limit`, or for DeepFool and
   PGD a seeded random `deepfool_subset`/`pgd_subset` of them, sorted), `label` (N,) true labels,
   `clean_prediction` (N,), `success` (N,) bool: the attack changed the
-  model's prediction (for `gradient`: a step of L2 norm `gradient_step`
+  model's prediction (for `gradient`: a step of L2 norm `attack_params.gradient_step`
   along the unit gradient did), `l2` and `linf` (N,) norms of the direction,
   `iterations` (N,) DeepFool's iteration counts (0 for the other attacks).
 
 `pgd` is CleverHans' projected gradient descent (L-infinity ball of radius
-`pgd_eps`, `pgd_nb_iter` steps of `pgd_eps_iter`, clipped to the data's
-range); its
+`attack_params.pgd_eps`, `pgd_nb_iter` steps of `pgd_eps_iter`, clipped to
+the data's range); its
 direction is `x_adv - x`, like DeepFool's.
 
 Work and memory scale with the batch: directions go batch by batch into a
@@ -83,22 +83,18 @@ def attacked_indices(n_test, limit=None, subset=None, seed=0):
 
 
 def _directions_stage(output_dir, model, test_data, attack, limit, deepfool_subset, pgd_subset, seed, batch_size,
-                      fgsm_eps, gradient_step, deepfool_candidates, deepfool_overshoot, deepfool_max_iter, pgd_eps,
-                      pgd_eps_iter, pgd_nb_iter, strategy=None, progress=None):
-    from keras_uap.pipelines.exported_model import load_exported_model
+                      attack_params, strategy=None, progress=None):
+    """`attack_params`: `AttackParams`'s fields (a dict, as in the cache key); the clip range is the data's."""
+    from keras_uap.pipelines.stage_model import load_logits_fn
 
-    network = load_exported_model(os.path.dirname(model))
-    model_fn = tf.function(lambda t: network(t, training=False), reduce_retracing=True)
+    model_fn = tf.function(load_logits_fn(model), reduce_retracing=True)
     with np.load(test_data, allow_pickle=False) as f:
         x_all, y_all = f["x"], f["y"]
         clip_min, clip_max = value_range(f)
     subset = {"deepfool": deepfool_subset, "pgd": pgd_subset}.get(attack)
     index = attacked_indices(len(x_all), limit, subset, seed)
     n = len(index)
-    params = AttackParams(fgsm_eps=fgsm_eps, gradient_step=gradient_step, deepfool_candidates=deepfool_candidates,
-                          deepfool_overshoot=deepfool_overshoot, deepfool_max_iter=deepfool_max_iter,
-                          pgd_eps=pgd_eps, pgd_eps_iter=pgd_eps_iter, pgd_nb_iter=pgd_nb_iter,
-                          clip_min=clip_min, clip_max=clip_max)
+    params = AttackParams(**{**attack_params, "clip_min": clip_min, "clip_max": clip_max})
     scratch = os.path.join(output_dir, "directions.scratch.npy")
     directions = np.lib.format.open_memmap(scratch, mode="w+", dtype=np.float32, shape=(n, x_all[0].size))
     meta = {k: np.zeros(n, dtype) for k, dtype in
@@ -134,8 +130,7 @@ DIRECTIONS_STAGE = Stage(
     fn=_directions_stage,
     version=code_version("1", __name__),
     inputs=("model", "test_data"),
-    params=("attack", "limit", "deepfool_subset", "pgd_subset", "seed", "batch_size", "fgsm_eps", "gradient_step",
-            "deepfool_candidates", "deepfool_overshoot", "deepfool_max_iter", "pgd_eps", "pgd_eps_iter", "pgd_nb_iter"),
+    params=("attack", "limit", "deepfool_subset", "pgd_subset", "seed", "batch_size", "attack_params"),
     settings=("strategy", "progress"),
 )
 

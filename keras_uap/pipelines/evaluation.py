@@ -7,7 +7,6 @@ versions, so a change here invalidates their results.
 """
 
 import dataclasses
-import os
 
 import numpy as np
 import tensorflow as tf
@@ -38,7 +37,8 @@ class EvaluationSet:
     """A model and the test inputs its curves are measured on.
 
     Attributes:
-        network: the loaded Keras model.
+        network: the model's logits, a function (x, training=False) ->
+            (N, classes) float32 (`load_logits_fn`).
         x, y: the evaluated inputs and their int32 labels (all test inputs,
             or the seeded subset).
         predict_fn: NumPy batch -> int32 predicted labels
@@ -59,16 +59,20 @@ class EvaluationSet:
 
 
 def load_evaluation_set(model_file, x, y, eval_subset, seed, batch_size, strategy=None):
-    """Loads the export beside `model_file` and predicts the evaluated inputs.
+    """Loads the model at `model_file` (`load_logits_fn`) and predicts the evaluated inputs.
 
     `eval_subset` None evaluates all of `(x, y)`; an int, the seeded subset
     of that many (`draw_sample`, the same draw as the directions stage's subsets).
     With a `tf.distribute.Strategy`, every prediction is data-parallel over
     its replicas (`keras_uap.api.BatchRunner`): the same labels, row by row.
     """
-    from keras_uap.pipelines.exported_model import load_exported_model
+    from keras_uap.pipelines.stage_model import load_logits_fn
 
-    network = load_exported_model(os.path.dirname(model_file))
+    logits_fn = load_logits_fn(model_file)
+
+    def network(x, training=False):  # called as the Keras model it stands for; inference only
+        return logits_fn(x)
+
     evaluated = draw_sample(len(x), len(x) if eval_subset is None else eval_subset, seed)
     x_eval, y_eval = x[evaluated], y[evaluated]
     predict_fn = compiled_predict_fn(network, x_eval[:8])

@@ -1,8 +1,10 @@
 """The parameters of each stage of the study, one frozen dataclass per stage.
 
 `StudyConfig` nests one of each; a stage's cache key is its dataclass's
-fields (`cache_params`) plus what it shares with the stages before it (the
-run's seed, the universal stage's evaluation set), under the same names.
+fields (`cache_params`; a nested dataclass, such as the directions'
+`AttackParams`, as the dict of its fields) plus what it shares with the
+stages before it (the run's seed, the universal stage's evaluation set),
+under the same names.
 Fields marked `SETTING` change how a stage runs, not what it computes
 (batch sizes of forward passes), and stay out of the key (`settings_of`).
 Per-model overrides (`keras_uap.pipelines.study.DEFAULT_MODEL_SETTINGS`)
@@ -20,16 +22,21 @@ __all__ = ["DataParams", "TrainParams", "DirectionsParams", "AnalysisParams", "U
            "ComparisonParams", "TransferParams", "cache_params", "settings_of"]
 
 _SETTING = {"setting": True}
-_ATTACK = AttackParams()
 
 
 def _setting(default):
     return dataclasses.field(default=default, metadata=_SETTING)
 
 
+def _json_value(value):
+    """A nested parameter dataclass as the dict of its fields (JSON in the key and the lineage)."""
+    return dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
+
+
 def cache_params(params):
     """The fields of a stage dataclass that go into its cache key, as a dict."""
-    return {f.name: getattr(params, f.name) for f in dataclasses.fields(params) if not f.metadata.get("setting")}
+    return {f.name: _json_value(getattr(params, f.name)) for f in dataclasses.fields(params)
+            if not f.metadata.get("setting")}
 
 
 def settings_of(params):
@@ -71,8 +78,8 @@ class DirectionsParams:
         deepfool_subset, pgd_subset: those attacks run on a seeded random
             subset of this many of the attacked inputs; None: all.
         batch_size: inputs per attack batch.
-        fgsm_eps ... pgd_nb_iter: `keras_uap.method.AttackParams`'s fields
-            (its clip range comes from the data).
+        attack_params: the attacks' own settings (`keras_uap.method.AttackParams`);
+            the stage replaces its clip range by the data's.
     """
 
     limit: int | None = None
@@ -82,14 +89,7 @@ class DirectionsParams:
     batch_size: int = 500
     # The attacks' own defaults (PGD: Madry et al.'s MNIST radius 0.3, but 20
     # steps of 0.03 instead of 40 of 0.01).
-    fgsm_eps: float = _ATTACK.fgsm_eps
-    gradient_step: float = _ATTACK.gradient_step
-    deepfool_candidates: int = _ATTACK.deepfool_candidates
-    deepfool_overshoot: float = _ATTACK.deepfool_overshoot
-    deepfool_max_iter: int = _ATTACK.deepfool_max_iter
-    pgd_eps: float = _ATTACK.pgd_eps
-    pgd_eps_iter: float = _ATTACK.pgd_eps_iter
-    pgd_nb_iter: int = _ATTACK.pgd_nb_iter
+    attack_params: AttackParams = AttackParams()
 
 
 @dataclasses.dataclass(frozen=True)

@@ -17,12 +17,10 @@ from keras_uap.api.distribute import STRATEGIES, make_strategy
 from keras_uap.data.sources import DATA_DIR_ENV, resolve_data_dir
 from keras_uap.errors import UserError
 from keras_uap.models import MODELS
+from keras_uap.pipelines import model_stages
 from keras_uap.pipelines.data_stage import DATA_STAGE
-from keras_uap.pipelines.analysis_stage import ANALYSIS_STAGE
-from keras_uap.pipelines.comparison_stage import COMPARISON_STAGE
 from keras_uap.method import ATTACK_NAMES
-from keras_uap.pipelines.directions_stage import DIRECTIONS_STAGE
-from keras_uap.pipelines.universal_stage import UNIVERSAL_STAGE
+from keras_uap.pipelines.model_stages import ModelRun
 from keras_uap.pipelines.report_stage import REPORT_STAGE
 from keras_uap.pipelines.paths import check_input_dir, check_output_dir, model_tag
 from keras_uap.gpu_determinism import warn_nondeterministic_gpu_ops
@@ -249,13 +247,22 @@ def train(cfg, model, log=None, data=None, training_seed=None, name=None):
     )
 
 
+def _model_run(cfg, model, data, log, training_seed):
+    """The `ModelRun` of `model` trained with `training_seed` (None: the run's seed)."""
+    tag = _seed_and_tag(cfg, model, training_seed)[1]
+    return ModelRun(run_dir=cfg.run_dir, seed=cfg.seed, tag=tag, model=model,
+                    model_file=os.path.join(export_path(cfg, model, training_seed), "model.keras"),
+                    test_data=os.path.join(data.output_dir, "test.npz"), strategy=cfg.strategy,
+                    progress=cfg.progress, force=cfg.force, log=log)
+
+
 def collect_directions(cfg, model, attack, log=None, data=None, training_seed=None):
     """Collects (or reuses) the `attack` directions of the exported `model`
     (trained with `training_seed`, None: the run's seed) on the rotated test
     set. The export must exist (`keras-uap train`)."""
     if attack not in ATTACK_NAMES:
         raise UserError(f"unknown attack {attack!r}; choose one of: {', '.join(ATTACK_NAMES)}")
-    seed, tag = _seed_and_tag(cfg, model, training_seed)
+    seed = _seed_and_tag(cfg, model, training_seed)[0]
     keras_file = os.path.join(export_path(cfg, model, training_seed), "model.keras")
     if not os.path.isfile(keras_file):
         how = (f"keras-uap train --model {model}" if seed == cfg.seed
@@ -263,33 +270,13 @@ def collect_directions(cfg, model, attack, log=None, data=None, training_seed=No
         raise UserError(f"{keras_file}: no exported {model}; create it with `{how}` (same --export-dir)")
     data = data or prepare_data(cfg, log)
     cfg = cfg.for_model(model)
-    return run_stage(
-        DIRECTIONS_STAGE,
-        os.path.join(cfg.run_dir, "directions", f"{tag}-{attack}"),
-        inputs={"model": keras_file, "test_data": os.path.join(data.output_dir, "test.npz")},
-        params={"attack": attack, **cache_params(cfg.directions), "seed": cfg.seed},
-        settings={"strategy": make_strategy(cfg.strategy), "progress": cfg.progress},
-        force=cfg.force,
-        log=log,
-    )
-
-
-def _directions_inputs(directions):
-    return {f"directions_{attack}": os.path.join(result.output_dir, "directions.npz")
-            for attack, result in directions.items()}
+    return model_stages.collect_directions(_model_run(cfg, model, data, log, training_seed), attack, cfg.directions)
 
 
 def analyse(cfg, model, directions, data, log=None, training_seed=None):
     """Spectra, invariant directions and theory checks of one model (trained
     with `training_seed`), from its directions results ({attack: StageResult})."""
-    return run_stage(
-        ANALYSIS_STAGE,
-        os.path.join(cfg.run_dir, "analysis", _seed_and_tag(cfg, model, training_seed)[1]),
-        inputs={"test_data": os.path.join(data.output_dir, "test.npz"), **_directions_inputs(directions)},
-        params={"model": model, **cache_params(cfg.analysis), "seed": cfg.seed},
-        force=cfg.force,
-        log=log,
-    )
+    return model_stages.analyse(_model_run(cfg, model, data, log, training_seed), directions, cfg.analysis)
 
 
 def universal_sample_sizes(cfg):
@@ -304,38 +291,18 @@ def evaluate_universal(cfg, model, directions, data, log=None, training_seed=Non
     from its directions results."""
     cfg = cfg.for_model(model)
     universal = dataclasses.replace(cfg.universal, sample_sizes=universal_sample_sizes(cfg))
-    return run_stage(
-        UNIVERSAL_STAGE,
-        os.path.join(cfg.run_dir, "universal", _seed_and_tag(cfg, model, training_seed)[1]),
-        inputs={"model_file": os.path.join(export_path(cfg, model, training_seed), "model.keras"),
-                "test_data": os.path.join(data.output_dir, "test.npz"), **_directions_inputs(directions)},
-        params={"model": model, **cache_params(universal), "seed": cfg.seed},
-        settings={**settings_of(universal), "strategy": make_strategy(cfg.strategy), "progress": cfg.progress},
-        force=cfg.force,
-        log=log,
-    )
+    return model_stages.evaluate_universal(_model_run(cfg, model, data, log, training_seed), directions, universal)
 
 
 def compare_methods(cfg, model, data, log=None, universal=None, training_seed=None):
     """SVD-UAP against the iterative UAP, class-mean and random directions
-    for one model (trained with `training_seed`): the same samples, their
-    cost, L2 and L-infinity curves, on the universal stage's evaluation set,
-    grid and saturation. With the model's `universal` result, its SVD-UAPs
-    are the vectors that stage published."""
+    for one model (trained with `training_seed`): `model_stages.compare_methods`
+    on the attacked inputs and the universal stage's evaluation set, grid and
+    saturation. With the model's `universal` result, its SVD-UAPs are the
+    vectors that stage published."""
     cfg = cfg.for_model(model)
-    published = {"universal_perturbations": os.path.join(universal.output_dir, "perturbations")} if universal else {}
-    return run_stage(
-        COMPARISON_STAGE,
-        os.path.join(cfg.run_dir, "comparison", _seed_and_tag(cfg, model, training_seed)[1]),
-        inputs={"model_file": os.path.join(export_path(cfg, model, training_seed), "model.keras"),
-                "test_data": os.path.join(data.output_dir, "test.npz"), **published},
-        params={"model": model, **cache_params(cfg.comparison), "eps_grid": cfg.universal.eps_grid,
-                "saturation": cfg.universal.saturation, "eval_subset": cfg.universal.eval_subset,
-                "limit": cfg.directions.limit, "seed": cfg.seed},
-        settings={**settings_of(cfg.comparison), "strategy": make_strategy(cfg.strategy), "progress": cfg.progress},
-        force=cfg.force,
-        log=log,
-    )
+    return model_stages.compare_methods(_model_run(cfg, model, data, log, training_seed), cfg.comparison,
+                                        cfg.universal, cfg.directions.limit, universal)
 
 
 def transfer(cfg, models, results, log=None):
