@@ -321,9 +321,9 @@ def compare_methods(cfg, model, data, log=None, universal=None, training_seed=No
     for one model (trained with `training_seed`): the same samples, their
     cost, L2 and L-infinity curves, on the universal stage's evaluation set,
     grid and saturation. With the model's `universal` result, its SVD-UAPs
-    are the vectors that stage published."""
+    are the vectors that stage published, their curves (and the random one) read from it."""
     cfg = cfg.for_model(model)
-    published = {"universal_perturbations": os.path.join(universal.output_dir, "perturbations")} if universal else {}
+    published = {"universal": universal.output_dir} if universal else {}
     return run_stage(
         COMPARISON_STAGE,
         os.path.join(cfg.run_dir, "comparison", _seed_and_tag(cfg, model, training_seed)[1]),
