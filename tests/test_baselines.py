@@ -320,6 +320,7 @@ def test_build_universal_perturbations_norms_costs_and_linf_signs(trained):
     from keras_uap.analysis import singular_spectrum
     from keras_uap.attacks import loss_gradient
     from keras_uap.baselines import METHODS, build_universal_perturbations
+    from keras_uap.method import random_unit_vectors
 
     model, x, y = trained
     x, y = x[:40], y[:40]
@@ -337,6 +338,8 @@ def test_build_universal_perturbations_norms_costs_and_linf_signs(trained):
     assert l2["svd_gradient"].gradient_evaluations == len(x)
     np.testing.assert_array_equal(linf["svd_gradient"].direction, np.sign(l2["svd_gradient"].direction))
     assert l2["class_mean"].gradient_evaluations == l2["random"].gradient_evaluations == 0
+    # The random direction is the universal curves' random baseline of the seed, bit for bit (one curve serves both).
+    np.testing.assert_array_equal(l2["random"].direction.ravel(), random_unit_vectors(x[0].size, [0])[0])
     assert l2["iterative_uap"].details["built_norm"] <= 4.0 + 1e-4
     assert linf["iterative_uap"].details["built_norm"] <= 0.2 + 1e-6
     # The SVD-UAP and the iterative UAP both fool far more than a random direction at equal norm.

@@ -142,6 +142,34 @@ def test_fooling_curves_of_a_threshold_classifier_stop_when_saturated():
     assert curves.clean_error_rate == 0.0
 
 
+def test_fooling_curves_take_known_points_as_given_and_predict_only_the_rest():
+    x = np.zeros((100, 4, 4, 1), np.float32)
+    x[:50] += 0.1
+    y = np.zeros(100, np.int64)
+    vectors = np.stack([np.full(16, 1 / 4, np.float32), -np.full(16, 1 / 4, np.float32)])
+    grid = [0.0, 0.5, 0.7, 1.1, 2.0, 3.0]
+    predicted = []
+
+    def counting_predict(batch):
+        predicted.append(len(batch))
+        return _threshold_predict(batch)
+
+    full = fooling_curves(counting_predict, x, y, vectors, grid, batch_size=100, saturation=0.99)
+    assert len(predicted) == 2 * (len(full.eps) - 1) + 1  # both columns at every norm above 0, and the clean pass
+    # Column 0 known at its first three norms (from an earlier, shorter walk): only its later points are predicted.
+    known = {0: (full.error_rate[:3, 0], full.fooling_rate[:3, 0])}
+    predicted.clear()
+    reused = fooling_curves(counting_predict, x, y, vectors, grid, batch_size=100, saturation=0.99, known=known)
+    assert len(predicted) == 1 + (len(full.eps) - 1) + (len(full.eps) - 3)
+    np.testing.assert_array_equal(reused.eps, full.eps)
+    np.testing.assert_array_equal(reused.error_rate, full.error_rate)
+    np.testing.assert_array_equal(reused.fooling_rate, full.fooling_rate)
+    # Known points are taken as they are (the caller vouches for them), and decide the early stop too.
+    made_up = fooling_curves(_threshold_predict, x, y, vectors, grid, saturation=0.99,
+                             known={0: ([0.0] + [1.0] * 5, [0.0] + [1.0] * 5), 1: ([0.0] + [1.0] * 5, [0.0] * 6)})
+    assert list(made_up.eps) == [0.0, 0.5] and made_up.error_rate[1].tolist() == [1.0, 1.0]
+
+
 def test_fooling_curves_clip_to_the_given_range_and_count_changes_without_labels():
     x = np.full((10, 2, 2, 3), 0.9, np.float32)  # sum 10.8 > 4: class 1
     v = -np.full((1, 2, 2, 3), 1 / np.sqrt(12), np.float32)

@@ -179,6 +179,40 @@ def test_comparison_covers_every_model_method_and_sample(study):
     assert "Beyond the paper" in report and "Transfer across models" in report and "L-infinity" in report
 
 
+def test_comparison_reuses_the_universal_curves_and_they_equal_a_fresh_evaluation(study):
+    """The comparison takes the published SVD-UAPs' and the random direction's L2 curves from the
+    universal stage; every one of its curves is what predicting every point gives."""
+    from keras_uap.method import fooling_curves, random_unit_vectors
+    from keras_uap.pipelines.comparison_stage import _known_curves, _universal_curves
+    from keras_uap.pipelines.evaluation import load_evaluation_set
+    from keras_uap.pipelines.study import export_path
+
+    cfg, results, metrics = study
+    with np.load(os.path.join(results["data"].output_dir, "test.npz")) as f:
+        x, y = f["x"], f["y"].astype(np.int32)
+    for model in ("stdcnn", "roteqnet"):  # RotEqNet: a seeded evaluation subset, its own batch size
+        mcfg = cfg.for_model(model)
+        universal_dir = results[f"universal-{model}"].output_dir
+        universal = _universal_curves(universal_dir, mcfg.universal.eval_subset, cfg.seed, mcfg.universal.eps_grid)
+        assert universal is not None
+        known = _known_curves({"universal": universal}, list(METHODS), ["svd_gradient", "svd_deepfool"], 50, cfg.seed)
+        assert sorted(known) == [METHODS.index(m) for m in ("svd_gradient", "svd_deepfool", "random")]
+        random = np.load(os.path.join(results[f"comparison-{model}"].output_dir, "perturbations", "random-m50.npy"))
+        np.testing.assert_array_equal(random.reshape(-1), random_unit_vectors(random.size, [cfg.seed])[0])
+        evaluation = load_evaluation_set(os.path.join(export_path(cfg, model), "model.keras"), x, y,
+                                         mcfg.universal.eval_subset, cfg.seed, mcfg.comparison.batch_size)
+        vectors = [np.load(os.path.join(results[f"comparison-{model}"].output_dir, "perturbations",
+                                        f"{method}-m50.npy")) for method in METHODS]
+        fresh = fooling_curves(evaluation.predict_fn, evaluation.x, evaluation.y, vectors,
+                               (0.0, *mcfg.universal.eps_grid), clean=evaluation.clean,
+                               batch_size=mcfg.comparison.batch_size, saturation=mcfg.universal.saturation)
+        for column, method in enumerate(METHODS):
+            stored = metrics["comparison"][model][method]["50"]
+            assert stored["eps"] == fresh.eps.tolist(), (model, method)
+            assert stored["error_rate"] == fresh.error_rate[:, column].tolist(), (model, method)
+            assert stored["fooling_rate"] == fresh.fooling_rate[:, column].tolist(), (model, method)
+
+
 def test_transfer_diagonal_equals_the_models_own_curve(study):
     cfg, _, metrics = study
     transfer = metrics["transfer"]

@@ -72,7 +72,8 @@ def build_universal_perturbations(model_fn, x, y, *, norm="l2", build_eps=6.0, m
       approximation in its favour only at `build_eps`.
     - "class_mean": the class-mean difference direction that raises the
       sample's error rate most at L2 norm `build_eps` (no gradients at all).
-    - "random": a Gaussian random direction (seed `seed`).
+    - "random": a Gaussian random direction (seed `seed`), the vector
+      `keras_uap.method.random_unit_vectors(d, [seed])[0]` itself.
 
     For `norm="linf"` every direction but the iterative UAP's is the sign of
     its L2 direction (the L-infinity step that best aligns with it).
@@ -132,6 +133,10 @@ def build_universal_perturbations(model_fn, x, y, *, norm="l2", build_eps=6.0, m
             evaluations = 0
         if method == "iterative_uap" and norm == "linf":
             direction = np.asarray(v, np.float32) / max(float(np.max(np.abs(v))), 1e-12)
+        elif method == "random" and norm == "l2":
+            # Already of unit norm, and kept bit for bit the random baseline of the universal
+            # curves with this seed (normalising again can move last bits), so that one curve serves both.
+            direction = v
         else:
             direction = _as_unit(v, norm)
         built[method] = BuiltPerturbation(direction.reshape(shape).astype(np.float32), time.perf_counter() - start,

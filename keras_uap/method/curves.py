@@ -52,13 +52,14 @@ def _labels(predict, x, batch_size):
 
 
 def fooling_curves(predict, x, y, vectors, eps_grid, clean=None, clip_min=0.0, clip_max=1.0, batch_size=1000,
-                   saturation=None, strategy=None, plateau_tol=0.01, plateau_floor=0.5):
+                   saturation=None, strategy=None, plateau_tol=0.01, plateau_floor=0.5, known=None):
     """Error and fooling rates of every vector at every norm of `eps_grid`.
 
     The grid is walked upwards for all vectors together; with `saturation`
     it stops early once every vector's error rate has reached it or
     flattened out above `plateau_floor` (beyond that the curve is flat and
-    each further point costs a full pass). Norm 0 costs no pass.
+    each further point costs a full pass). Norm 0 costs no pass, and
+    neither does a point given in `known`.
 
     Args:
         predict: float32 batch (NumPy) -> predicted int labels.
@@ -72,6 +73,15 @@ def fooling_curves(predict, x, y, vectors, eps_grid, clean=None, clip_min=0.0, c
         batch_size: inputs predicted at once; memory holds one batch.
         saturation: the early-stop level, or None to evaluate the whole grid.
         strategy: a `tf.distribute.Strategy` to predict data-parallel, or None.
+        known: {column: (error rates, fooling rates)} of vectors whose rates
+            were already measured at the first norms of `eps_grid` on the
+            same inputs, labels, clean predictions and clip range (e.g. by
+            another stage, for the same vector): those points are taken as
+            given, the column's later points are predicted. The early stop
+            is decided on the assembled rows, so the result is the one
+            predicting every point gives, provided the given rates are
+            what `predict` gives (the same function and batch size, since
+            a batch's size can change the last bits of its logits).
 
     Returns:
         A `FoolingCurves`.
@@ -92,13 +102,18 @@ def fooling_curves(predict, x, y, vectors, eps_grid, clean=None, clip_min=0.0, c
         clean = _labels(predict, x, batch_size)
     truth = clean if y is None else np.asarray(y)
     clean_error = float(np.mean(clean != truth))
+    known = {column: np.asarray(rates, float) for column, rates in (known or {}).items()}
     eps_done, errors, foolings = [], [], []
-    for eps in eps_grid:
-        if float(eps) == 0.0:
-            row = [(clean_error, 0.0)] * len(vectors)
-        else:
-            row = [_rates(predict, x, truth, clean, np.float32(eps) * v, clip_min, clip_max, batch_size)
-                   for v in vectors]
+    for i, eps in enumerate(eps_grid):
+        row = []
+        for column, v in enumerate(vectors):
+            given = known.get(column)
+            if given is not None and i < given.shape[1]:
+                row.append((float(given[0, i]), float(given[1, i])))
+            elif float(eps) == 0.0:
+                row.append((clean_error, 0.0))
+            else:
+                row.append(_rates(predict, x, truth, clean, np.float32(eps) * v, clip_min, clip_max, batch_size))
         eps_done.append(float(eps))
         errors.append([r[0] for r in row])
         foolings.append([r[1] for r in row])

@@ -13,9 +13,17 @@ aligns with it, at no further cost) is set beside the iterative UAP rebuilt
 in the L-infinity ball of radius `linf_build_budget`, over `linf_grid`.
 
 The SVD-UAPs evaluated and saved are the universal stage's published
-vectors (input `universal_perturbations`) where it has one for that attack
-and m: the one vector `perturbations/<model>-<attack>-m<m>.npy` names; the
-cost recorded is that of rebuilding it from the sample.
+vectors (input `universal`, that stage's output directory for the same
+export and test data) where it has one for that attack and m: the one
+vector `perturbations/<model>-<attack>-m<m>.npy` names; the cost recorded is
+that of rebuilding it from the sample. The random direction of seed `seed`
+is the universal stage's random baseline of that seed, the same vector.
+Where the universal stage measured those vectors on the same evaluation set
+and grid, their L2 curves are taken from its `universal.json` and only the
+points it did not reach (it stopped at saturation earlier) are predicted,
+so the L2 curves are those a full evaluation gives at a fraction of its
+forward passes; the random direction's curve, the same at every m, is
+predicted once.
 
 Artifacts: `comparison.json` and `perturbations/<method>-m<m>.npy` (unit L2
 directions of one input's shape, used by the transfer stage).
@@ -56,22 +64,57 @@ def _warm_up(model_fn, x, y, build_eps, clip):
                                   max_passes=1, **clip)
 
 
-def _published(built, folder, model, m):
+def _published(built, universal, model, m):
     """`built` with each SVD-UAP's direction replaced by the universal stage's
     published vector for the same model, attack and m, where there is one:
     the comparison, the transfer and `perturbations/` then measure one vector
     (the rebuilt one keeps its cost; on the same inputs it differs from the
-    published one by float rounding only)."""
+    published one by float rounding only). Also returns the methods swapped."""
+    swapped = []
     for method in ("svd_gradient", "svd_deepfool"):
-        path = os.path.join(folder, f"{model}-{method.removeprefix('svd_')}-m{m}.npy") if folder else None
+        path = (os.path.join(universal, "perturbations", f"{model}-{method.removeprefix('svd_')}-m{m}.npy")
+                if universal else None)
         if method in built and path and os.path.isfile(path):
             built[method] = dataclasses.replace(built[method], direction=np.load(path))
-    return built
+            swapped.append(method)
+    return built, swapped
+
+
+def _universal_curves(universal, eval_subset, seed, eps_grid):
+    """The universal stage's `universal.json` if it measured its curves on
+    this stage's evaluation set and grid, else None."""
+    path = os.path.join(universal, "universal.json") if universal else None
+    if not path or not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        found = json.load(f)
+    same = (found.get("eval_subset", -1), found.get("seed"), found.get("eps_grid")) == (eval_subset, seed,
+                                                                                       list(eps_grid))
+    return found if same else None
+
+
+def _known_curves(measured, methods, swapped, m, seed):
+    """{column: (error rates, fooling rates)} of the L2 curves already
+    measured: the universal stage's published SVD-UAPs at m (its run seed's
+    curve, `per_seed[0]`) and random direction of `seed`, then the random
+    curve this stage measured at an earlier m (in `measured["random"]`)."""
+    known = {}
+    universal = measured.get("universal")
+    for column, method in enumerate(methods):
+        if universal and method in swapped:
+            curve = universal["curves"][method.removeprefix("svd_")][str(m)]["per_seed"][0]
+            known[column] = (curve["error_rate"], curve["fooling_rate"])
+        elif method == "random" and "random" in measured:
+            known[column] = measured["random"]
+        elif method == "random" and universal and seed in universal["random"]["seeds"]:
+            curve = universal["random"]["per_seed"][universal["random"]["seeds"].index(seed)]
+            known[column] = (curve["error_rate"], curve["fooling_rate"])
+    return known
 
 
 def _comparison_stage(output_dir, model_file, test_data, model, sample_sizes, eps_grid, linf_grid, build_eps,
                       linf_build_budget, max_passes, delta, saturation, eval_subset, limit, seed,
-                      universal_perturbations=None, batch_size=5000, strategy=None, progress=None):
+                      universal=None, batch_size=5000, strategy=None, progress=None):
     with np.load(test_data, allow_pickle=False) as f:
         x, y = f["x"], f["y"].astype(np.int32)
         clip = dict(zip(("clip_min", "clip_max"), value_range(f)))
@@ -85,16 +128,20 @@ def _comparison_stage(output_dir, model_file, test_data, model, sample_sizes, ep
     os.makedirs(os.path.join(output_dir, "perturbations"))
 
     l2, linf = {method: {} for method in METHODS}, {method: {} for method in METHODS}
+    measured = {"universal": _universal_curves(universal, eval_subset, seed, eps_grid)}
     steps = len(sample_sizes) + 1
     for step, m in enumerate(sorted(int(m) for m in sample_sizes)):
         pick = pool[draw_sample(len(pool), m, seed)]
         built = build_universal_perturbations(model_fn, x[pick], y[pick], norm="l2", build_eps=build_eps,
                                               sign_norms=eps_grid, max_passes=max_passes, delta=delta, seed=seed,
                                               **clip)
-        built = _published(built, universal_perturbations, model, m)
+        built, swapped = _published(built, universal, model, m)
         curves = fooling_curves(predict_fn, x_eval, y_eval, [b.direction for b in built.values()], (0.0, *eps_grid),
-                                clean=clean, batch_size=batch_size, saturation=saturation, **clip)
+                                clean=clean, batch_size=batch_size, saturation=saturation,
+                                known=_known_curves(measured, list(built), swapped, m, seed), **clip)
         for column, (method, b) in enumerate(built.items()):
+            if method == "random":
+                measured["random"] = (curves.error_rate[:, column], curves.fooling_rate[:, column])
             l2[method][str(m)] = {**_curve(curves, column), "sample_size": m,
                                   "seconds": b.seconds, "gradient_evaluations": b.gradient_evaluations,
                                   **b.details}
@@ -131,8 +178,8 @@ def _comparison_stage(output_dir, model_file, test_data, model, sample_sizes, ep
 COMPARISON_STAGE = Stage(
     name="comparison",
     fn=_comparison_stage,
-    version=code_version("1", __name__),
-    inputs=("model_file", "test_data", "universal_perturbations"),
+    version=code_version("2", __name__),
+    inputs=("model_file", "test_data", "universal"),
     params=("model", "sample_sizes", "eps_grid", "linf_grid", "build_eps", "linf_build_budget", "max_passes",
             "delta", "saturation", "eval_subset", "limit", "seed"),
     settings=("batch_size", "strategy", "progress"),

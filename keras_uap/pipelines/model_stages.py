@@ -99,8 +99,8 @@ def compare_methods(run, params, universal_params, limit, universal=None):
     test inputs, their cost, L2 and L-infinity curves, on the universal
     stage's evaluation set, grid and saturation (`universal_params`). With
     the model's `universal` result, its SVD-UAPs are the vectors that stage
-    published."""
-    published = {"universal_perturbations": os.path.join(universal.output_dir, "perturbations")} if universal else {}
+    published, their curves (and the random one) read from it."""
+    published = {"universal": universal.output_dir} if universal else {}
     return run._run(COMPARISON_STAGE, os.path.join("comparison", run.tag),
                     {"model_file": run.model_file, "test_data": run.test_data, **published},
                     {"model": run.model, **cache_params(params), "eps_grid": universal_params.eps_grid,

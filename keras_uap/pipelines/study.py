@@ -299,7 +299,7 @@ def compare_methods(cfg, model, data, log=None, universal=None, training_seed=No
     for one model (trained with `training_seed`): `model_stages.compare_methods`
     on the attacked inputs and the universal stage's evaluation set, grid and
     saturation. With the model's `universal` result, its SVD-UAPs are the
-    vectors that stage published."""
+    vectors that stage published, their curves (and the random one) read from it."""
     cfg = cfg.for_model(model)
     return model_stages.compare_methods(_model_run(cfg, model, data, log, training_seed), cfg.comparison,
                                         cfg.universal, cfg.directions.limit, universal)
