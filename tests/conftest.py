@@ -19,7 +19,8 @@ def mnist_dir():
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
-    return str(path)
+    # Absolute, so that a test running the CLI in another working directory finds it.
+    return str(path.resolve())
 
 
 @pytest.fixture(scope="session")
