@@ -2,7 +2,8 @@
 analysis, universal curves and the comparison of methods.
 
 `run-all` (`keras_uap.pipelines.study`) calls them on each paper model it
-trained, `study` (`keras_uap.pipelines.user_study`) on the user's model;
+trained, `study` (`keras_uap.pipelines.user_study`) on the user's model,
+`sweep` (`keras_uap.pipelines.sweep`) on each model of each range and test set;
 each is `run_stage` of one stage with its parameter dataclass
 (`keras_uap.pipelines.stage_params`), so both commands compute, cache and
 lay out their results in one way: `<run_dir>/directions/<tag>-<attack>`,
@@ -25,7 +26,7 @@ from keras_uap.pipelines.runner import run_stage
 from keras_uap.pipelines.stage_params import cache_params, settings_of
 from keras_uap.pipelines.universal_stage import UNIVERSAL_STAGE
 
-__all__ = ["ModelRun", "collect_directions", "analyse", "evaluate_universal", "compare_methods"]
+__all__ = ["ModelRun", "directions_inputs", "collect_directions", "analyse", "evaluate_universal", "compare_methods"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,7 +65,8 @@ class ModelRun:
         return {"strategy": make_strategy(self.strategy), "progress": self.progress}
 
 
-def _directions_inputs(directions):
+def directions_inputs(directions):
+    """The stage inputs {"directions_<attack>": directions.npz} of the directions results ({attack: StageResult})."""
     return {f"directions_{attack}": os.path.join(result.output_dir, "directions.npz")
             for attack, result in directions.items()}
 
@@ -81,14 +83,14 @@ def analyse(run, directions, params):
     """Spectra and theory checks (and, with `params.invariant_angle`, the
     invariant directions) from the directions results ({attack: StageResult})."""
     return run._run(ANALYSIS_STAGE, os.path.join("analysis", run.tag),
-                    {"test_data": run.test_data, **_directions_inputs(directions)},
+                    {"test_data": run.test_data, **directions_inputs(directions)},
                     {"model": run.model, **cache_params(params), "seed": run.seed})
 
 
 def evaluate_universal(run, directions, params):
     """Universal-attack curves (`UniversalParams` `params`) from the directions results."""
     return run._run(UNIVERSAL_STAGE, os.path.join("universal", run.tag),
-                    {"model_file": run.model_file, "test_data": run.test_data, **_directions_inputs(directions)},
+                    {"model_file": run.model_file, "test_data": run.test_data, **directions_inputs(directions)},
                     {"model": run.model, **cache_params(params), "seed": run.seed},
                     {**settings_of(params), **run._runtime()})
 

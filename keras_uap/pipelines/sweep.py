@@ -24,13 +24,11 @@ from keras_uap.data.sources import resolve_data_dir
 from keras_uap.errors import UserError
 from keras_uap.gpu_determinism import warn_nondeterministic_gpu_ops
 from keras_uap.models import MODELS
-from keras_uap.pipelines.directions_stage import DIRECTIONS_STAGE
+from keras_uap.pipelines.model_stages import ModelRun, collect_directions, directions_inputs, evaluate_universal
 from keras_uap.pipelines.runner import publish_file, read_lineage, run_stage, use_deterministic_kernels
-from keras_uap.pipelines.stage_params import cache_params, settings_of
 from keras_uap.pipelines.study import check_models, export_path, prepare_data, train
 from keras_uap.pipelines.sweep_report_stage import SWEEP_REPORT_STAGE
 from keras_uap.pipelines.sweep_stages import MEASURES_STAGE, UPRIGHT_TEST_STAGE, cell_name
-from keras_uap.pipelines.universal_stage import UNIVERSAL_STAGE
 from keras_uap.report.sweep_report import SAMPLE_SIZE, SWEEP_ATTACKS, TEST_SETS
 
 __all__ = ["DEFAULT_RANGES", "QUICK_RANGES", "DEFAULT_MODELS", "check_ranges", "export_name", "measure",
@@ -111,25 +109,17 @@ def measure(cfg, model, name, model_file, test_sets, log=None):
     found = {}
     for label, test_data in test_sets.items():
         cell = f"{name}-{label}"
-        directions = {
-            attack: run_stage(DIRECTIONS_STAGE, _sweep_dir(cfg, "directions", f"{cell}-{attack}"),
-                              inputs={"model": model_file, "test_data": test_data},
-                              params={"attack": attack, **cache_params(cfg.directions), "seed": cfg.seed},
-                              settings={"progress": cfg.progress}, force=cfg.force, log=log)
-            for attack in SWEEP_ATTACKS}
-        directions_files = {f"directions_{attack}": os.path.join(result.output_dir, "directions.npz")
-                            for attack, result in directions.items()}
+        run = ModelRun(run_dir=_sweep_dir(cfg), seed=cfg.seed, tag=cell, model=cell, model_file=model_file,
+                       test_data=test_data, strategy=cfg.strategy, progress=cfg.progress, force=cfg.force, log=log)
+        directions = {attack: collect_directions(run, attack, cfg.directions) for attack in SWEEP_ATTACKS}
         # m = 100 and every attacked input: the stage draws min(m, attacked) of them.
         universal = dataclasses.replace(cfg.universal, sample_sizes=(SAMPLE_SIZE, cfg.data.test_size))
         found[label] = {
             "directions": directions,
-            "universal": run_stage(UNIVERSAL_STAGE, _sweep_dir(cfg, "universal", cell),
-                                   inputs={"model_file": model_file, "test_data": test_data, **directions_files},
-                                   params={"model": cell, **cache_params(universal), "seed": cfg.seed},
-                                   settings={**settings_of(universal), "progress": cfg.progress},
-                                   force=cfg.force, log=log),
+            "universal": evaluate_universal(run, directions, universal),
             "measures": run_stage(MEASURES_STAGE, _sweep_dir(cfg, "measures", cell),
-                                  inputs={"model_file": model_file, "test_data": test_data, **directions_files},
+                                  inputs={"model_file": model_file, "test_data": test_data,
+                                          **directions_inputs(directions)},
                                   params={"seed": cfg.seed}, settings={"batch_size": cfg.universal.batch_size},
                                   force=cfg.force, log=log),
         }
