@@ -1,5 +1,5 @@
 """The report of a user study (`keras_uap.pipelines.user_study`): `metrics.json`,
-`report.md` and up to three figures, from the artifacts of the universal
+`report.md` and up to five figures, from the artifacts of the universal
 stage and, where they ran, the analysis and comparison stages.
 
 Figures use `matplotlib.figure.Figure` directly (the Agg canvas, no pyplot
@@ -9,7 +9,13 @@ state), as `keras_uap.report.figures` does:
   root total square;
 - `perturbations.png`: each SVD perturbation as an image (see `display_image`);
 - `curves.png`: error and fooling rates against the perturbation norm, with
-  the random-direction baseline.
+  the random-direction baseline;
+- `sample_spectra.png` (with the samples' spectra recorded): the top
+  singular values of each sample a perturbation was built from, per m
+  (`keras_uap.report.figures.sample_spectra`);
+- `linf_curves.png` (with the L-infinity curves): the same rates of each
+  perturbation's sign against the L-infinity budget, beside random signs
+  (`keras_uap.report.figures.universal_curves`).
 """
 
 import json
@@ -18,6 +24,7 @@ import os
 import numpy as np
 from matplotlib.figure import Figure
 
+from keras_uap.report.figures import sample_spectra, universal_curves
 from keras_uap.report.tables import display_name, fmt, markdown_table
 
 __all__ = ["build_user_report", "display_image", "singular_values_figure", "perturbations_figure", "curves_figure"]
@@ -141,6 +148,9 @@ def _metrics(data_summary, universal, analysis, comparison, timings, sources, fi
     if analysis is not None:
         metrics["spectrum"], metrics["theory"] = spectrum, theory
     metrics["universal"] = {**universal["curves"], "random": universal["random"]}
+    if "linf" in universal:
+        metrics["linf_grid"] = [0.0, *universal["linf"]["budgets"]]
+        metrics["linf"] = {**universal["linf"]["curves"], "random": universal["linf"]["random"]}
     if comparison is not None:
         metrics["comparison"] = {key: comparison[key] for key in ("build_eps", "linf_build_budget", "max_passes",
                                                                   "delta", "l2", "linf")}
@@ -193,6 +203,46 @@ def _comparison_lines(comparison):
     ]
 
 
+def _sample_spectra(curves):
+    """{attack: {m: top singular values}} of the samples whose spectra the
+    universal stage recorded (`curves`: attack -> m -> curve, and "random")."""
+    found = {a: {m: c["singular_values"] for m, c in by_m.items() if "singular_values" in c}
+             for a, by_m in curves.items() if a != "random"}
+    return {a: by_m for a, by_m in found.items() if by_m}
+
+
+def _sample_spectra_lines(spectra):
+    rows = []
+    for attack, by_m in spectra.items():
+        for m, s in _by_m(by_m):
+            eigenvalues = [float(v) ** 2 / int(m) for v in s]
+            rows.append([display_name(attack), m, fmt(eigenvalues[0]),
+                         fmt(s[1] / s[0] if len(s) > 1 and s[0] else None), fmt(sum(eigenvalues[:5])),
+                         fmt(sum(eigenvalues[:10]))])
+    return [
+        "## Singular values of each sample",
+        "",
+        "The spectrum of the m unit-normalised directions each perturbation is the top singular vector of: "
+        "λ₁ = σ₁²/m (the top eigenvalue of the sample's M = (1/m) Σ a aᵀ/‖a‖²), σ₂/σ₁, and the share of the "
+        "squared spectrum (total m when no direction vanished) held by the top 5 and top 10. "
+        "`metrics.json` keeps each sample's top singular values (`universal.<attack>.<m>.singular_values`).",
+        "",
+        markdown_table(["attack", "m", "λ₁", "σ₂/σ₁", "top-5", "top-10"], rows),
+        "",
+    ]
+
+
+def _curve_rows(curves, random):
+    """Per (attack, m), then the random directions: error rate at every norm,
+    eps50, eps80 and eps80 over random's."""
+    rows = [[display_name(a), m] + [fmt(r) for r in c["error_rate"]]
+            + [fmt(c["eps50"]), fmt(c["eps80"]), fmt(c.get("ratio_eps80_to_random"))]
+            for a, by_m in curves.items() if a != "random" for m, c in _by_m(by_m)]
+    rows.append(["random", "-"] + [fmt(r) for r in random["error_rate"]]
+                + [fmt(random["eps50"]), fmt(random["eps80"]), "-"])
+    return rows
+
+
 def _markdown(metrics):
     model, data = metrics["model"], metrics["data"]
     eps = metrics["eps_grid"]
@@ -233,13 +283,23 @@ def _markdown(metrics):
         "",
     ]
     curves = metrics["universal"]
-    rows = [[display_name(a), m] + [fmt(r) for r in c["error_rate"]]
-            + [fmt(c["eps50"]), fmt(c["eps80"]), fmt(c.get("ratio_eps80_to_random"))]
-            for a, by_m in curves.items() if a != "random" for m, c in _by_m(by_m)]
-    random = curves["random"]
-    rows.append(["random", "-"] + [fmt(r) for r in random["error_rate"]]
-                + [fmt(random["eps50"]), fmt(random["eps80"]), "-"])
+    rows = _curve_rows(curves, curves["random"])
     lines += [markdown_table(["attack", "m"] + [f"ε={e:g}" for e in eps] + ["eps50", "eps80", "ratio"], rows), ""]
+    spectra = _sample_spectra(curves)
+    if spectra:
+        lines += _sample_spectra_lines(spectra)
+    if "linf" in metrics:
+        rows = _curve_rows(metrics["linf"], metrics["linf"]["random"])
+        lines += [
+            "## Error rate against the L-infinity norm of the perturbation",
+            "",
+            "Each perturbation's sign (`sign(v)`, the L-infinity step that best aligns with v) at every "
+            "L-infinity budget ε, beside the signs of the random directions; eps50/eps80 are budgets.",
+            "",
+            markdown_table(["attack", "m"] + [f"ε={e:g}" for e in metrics["linf_grid"]]
+                           + ["eps50", "eps80", "ratio"], rows),
+            "",
+        ]
     if "comparison" in metrics:
         lines += _comparison_lines(metrics["comparison"])
     lines += ["## Figures", ""] + [f"![{os.path.splitext(os.path.basename(p))[0]}]({p})" for p in metrics["figures"]]
@@ -285,6 +345,15 @@ def build_user_report(output_dir, data_summary, universal_dir, analysis_file, co
     figures.append(perturbations_figure(os.path.join(figures_dir, "perturbations.png"), perturbations))
     figures.append(curves_figure(os.path.join(figures_dir, "curves.png"), universal["curves"], universal["random"],
                                  universal["clean_error_rate"]))
+    spectra = _sample_spectra(universal["curves"])
+    if spectra:
+        figures.append(sample_spectra(os.path.join(figures_dir, "sample_spectra.png"),
+                                      "Top singular values of each sample", spectra))
+    if "linf" in universal:
+        figures.append(universal_curves(os.path.join(figures_dir, "linf_curves.png"),
+                                        "The perturbations' signs against the L-infinity budget",
+                                        universal["linf"]["curves"], universal["linf"]["random"],
+                                        universal["clean_error_rate"], norm_label="‖δ‖∞"))
     figures = [f"figures/{os.path.basename(path)}" for path in figures]
     metrics = _metrics(data_summary, universal, analysis, comparison, timings, sources, figures)
     with open(os.path.join(output_dir, "metrics.json"), "w") as f:
