@@ -22,7 +22,7 @@ from small_models import strided_cnn
 
 from keras_uap.baselines.compare import METHODS
 from keras_uap.cli import main
-from keras_uap.pipelines.user_report import display_image
+from keras_uap.report.figures import display_image
 
 SHAPE = (32, 32, 3)
 CLASSES = 4

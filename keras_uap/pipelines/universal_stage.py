@@ -21,8 +21,9 @@ measured over those budgets too.
 Artifacts: `universal.json` (curves and eps50/eps80 per attack and m, the
 full set's with the rejected sign's curve beside it as `other_sign`, the
 random baseline, and with `linf_grid` a `linf` section laid out the same
-way, its `eps` the L-infinity budgets) and `perturbations/<model>-<attack>-m<m>.npy` unit vectors
-of one input's shape, sign chosen: `keras_uap.method.universal_perturbation` of the
+way, its `eps` the L-infinity budgets) and
+`perturbations/<model>-<attack>-m<m>.npy` unit vectors of one input's
+shape, sign chosen: `keras_uap.method.universal_perturbation` of the
 attacked inputs with `seed`, i.e. what
 `keras_uap.svd_universal_perturbation(model, x[index], y[index], attack,
 sample_size=m, seed=seed)` returns for the directions artifact's `index`.

@@ -17,8 +17,8 @@ from keras_uap.report.claims import AVG_DOT_MAX, ERROR_RATE_TARGET, TOP5_FRACTIO
 from keras_uap.report.tables import ATTACK_ORDER, display_name
 
 __all__ = ["spectrum_fraction_bars", "singular_value_spectra", "sample_spectra", "invariant_dot_bars",
-           "universal_curves", "singular_vector_grid", "theory_panels", "training_curves", "fgsm_clipping_curves",
-           "draw_all"]
+           "universal_curves", "display_image", "perturbation_images", "singular_vector_grid", "theory_panels",
+           "training_curves", "fgsm_clipping_curves", "draw_all"]
 
 DPI = 110
 _M_COLOURS = ("tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown")
@@ -183,6 +183,47 @@ def universal_curves(path, title, curves, random=None, clean_error_rate=None, ta
     axes[0, 0].set_ylabel("error rate (solid), prediction changed (dotted)")
     axes[0, 0].legend(fontsize=7, loc="lower right")
     fig.suptitle(title, y=1.04)  # above the panel titles (bbox_inches="tight" keeps it in the PNG)
+    return _save(fig, path)
+
+
+def display_image(v):
+    """An (H, W, C) perturbation as something `imshow` draws: (H, W, 3) RGB in
+    [0, 1] for C = 3, else an (H, W) map in [0, 1] (the only channel, or the
+    channel mean) for a grey colormap.
+
+    The values are rescaled symmetrically, 0.5 + 0.5 * v / max|v|, so that
+    mid-grey is zero and the sign of each pixel stays visible.
+    """
+    v = np.asarray(v, dtype=np.float64)
+    if v.ndim == 2:
+        v = v[..., None]
+    if v.ndim != 3:
+        raise ValueError(f"`v` must have shape (H, W) or (H, W, C). Received: shape={v.shape}")
+    if v.shape[-1] != 3:
+        v = v.mean(axis=-1)
+    limit = float(np.max(np.abs(v))) or 1.0
+    return np.clip(0.5 + 0.5 * v / limit, 0.0, 1.0)
+
+
+def perturbation_images(path, title, perturbations):
+    """Universal perturbations as images (`display_image`), one row per
+    attack and one column per sample size.
+
+    Args:
+        path: PNG to write.
+        title: figure title.
+        perturbations: attack -> m (string) -> a perturbation of one input's shape.
+    """
+    columns = max(len(by_m) for by_m in perturbations.values())
+    fig, axes = _panels(columns, width=2.2, height=2.4, rows=len(perturbations))
+    for row, (attack, by_m) in zip(axes, perturbations.items()):
+        for ax in row:
+            ax.set_axis_off()
+        for ax, (m, v) in zip(row, sorted(by_m.items(), key=lambda kv: int(kv[0]))):
+            image = display_image(v)
+            ax.imshow(image, cmap="gray" if image.ndim == 2 else None, vmin=0.0, vmax=1.0, interpolation="nearest")
+            ax.set_title(f"{display_name(attack)}, m={m}", fontsize=9)
+    fig.suptitle(title, fontsize=10)
     return _save(fig, path)
 
 
