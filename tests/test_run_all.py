@@ -135,6 +135,9 @@ def test_rerun_is_all_cached_and_forced_stages_reproduce(study, tmp_path):
         after = json.load(f)
     assert after["curves"]["deepfool"]["200"]["error_rate"] == before["deepfool"]["200"]["error_rate"]
     assert after["random"]["error_rate"] == before["random"]["error_rate"]
+    # The study's additions stay off in run-all: no L-infinity curves, no samples' spectra.
+    assert "linf" not in after
+    assert not [m for by_m in after["curves"].values() for m, c in by_m.items() if "singular_values" in c]
 
 
 # --- beyond the paper: baselines, cost, L-infinity and transfer -------------------------

@@ -22,7 +22,7 @@ from small_models import strided_cnn
 
 from keras_uap.baselines.compare import METHODS
 from keras_uap.cli import main
-from keras_uap.pipelines.user_report import display_image
+from keras_uap.report.figures import display_image
 
 SHAPE = (32, 32, 3)
 CLASSES = 4
@@ -115,11 +115,13 @@ def test_study_writes_metrics_report_and_perturbations(study):
             assert metrics["perturbations"][f"{attack}-m{m}"] == f"perturbations/model-{attack}-m{m}.npy"
     assert sorted(os.listdir(run_dir / "perturbations")) == sorted(
         f"model-{a}-m{m}.npy" for a in ATTACKS for m in SAMPLE_SIZES)
-    assert len(metrics["figures"]) == 3
+    assert sorted(os.path.basename(f) for f in metrics["figures"]) == [
+        "curves.png", "linf_curves.png", "perturbations.png", "sample_spectra.png", "singular_values.png"]
     for figure in metrics["figures"]:
         assert os.path.getsize(run_dir / "user_report" / figure) > 1000, figure
     report = (run_dir / "user_report" / "report.md").read_text()
     for section in ("## Spectrum of the attack directions", "## Theory checks", "| random |",
+                    "## Singular values of each sample", "## Error rate against the L-infinity norm",
                     "## Against other universal perturbations", "## Error rate under an L-infinity budget"):
         assert section in report, section
     assert (run_dir / "directions" / "model-deepfool" / "lineage.json").is_file()
@@ -166,6 +168,71 @@ def test_switching_a_stage_off_removes_it_and_reuses_the_rest(study, tmp_path, f
     heading = {"--no-comparison": "## Against other universal perturbations",
                "--no-analysis": "## Theory checks"}[switch]
     assert heading not in report and "| random |" in report
+
+
+def test_linf_curves_measure_every_published_vectors_sign(study, files):
+    from keras_uap.api import load_classifier, load_images, predict_labels
+
+    metrics = _metrics(study[0])
+    budgets = [0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3]  # run-all's, for data in [0, 1]
+    assert metrics["linf_grid"] == budgets
+    linf = metrics["linf"]
+    assert set(linf) == {*ATTACKS, "random"} and linf["random"]["seeds"] == [0, 1, 2]
+    for attack in ATTACKS:
+        assert sorted(linf[attack], key=int) == [str(m) for m in SAMPLE_SIZES]
+        for curve in linf[attack].values():
+            assert curve["eps"] == budgets and curve["fooling_rate"][0] == 0.0
+    # A point measured here: the published vector's sign at that budget, on every loaded input.
+    x, y = load_images(str(files["data"]), limit=LIMIT)
+    v = np.load(study[0] / "perturbations" / f"model-fgsm-m{SAMPLE_SIZES[0]}.npy")
+    predicted = predict_labels(load_classifier(str(files["model"])), np.clip(x + 0.15 * np.sign(v), 0.0, 1.0))
+    assert linf["fgsm"][str(SAMPLE_SIZES[0])]["error_rate"][3] == pytest.approx(float(np.mean(predicted != y)),
+                                                                                abs=1e-9)
+    # The comparison's SVD-UAP under L-infinity is the same vector's sign: the same curve.
+    comparison = metrics["comparison"]["linf"]["svd_deepfool"][str(SAMPLE_SIZES[-1])]
+    assert comparison["error_rate"] == linf["deepfool"][str(SAMPLE_SIZES[-1])]["error_rate"]
+    assert linf["deepfool"][str(SAMPLE_SIZES[-1])]["error_rate"][-1] > linf["random"]["error_rate"][-1] + 0.1
+
+
+def test_each_samples_top_singular_values_are_recorded(study):
+    from keras_uap.analysis.spectrum import singular_spectrum
+    from keras_uap.method import draw_sample
+
+    curves = _metrics(study[0])["universal"]
+    for attack in ATTACKS:
+        with np.load(study[0] / "directions" / f"model-{attack}" / "directions.npz") as f:
+            directions = f["directions"]
+        for m in SAMPLE_SIZES:
+            recorded = curves[attack][str(m)]["singular_values"]
+            expected = singular_spectrum(directions[draw_sample(len(directions), m, 0)])[0][:20]
+            np.testing.assert_allclose(recorded, expected, rtol=1e-6)
+            # Unit rows: the squares sum to m at most, so sigma_1^2 / m is an eigenvalue in (0, 1].
+            assert len(recorded) == min(m, 20) and 0 < recorded[0] ** 2 / m <= 1 + 1e-9
+    # The report's table reads them: lambda_1 = sigma_1^2 / m of the last sample above.
+    report = (study[0] / "user_report" / "report.md").read_text()
+    assert f"| DeepFool | {SAMPLE_SIZES[-1]} | {recorded[0] ** 2 / SAMPLE_SIZES[-1]:.3f} |" in report
+
+
+def test_linf_curves_and_sample_spectra_switch_off(study, tmp_path, files):
+    run_dir = tmp_path / "run"
+    shutil.copytree(study[0], run_dir)
+    code, out, err = _cli(*_study_argv(files, run_dir, "--no-linf-curves", "--no-sample-spectra",
+                                       "--no-comparison"))
+    assert code == 0, err[-3000:]
+    stages = _stage_lines(out)
+    assert stages["universal-model"] != "cached" and stages["directions-model-gradient"] == "cached"
+    metrics, before = _metrics(run_dir), _metrics(study[0])
+    assert "linf" not in metrics and "linf_grid" not in metrics
+    for attack in ATTACKS:
+        for m, curve in metrics["universal"][attack].items():
+            assert "singular_values" not in curve
+            # Switching the additions off changes nothing else the stage measured.
+            assert curve == {k: v for k, v in before["universal"][attack][m].items() if k != "singular_values"}
+    assert sorted(os.path.basename(f) for f in metrics["figures"]) == [
+        "curves.png", "perturbations.png", "singular_values.png"]
+    report = (run_dir / "user_report" / "report.md").read_text()
+    assert "## Singular values of each sample" not in report
+    assert "## Error rate against the L-infinity norm" not in report
 
 
 def test_svd_perturbation_beats_random_directions_at_equal_norm(study):

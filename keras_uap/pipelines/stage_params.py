@@ -115,6 +115,12 @@ class UniversalParams:
         full_set_only: attacks whose curves use the full set only.
         eval_subset: curves on a seeded random subset of this many test
             inputs; None: all.
+        linf_grid: L-infinity budgets over which each published vector's
+            sign and the random directions' are also measured; () for none
+            (run-all's: its L-infinity curves are the comparison's).
+        spectrum_top: how many singular values of each published vector's
+            sample the curves record; 0 for none (run-all's: its spectra
+            are the analysis stage's).
         batch_size: inputs per forward pass.
     """
 
@@ -127,6 +133,8 @@ class UniversalParams:
     # never flattens, so sampling it at every m would cost a fifth of the stage.
     full_set_only: tuple = ("fgsm_clipped", "pgd")
     eval_subset: int | None = None
+    linf_grid: tuple = ()
+    spectrum_top: int = 0
     batch_size: int = _setting(5000)
 
 

@@ -10,7 +10,7 @@ with `x` and `y`, an IDX directory or a TensorFlow Datasets name).
 | `user_data` | `user_data/{test.npz,summary.json}`: the images (after `limit`), checked against the model, with their range |
 | `directions` | `directions/model-<attack>/directions.npz`: per-input attack directions of every loaded input |
 | `analysis` (switchable) | `analysis/model/analysis.json`: spectra and the theory checks of Section 5 |
-| `universal` | `universal/model/{universal.json,perturbations/model-<attack>-m<m>.npy}`: curves beside random directions |
+| `universal` | `universal/model/{universal.json,perturbations/model-<attack>-m<m>.npy}`: L2 curves beside random directions; each sample's top singular values and (switchable) every published vector's L-infinity curve |
 | `comparison` (switchable) | `comparison/model/comparison.json`: SVD-UAP against the iterative UAP, class-mean and random directions, L2 and L-infinity |
 | `user_report` | `user_report/{report.md,metrics.json,figures/}` |
 
@@ -25,7 +25,8 @@ For each sample size m the inputs drawn are the ones
 `keras_uap.api.svd_universal_perturbation(model, x, y, attack, sample_size=m,
 seed=seed, sign_norms=<the L2 grid>)` attacks, so each perturbation is the
 one that call returns. Error and fooling rates are measured on every loaded
-input over the whole L2 grid.
+input over the whole L2 grid, and (`linf_curves`) those of every published
+vector's sign over the L-infinity grid.
 
 Caching and lineage are those of `keras_uap.pipelines.runner`: the inputs
 are the model and data files by content, the parameters everything that
@@ -56,6 +57,9 @@ __all__ = ["UserStudyConfig", "run_user_study", "USER_DATA_STAGE", "USER_REPORT_
 # The name the model stages record for the user's model (and prefix its perturbation files with).
 MODEL_NAME = "model"
 RANDOM_SEEDS = (0, 1, 2)
+# The singular values recorded per sample: enough to see the top of the
+# spectrum flatten or steepen with m, few enough to tabulate.
+SPECTRUM_TOP = 20
 # run-all's iterative-UAP radii, for 784-value images in [0, 1] (`ComparisonParams`).
 _COMPARISON = ComparisonParams()
 
@@ -76,8 +80,13 @@ class UserStudyConfig:
             used is attacked once per attack.
         eps: the L2 norms of the curves, data units, also those over which
             each vector's sign is chosen (None: `l2_grid`'s default).
-        linf_eps: the L-infinity budgets of the comparison (None: run-all's
-            0.05 to 0.3 times `clip_max - clip_min`).
+        linf_eps: the L-infinity budgets of the L-infinity curves and the
+            comparison (None: run-all's 0.05 to 0.3 times `clip_max - clip_min`).
+        linf_curves: also measure every published vector's L-infinity step
+            (its sign) over `linf_grid`, for every attack and m, beside
+            random sign vectors.
+        sample_spectra: record the top `SPECTRUM_TOP` singular values of
+            the m directions each published vector was built from.
         analysis: run the analysis stage (spectra and theory checks).
         comparison: run the comparison stage (iterative UAP, class-mean and
             random directions; L2 and L-infinity curves).
@@ -100,6 +109,8 @@ class UserStudyConfig:
     limit: int | None = None
     eps: tuple | None = None
     linf_eps: tuple | None = None
+    linf_curves: bool = True
+    sample_spectra: bool = True
     analysis: bool = True
     comparison: bool = True
     strategy: str = "none"
@@ -118,7 +129,7 @@ class UserStudyConfig:
         return tuple(sorted({float(e) for e in grid if float(e) > 0}))
 
     def linf_grid(self):
-        """The comparison's L-infinity budgets (0 left out)."""
+        """The L-infinity budgets of the curves and the comparison (0 left out)."""
         grid = [(self.clip_max - self.clip_min) * e for e in DEFAULT_LINF_GRID] if self.linf_eps is None \
             else self.linf_eps
         return tuple(sorted({float(e) for e in grid if float(e) > 0}))
@@ -126,7 +137,8 @@ class UserStudyConfig:
     def stage_params(self, input_shape, n):
         """(DirectionsParams, AnalysisParams, UniversalParams, ComparisonParams)
         for `n` loaded inputs of `input_shape`: every input attacked, one
-        sample per m (m at most n), every curve over the whole grid, the
+        sample per m (m at most n), every curve over the whole grid (and,
+        as switched, the L-infinity grid and each sample's spectrum), the
         iterative UAP's radii scaled to the inputs as the grid is."""
         sizes = tuple(sorted({min(int(m), n) for m in self.sample_sizes}))
         scale, span = l2_scale(input_shape, self.clip_min, self.clip_max), self.clip_max - self.clip_min
@@ -135,7 +147,9 @@ class UserStudyConfig:
         analysis = AnalysisParams(invariant_angle=None)
         universal = UniversalParams(sample_sizes=sizes, seeds=(self.seed,), random_seeds=RANDOM_SEEDS,
                                     eps_grid=self.l2_grid(input_shape), saturation=None, full_set_only=(),
-                                    eval_subset=None, batch_size=self.eval_batch_size)
+                                    eval_subset=None, linf_grid=self.linf_grid() if self.linf_curves else (),
+                                    spectrum_top=SPECTRUM_TOP if self.sample_spectra else 0,
+                                    batch_size=self.eval_batch_size)
         comparison = ComparisonParams(sample_sizes=sizes, build_eps=_COMPARISON.build_eps * scale,
                                       linf_grid=self.linf_grid(),
                                       linf_build_budget=_COMPARISON.linf_build_budget * span,
