@@ -161,32 +161,33 @@ class UserStudyConfig:
 
     def for_data(self, input_shape, n):
         """This configuration fitted to `n` loaded inputs of `input_shape`:
-        the defaults that depend on the data scaled to it (fields in
-        `user_set` kept), every m at most n, 0 left out of the grids."""
+        the defaults that depend on the data scaled to it (the fields in
+        `user_set` as they are), every m at most n, 0 left out of the grids.
+        Apply it once, to the configuration as the user chose it."""
         clip_min, clip_max = self.user_data.clip_min, self.user_data.clip_max
         scale, span = l2_scale(input_shape, clip_min, clip_max), float(clip_max) - float(clip_min)
+        universal, comparison = self.universal, self.comparison
 
-        def unless_set(name, value, default):
-            return default if name in self.user_set else value
+        def fitted(name, value):
+            """The field `name` ("stage.field") as the user set it, or else `value`."""
+            stage, _, field = name.partition(".")
+            return getattr(getattr(self, stage), field) if name in self.user_set else value
 
-        sizes = _positive(min(int(m), n) for m in self.universal.sample_sizes)
-        eps_grid = _positive(float(e) for e in unless_set(
-            "universal.eps_grid", [scale * e for e in self.universal.eps_grid], self.universal.eps_grid))
-        linf_grid = _positive(float(e) for e in unless_set(
-            "comparison.linf_grid", [span * e for e in self.comparison.linf_grid], self.comparison.linf_grid))
+        def grid(values):
+            return _positive(float(e) for e in values)
+
+        def sizes(values):
+            return _positive(min(int(m), n) for m in values)
+
+        linf_grid = grid(fitted("comparison.linf_grid", [span * e for e in comparison.linf_grid]))
         universal = dataclasses.replace(
-            self.universal, sample_sizes=sizes, eps_grid=eps_grid,
-            seeds=unless_set("universal.seeds", (self.seed,), self.universal.seeds),
-            linf_grid=_positive(float(e) for e in unless_set("universal.linf_grid", linf_grid,
-                                                              self.universal.linf_grid)))
+            universal, sample_sizes=sizes(universal.sample_sizes), seeds=fitted("universal.seeds", (self.seed,)),
+            eps_grid=grid(fitted("universal.eps_grid", [scale * e for e in universal.eps_grid])),
+            linf_grid=grid(fitted("universal.linf_grid", linf_grid)))
         comparison = dataclasses.replace(
-            self.comparison, linf_grid=linf_grid,
-            sample_sizes=_positive(min(int(m), n) for m in unless_set("comparison.sample_sizes", sizes,
-                                                                     self.comparison.sample_sizes)),
-            build_eps=unless_set("comparison.build_eps", self.comparison.build_eps * scale,
-                                 self.comparison.build_eps),
-            linf_build_budget=unless_set("comparison.linf_build_budget", self.comparison.linf_build_budget * span,
-                                         self.comparison.linf_build_budget))
+            comparison, sample_sizes=sizes(fitted("comparison.sample_sizes", universal.sample_sizes)),
+            linf_grid=linf_grid, build_eps=fitted("comparison.build_eps", comparison.build_eps * scale),
+            linf_build_budget=fitted("comparison.linf_build_budget", comparison.linf_build_budget * span))
         return dataclasses.replace(self, universal=universal, comparison=comparison)
 
     def validate(self):
