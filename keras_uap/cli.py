@@ -356,6 +356,14 @@ def _number_list(option, text, kind):
                         f"got {text!r}") from None
 
 
+# The `study` options that set a stage field of `UserStudyConfig`; a
+# `--no-...` switch sets its field to the value that switches it off.
+_STUDY_FIELDS = {"split": "user_data.split", "limit": "user_data.limit", "clip_min": "user_data.clip_min",
+                 "clip_max": "user_data.clip_max", "sample_sizes": "universal.sample_sizes",
+                 "eps": "universal.eps_grid", "linf_eps": "comparison.linf_grid",
+                 "no_linf_curves": "universal.linf_grid", "no_sample_spectra": "universal.spectrum_top"}
+
+
 @app.command()
 def study(
     model_path: Annotated[Path, typer.Option(help="Your classifier: a .keras file or a TF SavedModel directory.")],
@@ -402,17 +410,19 @@ def study(
     SVD-UAP against the iterative UAP and class-mean directions under L2
     and L-infinity, and a report. Cached and resumable like run-all."""
     _import_tensorflow_quietly()
-    from keras_uap.pipelines.user_study import UserStudyConfig, run_user_study
+    from keras_uap.pipelines.user_study import UserDataParams, UserStudyConfig, run_user_study
 
-    cfg = UserStudyConfig(
-        model_path=str(model_path), data=data, split=split, clip_min=clip_min, clip_max=clip_max,
-        attacks=tuple(dict.fromkeys(a.strip() for a in attacks.split(",") if a.strip())),
-        sample_sizes=_number_list("--sample-sizes", sample_sizes, int), limit=limit,
-        eps=None if eps is None else _number_list("--eps", eps, float),
-        linf_eps=None if linf_eps is None else _number_list("--linf-eps", linf_eps, float),
-        linf_curves=not no_linf_curves, sample_spectra=not no_sample_spectra, analysis=not no_analysis,
-        comparison=not no_comparison, strategy=strategy.value, seed=seed, run_dir=str(run_dir), force=force,
-        progress=_progress_bar())
+    options = {"split": split, "limit": limit, "clip_min": clip_min, "clip_max": clip_max,
+               "sample_sizes": _number_list("--sample-sizes", sample_sizes, int),
+               "eps": None if eps is None else _number_list("--eps", eps, float),
+               "linf_eps": None if linf_eps is None else _number_list("--linf-eps", linf_eps, float),
+               "no_linf_curves": () if no_linf_curves else None,
+               "no_sample_spectra": 0 if no_sample_spectra else None}
+    chosen = tuple(dict.fromkeys(a.strip() for a in attacks.split(",") if a.strip()))
+    cfg = UserStudyConfig(UserDataParams(str(model_path), data), attacks=chosen, analysis_enabled=not no_analysis,
+                          comparison_enabled=not no_comparison, strategy=strategy.value, seed=seed,
+                          run_dir=str(run_dir), force=force, progress=_progress_bar())
+    cfg = cfg.replace_params(**{_STUDY_FIELDS[name]: value for name, value in options.items() if value is not None})
     _echo_results(run_user_study(cfg, log=_log))
     typer.echo(f"metrics: {run_dir / 'metrics.json'}  report: {run_dir / 'user_report' / 'report.md'}")
 

@@ -257,9 +257,10 @@ def test_perturbation_is_the_python_apis(study, files):
     np.testing.assert_allclose(saved, result.perturbation, atol=1e-4)
     with open(study[0] / "universal" / "model" / "universal.json") as f:
         assert json.load(f)["eps_grid"] == list(EPS)
-    from keras_uap.pipelines.user_study import UserStudyConfig
+    from keras_uap.pipelines.user_study import UserDataParams, UserStudyConfig
 
-    assert UserStudyConfig("m.keras", "d.npz").l2_grid(SHAPE) == pytest.approx(default_sign_norms(SHAPE))
+    fitted = UserStudyConfig(UserDataParams("m.keras", "d.npz")).for_data(SHAPE, n=LIMIT)
+    assert fitted.universal.eps_grid == pytest.approx(default_sign_norms(SHAPE))
 
 
 def test_rerun_is_cached_whatever_the_strategy(study, files):
@@ -351,17 +352,53 @@ def test_python_api_runs_on_two_workers():
 
 def test_the_user_studys_default_norms_scale_with_the_input_range():
     from keras_uap.method import L2_GRID
-    from keras_uap.pipelines.user_study import UserStudyConfig
+    from keras_uap.pipelines.user_study import UserDataParams, UserStudyConfig
 
-    unit = UserStudyConfig("m.keras", "d.npz")
-    assert unit.l2_grid((28, 28, 1)) == pytest.approx(L2_GRID)
-    assert unit.linf_grid() == pytest.approx((0.05, 0.1, 0.15, 0.2, 0.25, 0.3))
-    wide = UserStudyConfig("m.keras", "d.npz", clip_min=-1.0, clip_max=1.0)
-    assert wide.l2_grid((28, 28, 4)) == pytest.approx([4 * e for e in L2_GRID])
-    assert wide.linf_grid() == pytest.approx((0.1, 0.2, 0.3, 0.4, 0.5, 0.6))
-    assert UserStudyConfig("m.keras", "d.npz", clip_max=255.0, eps=(3.0, 0.0)).l2_grid((28, 28, 1)) == (3.0,)
-    assert UserStudyConfig("m.keras", "d.npz", linf_eps=(0.5,)).linf_grid() == (0.5,)
+    unit = UserStudyConfig(UserDataParams("m.keras", "d.npz")).for_data((28, 28, 1), n=1000)
+    assert unit.universal.eps_grid == pytest.approx(L2_GRID)
+    assert unit.comparison.linf_grid == pytest.approx((0.05, 0.1, 0.15, 0.2, 0.25, 0.3))
+    assert unit.universal.linf_grid == unit.comparison.linf_grid
+    wide = UserStudyConfig(UserDataParams("m.keras", "d.npz", clip_min=-1.0, clip_max=1.0)).for_data((28, 28, 4), 50)
+    assert wide.universal.eps_grid == pytest.approx([4 * e for e in L2_GRID])
+    assert wide.comparison.linf_grid == pytest.approx((0.1, 0.2, 0.3, 0.4, 0.5, 0.6))
+    # m is at most the inputs, and the comparison's follow the universal stage's.
+    assert wide.universal.sample_sizes == wide.comparison.sample_sizes == (50,)
+    assert wide.analysis.invariant_angle is None
     # The iterative UAP's radii follow the inputs as the grids do.
-    _, analysis, universal, comparison = wide.stage_params((28, 28, 4), n=50)
-    assert analysis.invariant_angle is None and universal.sample_sizes == (50,)
-    assert comparison.build_eps == pytest.approx(4 * 6.0) and comparison.linf_build_budget == pytest.approx(0.4)
+    assert wide.comparison.build_eps == pytest.approx(4 * 6.0)
+    assert wide.comparison.linf_build_budget == pytest.approx(0.4)
+
+
+def test_user_set_fields_survive_for_data_and_defaulted_ones_are_scaled():
+    from keras_uap.pipelines.user_study import UserDataParams, UserStudyConfig
+
+    cfg = UserStudyConfig(UserDataParams("m.keras", "d.npz", clip_max=255.0), seed=3).replace_params(
+        **{"universal.eps_grid": (3.0, 0.0, 1.0), "comparison.linf_grid": (0.5,), "universal.sample_sizes": (10, 99)})
+    assert set(cfg.user_set) == {"universal.eps_grid", "comparison.linf_grid", "universal.sample_sizes"}
+    fitted = cfg.for_data((28, 28, 1), n=40)
+    # Set by the user: kept (0 left out, sorted, m at most n); the L-infinity curves follow the comparison's grid.
+    assert fitted.universal.eps_grid == (1.0, 3.0) and fitted.comparison.linf_grid == (0.5,)
+    assert fitted.universal.linf_grid == (0.5,) and fitted.universal.sample_sizes == (10, 40)
+    # Defaulted: scaled to the 0..255 range, and the samples seeded with the run's seed.
+    assert fitted.comparison.build_eps == pytest.approx(255 * 6.0)
+    assert fitted.comparison.linf_build_budget == pytest.approx(255 * 0.2)
+    assert fitted.universal.seeds == (3,)
+    # A field switched off stays off; one the user set after another keeps both.
+    off = cfg.replace_params(**{"universal.linf_grid": ()}).for_data((28, 28, 1), n=40)
+    assert off.universal.linf_grid == () and off.comparison.linf_grid == (0.5,)
+    with pytest.raises(ValueError, match="like 'universal.eps_grid'"):
+        cfg.replace_params(eps=(1.0,))
+
+
+@pytest.mark.parametrize("option,value,expected", [
+    ("--eps", "0", "--eps must be finite norms >= 0, at least one positive"),
+    ("--sample-sizes", "0,5", "--sample-sizes must be integers >= 1"),
+    ("--clip-min", "2", "--clip-min must be below --clip-max"),
+])
+def test_bad_values_are_one_line_errors_before_any_stage(tmp_path, option, value, expected):
+    model, data = tmp_path / "m.keras", tmp_path / "d.npz"
+    model.write_bytes(b"")
+    np.savez(data, x=np.zeros((2, 4, 4, 1), np.float32), y=np.zeros(2, np.int64))
+    code, _, err = _cli("study", "--model-path", model, "--data", data, "--run-dir", tmp_path / "run", option, value)
+    assert code == 2 and err.startswith("keras-uap: error: ") and expected in err and "Traceback" not in err, err
+    assert not (tmp_path / "run" / "user_data").exists()
