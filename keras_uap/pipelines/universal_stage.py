@@ -152,10 +152,11 @@ def _universal_stage(output_dir, model_file, test_data, model, sample_sizes, see
             np.save(os.path.join(output_dir, "perturbations", f"{model}-{attack}-m{m}.npy"), vectors[0])
         if progress:
             progress(step + 1, len(attacks))
-    # `eval_subset` and `seed` name the evaluated inputs, so that the comparison can tell whether
-    # these curves were measured on its own evaluation set.
+    # `eval_subset` and `seed` name the evaluated inputs, and `batch_size` the batches they were predicted
+    # in (a batch's size can change the last bits of its logits), so that the comparison can tell whether
+    # these curves are the ones it would measure itself.
     result = {"model": model, "n_test": int(len(x)), "n_eval": int(len(x_eval)), "eval_subset": eval_subset,
-              "seed": seed, "n_directions": n_directions,
+              "seed": seed, "batch_size": int(batch_size), "n_directions": n_directions,
               "clean_error_rate": evaluation.clean_error_rate,
               "eps_grid": list(eps_grid), "saturation": saturation, "curves": curves, "random": random}
     if linf_grid:
