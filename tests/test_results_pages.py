@@ -235,7 +235,7 @@ def test_the_command_adds_the_sweep_with_its_snapshot_and_figures(tmp_path, quic
     readme.write_text(f"{README_BEGIN}\n{README_END}\n", encoding="utf-8")
     args = ["--metrics", str(run / "metrics.json"), "--readme", str(readme), "--results", str(tmp_path / "results.md"),
             "--snapshot", str(tmp_path / "snapshot.json"), "--figures-dir", str(tmp_path / "figures"),
-            "--sweep-snapshot", str(tmp_path / "sweep-snapshot.json")]
+            "--sweep-snapshot", str(tmp_path / "sweep-snapshot.json"), "--seeds-metrics", ""]
     main([*args, "--sweep-metrics", str(sweep_run / "metrics.json")])
     assert (tmp_path / "results.md").read_text(encoding="utf-8") == make_pages(quick, sweep).results_page
     assert _load(tmp_path / "sweep-snapshot.json") == sweep

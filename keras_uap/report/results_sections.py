@@ -278,9 +278,10 @@ def _sweep_section(s):
             *reading_lines(s, models), *figure_lines(), ""]
 
 
-def _seeds_section(s):
+def _seeds_section(s, run_models):
     """What varies with the training seed: the `seeds` section of a run with several training seeds, its
-    command, and each headline number per seed with its mean and range."""
+    command, and each headline number per seed with its mean and range; `run_models` are the page's models
+    (those not retrained are named)."""
     training_seeds = s.get("seeds", "training_seeds", default=[])
     models = s.keys("seeds", "models", order=MODEL_ORDER)
     section = {"training_seeds": training_seeds,
@@ -291,10 +292,13 @@ def _seeds_section(s):
             f"Made by `keras-uap run-all --models {','.join(models)} --training-seeds {seeds}` (the default "
             f"profile), its numbers shown from the snapshot [`metrics-seeds.json`](metrics-seeds.json): each model "
             f"trained with each seed, then attacked, analysed and evaluated on the same test inputs and samples "
-            f"(those of seed {training_seeds[0]}), so the spread is the training's alone. The sections above are "
-            f"seed {training_seeds[0]}'s models; a number of theirs that moves by more than this range between "
-            "seeds is not a property of the architecture. ε80: n/a where the curve does not reach 80% on its grid, "
-            "left out of the mean.", "", seeds_table(section), ""]
+            f"(those of seed {training_seeds[0]}), so the spread is the training's alone. The sections above show "
+            f"seed {training_seeds[0]}'s models: a difference between two models, or from the paper, that is "
+            "smaller than these ranges is within what retraining alone changes. ε80: n/a where the curve does not "
+            "reach 80% on its grid, left out of the mean.", "",
+            *([f"Not retrained with other seeds: {', '.join(display_name(m) for m in missing)}.", ""]
+              if (missing := [m for m in run_models if m not in models]) else []),
+            seeds_table(section), ""]
 
 
 def _verdict_table(r, entries, verdicts=VERDICTS):
@@ -351,7 +355,7 @@ def results_page(r, sweep=None, seeds=None):
     lines += _theory_section(r, models)
     lines += _comparison_section(r, models)
     lines += _transfer_section(r)
-    lines += _seeds_section(seeds) if seeds is not None else []
+    lines += _seeds_section(seeds, models) if seeds is not None else []
     lines += _sweep_section(sweep) if sweep is not None else []
     lines += _claims_section(r)
     return "\n".join(lines).rstrip() + "\n"
