@@ -38,7 +38,6 @@ import tensorflow as tf
 from keras_uap.baselines.linf import linf_perturbation
 from keras_uap.method import (
     ATTACK_NAMES,
-    L2_GRID,
     fooling_curves,
     interpolate_crossing,
     random_unit_vectors,
