@@ -80,7 +80,9 @@ def disk_window_columns(inputs, size, strides=(1, 1), padding="same", vector=Fal
         Conv2D's forward and backward pass took 3.0x RotConv's, measured).
         The gradient (the sum of each column entry back onto its input
         pixel) is an XLA kernel of its own, bit for bit TF's generated
-        gradient of the slices; first-order only (it has no gradient).
+        gradient of the slices. Only first-order gradients are needed
+        (training, the attacks); a second-order one would be TF's automatic
+        gradient of that kernel, which nothing here tests.
     """
     arguments = (int(size), tuple(int(s) for s in strides), padding, bool(vector))
 
