@@ -42,10 +42,14 @@ class StageModel:
             fashion_mnist exports, medians of 6: StdCNN 0.27 s graph vs
             0.69 s XLA per 5,000 images, GCNN 1.51 vs 1.89, RotEqNet 1.62
             vs 3.72 per 1,000), and the curves are hundreds of such passes.
+        classifier: the `keras_uap.api.Classifier` they call, kept alive
+            with them (a SavedModel's signature function does not keep
+            its variables alive).
     """
 
     logits: object
     labels: object
+    classifier: object = dataclasses.field(repr=False)
 
 
 def _identity(path):
@@ -66,7 +70,8 @@ def load_stage_model(model_file):
 
     key = _identity(model_file)
     if key not in _LOADED:
-        logits = tf.function(load_classifier(model_file).logits_fn, reduce_retracing=True)
+        classifier = load_classifier(model_file)
+        logits = tf.function(classifier.logits_fn, reduce_retracing=True)
         labels = tf.function(lambda t: tf.argmax(logits(t), axis=1, output_type=tf.int32), reduce_retracing=True)
-        _LOADED[key] = StageModel(logits, labels)
+        _LOADED[key] = StageModel(logits, labels, classifier)
     return _LOADED[key]
