@@ -77,6 +77,10 @@ QUICK_MODEL_SETTINGS = {
                  "comparison": {"batch_size": 512}},
 }
 
+# Seven of the default grid's eleven L2 norms (`L2_GRID`): the curves, the
+# comparison's and the sign rule's probes are most of the quick run's passes.
+QUICK_L2_GRID = (1.0, 2.0, 4.0, 6.0, 10.0, 15.0, 20.0)
+
 _STAGE_FIELDS = ("data", "train", "directions", "analysis", "universal", "comparison", "transfer")
 
 
@@ -195,6 +199,7 @@ def quick_config(params=None, **overrides):
     quick = {"train.epochs": 1, "data.train_size": 5_000, "data.validation_size": 500, "data.test_size": 1_000,
              "directions.limit": 256, "directions.pgd_subset": 100, "universal.sample_sizes": (50, 10_000),
              "universal.seeds": (0,), "universal.random_seeds": (0, 1), "universal.eval_subset": 256,
+             "universal.eps_grid": QUICK_L2_GRID,
              "comparison.sample_sizes": (50,), "comparison.max_passes": 1, "transfer.sample_size": 50}
     quick.update({k: v for k, v in (params or {}).items() if v is not None})
     return StudyConfig(**base).replace_params(**quick)
