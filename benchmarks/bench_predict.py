@@ -6,8 +6,8 @@ run's exports.
 """
 
 # The universal, comparison and transfer stages spend most of their time in
-# hundreds of passes over the test set. `keras_uap.pipelines.evaluation.
-# compiled_predict_fn` uses no XLA; this measures whether XLA would pay on
+# hundreds of passes over the test set. `keras_uap.pipelines.stage_model.
+# StageModel.labels` uses no XLA; this measures whether XLA would pay on
 # the machine it runs on: the exported model of each study model, real test-size
 # batches (5,000 images; RotEqNet 1,000, its evaluation batch), both
 # functions traced once, then timed interleaved (bench_p4conv.interleaved),
@@ -62,7 +62,7 @@ def render(info, rows, settings):
              + "-<model>`) on one batch of random images in [0, 1], as `tf.function` (the plain graph, "
                "oneDNN kernels) and as `tf.function(jit_compile=True)` (XLA); both traced before timing, "
                "then timed in interleaved rounds (random order per round); medians, the ratio's bootstrap "
-               "95% interval in brackets. `keras_uap.pipelines.evaluation.compiled_predict_fn` uses the "
+               "95% interval in brackets. `keras_uap.pipelines.stage_model.StageModel.labels` uses the "
                "plain graph, XLA being the slower here.", "",
              "| Model | batch | graph s | XLA s | XLA / graph [95% CI] | CPU-time ratio | same label | rounds |",
              "|---|---|---|---|---|---|---|---|"]

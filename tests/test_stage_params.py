@@ -4,6 +4,7 @@ import re
 import pytest
 
 from keras_uap.errors import UserError
+from keras_uap.method import L2_GRID
 from keras_uap.pipelines.analysis_stage import ANALYSIS_STAGE
 from keras_uap.pipelines.comparison_stage import COMPARISON_STAGE
 from keras_uap.pipelines.data_stage import DATA_STAGE
@@ -19,7 +20,8 @@ from keras_uap.pipelines.stage_params import (
     cache_params,
     settings_of,
 )
-from keras_uap.pipelines.study import DEFAULT_MODEL_SETTINGS, QUICK_MODEL_SETTINGS, StudyConfig, quick_config
+from keras_uap.pipelines.study import (DEFAULT_MODEL_SETTINGS, QUICK_L2_GRID, QUICK_MODEL_SETTINGS, StudyConfig,
+                                       quick_config)
 from keras_uap.pipelines.train_stage import TRAIN_STAGE
 from keras_uap.pipelines.transfer_stage import TRANSFER_STAGE
 from keras_uap.pipelines.universal_stage import UNIVERSAL_STAGE
@@ -72,11 +74,24 @@ def test_model_settings_replace_fields_of_their_stage_only():
 def test_quick_profile_is_the_default_with_its_smaller_stages():
     quick = quick_config()
     assert quick.data == DataParams(train_size=5_000, validation_size=500, test_size=1_000)
-    assert (quick.directions.limit, quick.directions.pgd_subset) == (300, 100)
+    assert (quick.directions.limit, quick.directions.pgd_subset) == (256, 100)
     assert quick.comparison.sample_sizes == (50,) and quick.transfer.sample_size == 50
-    assert quick.universal.sample_sizes == (50, 10_000) and quick.universal.eval_subset == 500
+    assert quick.universal.sample_sizes == (50, 10_000) and quick.universal.eval_subset == 256
+    assert quick.universal.eps_grid == QUICK_L2_GRID and set(QUICK_L2_GRID) < set(L2_GRID)
     assert quick.model_settings == QUICK_MODEL_SETTINGS and quick.export_dir == "runs/quick/saved_models"
     assert quick_config({"directions.limit": 50, "train.epochs": None}).directions.limit == 50
+
+
+def test_quick_roteqnet_computes_no_padding():
+    """RotConv computes a batch as one of its compiled sizes (`padded_batch`): the quick
+    profile's attacked and evaluated RotEqNet inputs are such sizes, so no pass computes filler."""
+    import tensorflow as tf
+
+    from keras_uap.layers.rot_conv_tensorflow import padded_batch
+
+    roteqnet = quick_config().for_model("roteqnet")
+    for size in (roteqnet.directions.limit, roteqnet.universal.eval_subset, roteqnet.directions.batch_size):
+        assert int(padded_batch(tf.constant(size))) == size
 
 
 @pytest.mark.parametrize("name", ["epochs", "training.epochs", "train."])

@@ -17,8 +17,9 @@ def _padded_span(length, size, stride, padding):
     return total // 2, total - total // 2, output
 
 
-@tf.function(jit_compile=True)
-def _columns(inputs, size, strides, padding, vector):
+def _gather_columns(inputs, size, strides, padding, vector):
+    """The columns as TF ops (pads, strided slices, a stack): the forward
+    kernel's body, and what the backward kernel differentiates."""
     if vector:  # channels (c, p) -> (p, c), the order of the bank's rows
         shape = tf.shape(inputs)
         pairs = tf.reshape(inputs, tf.concat([shape[:3], [-1, 2]], 0))
@@ -34,6 +35,26 @@ def _columns(inputs, size, strides, padding, vector):
         for row, col in zip(*np.divmod(disk_pixels(size), size))
     ]
     return tf.reshape(tf.stack(windows), (len(windows) * shape[0], shape[1] * height * width))
+
+
+# Why a gradient of its own: a tape through an XLA function makes TF compile
+# a forward variant of it (returning what its generated backward needs) beside
+# the one inference compiled, ~0.65 s each per input shape on 2 cores, and
+# RotEqNet meets a dozen batch shapes per run in two layers. Here a gradient
+# runs the inference kernel (on stop_gradient inputs) and one backward kernel.
+@tf.function(jit_compile=True)
+def _columns(inputs, size, strides, padding, vector):
+    return _gather_columns(inputs, size, strides, padding, vector)
+
+
+@tf.function(jit_compile=True)
+def _columns_gradient(inputs, upstream, size, strides, padding, vector):
+    # tf.gradients, as TF builds a function's generated backward: the same
+    # transposes of the slices and pads, which XLA sums in the disk pixels'
+    # order as before, so the same bits. XLA drops the forward ops here, of
+    # which the transposes use nothing but shapes.
+    columns = _gather_columns(inputs, size, strides, padding, vector)
+    return tf.gradients(columns, inputs, grad_ys=upstream)[0]
 
 
 def disk_window_columns(inputs, size, strides=(1, 1), padding="same", vector=False):
@@ -57,5 +78,21 @@ def disk_window_columns(inputs, size, strides=(1, 1), padding="same", vector=Fal
         (49 / 81 for k = 9), and no convolution backward pass, whose
         single-channel case is slow in TF (at RotEqNet's first layer a
         Conv2D's forward and backward pass took 3.0x RotConv's, measured).
+        The gradient (the sum of each column entry back onto its input
+        pixel) is an XLA kernel of its own, bit for bit TF's generated
+        gradient of the slices. Only first-order gradients are needed
+        (training, the attacks); a second-order one would be TF's automatic
+        gradient of that kernel, which nothing here tests.
     """
-    return _columns(inputs, int(size), tuple(int(s) for s in strides), padding, bool(vector))
+    arguments = (int(size), tuple(int(s) for s in strides), padding, bool(vector))
+
+    @tf.custom_gradient
+    def columns(inputs):
+        def grad(upstream):
+            return _columns_gradient(inputs, upstream, *arguments)
+
+        # stop_gradient: a tape watching `inputs` would otherwise differentiate
+        # the XLA function itself (`grad` is the gradient).
+        return _columns(tf.stop_gradient(inputs), *arguments), grad
+
+    return columns(inputs)

@@ -85,9 +85,9 @@ def attacked_indices(n_test, limit=None, subset=None, seed=0):
 def _directions_stage(output_dir, model, test_data, attack, limit, deepfool_subset, pgd_subset, seed, batch_size,
                       attack_params, strategy=None, progress=None):
     """`attack_params`: `AttackParams`'s fields (a dict, as in the cache key); the clip range is the data's."""
-    from keras_uap.pipelines.stage_model import load_logits_fn
+    from keras_uap.pipelines.stage_model import load_stage_model
 
-    model_fn = tf.function(load_logits_fn(model), reduce_retracing=True)
+    model_fn = load_stage_model(model).logits
     with np.load(test_data, allow_pickle=False) as f:
         x_all, y_all = f["x"], f["y"]
         clip_min, clip_max = value_range(f)

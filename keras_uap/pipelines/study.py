@@ -63,14 +63,23 @@ DEFAULT_MODEL_SETTINGS = {
 # The quick profile trains on 5,000 images: one epoch of SGD leaves StdCNN and
 # GCNN near chance (0.23 and 0.38 test accuracy), three of Adam reach 0.65 and
 # 0.85 for 25 s more, enough that the smoke run's curves mean something.
+# Its sizes are RotConv's compiled batch sizes (`padded_batch`: 64, 128, 256):
+# RotConv computes a batch of 200 images as one of 256 and 300 as 384, and
+# sign probes and curves are most of a RotEqNet run. So 256 inputs are
+# attacked (in one batch for RotEqNet), and the curves are measured on 256
+# inputs, RotEqNet's on 128 (its forward pass costs about 3.5 GCNN's).
 QUICK_MODEL_SETTINGS = {
     "stdcnn": {"train": {"epochs": 3, "optimizer": "adam", "learning_rate": 1e-3}},
     "gcnn": {"train": {"epochs": 3, "optimizer": "adam", "learning_rate": 1e-3}},
     "roteqnet": {"train": {"optimizer": "adam", "learning_rate": 1e-3},
-                 "directions": {"deepfool_subset": 100, "batch_size": 250},
-                 "universal": {"eval_subset": 200, "batch_size": 500},
-                 "comparison": {"batch_size": 500}},
+                 "directions": {"deepfool_subset": 100, "batch_size": 256},
+                 "universal": {"eval_subset": 128, "batch_size": 512},
+                 "comparison": {"batch_size": 512}},
 }
+
+# Seven of the default grid's eleven L2 norms (`L2_GRID`): the curves, the
+# comparison's and the sign rule's probes are most of the quick run's passes.
+QUICK_L2_GRID = (1.0, 2.0, 4.0, 6.0, 10.0, 15.0, 20.0)
 
 _STAGE_FIELDS = ("data", "train", "directions", "analysis", "universal", "comparison", "transfer")
 
@@ -188,8 +197,9 @@ def quick_config(params=None, **overrides):
     # The comparison's m is one of the universal stage's, so that its SVD-UAPs
     # are the published vectors rather than curves of their own.
     quick = {"train.epochs": 1, "data.train_size": 5_000, "data.validation_size": 500, "data.test_size": 1_000,
-             "directions.limit": 300, "directions.pgd_subset": 100, "universal.sample_sizes": (50, 10_000),
-             "universal.seeds": (0,), "universal.random_seeds": (0, 1), "universal.eval_subset": 500,
+             "directions.limit": 256, "directions.pgd_subset": 100, "universal.sample_sizes": (50, 10_000),
+             "universal.seeds": (0,), "universal.random_seeds": (0, 1), "universal.eval_subset": 256,
+             "universal.eps_grid": QUICK_L2_GRID,
              "comparison.sample_sizes": (50,), "comparison.max_passes": 1, "transfer.sample_size": 50}
     quick.update({k: v for k, v in (params or {}).items() if v is not None})
     return StudyConfig(**base).replace_params(**quick)

@@ -33,7 +33,6 @@ import json
 import os
 
 import numpy as np
-import tensorflow as tf
 
 from keras_uap.baselines.linf import linf_perturbation
 from keras_uap.method import (
@@ -102,9 +101,8 @@ def _universal_stage(output_dir, model_file, test_data, model, sample_sizes, see
         x, y = f["x"], f["y"].astype(np.int32)
         clip = value_range(f)
     evaluation = load_evaluation_set(model_file, x, y, eval_subset, seed, batch_size, strategy)
-    network, x_eval, y_eval = evaluation.network, evaluation.x, evaluation.y
+    logits_fn, x_eval, y_eval = evaluation.network, evaluation.x, evaluation.y
     predict_fn, clean = evaluation.predict_fn, evaluation.clean
-    logits_fn = tf.function(lambda t: network(t, training=False), reduce_retracing=True)
     os.makedirs(os.path.join(output_dir, "perturbations"))
     d = int(np.prod(x.shape[1:]))
 
