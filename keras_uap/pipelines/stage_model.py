@@ -23,6 +23,7 @@ import os
 
 __all__ = ["StageModel", "load_stage_model"]
 
+# {real path: (its version, StageModel)}: one model per path, the newest version.
 _LOADED = {}
 
 
@@ -52,26 +53,29 @@ class StageModel:
     classifier: object = dataclasses.field(repr=False)
 
 
-def _identity(path):
+def _version(path):
     """What tells two versions of a model file (or SavedModel directory) apart."""
-    path = os.path.realpath(path)
     files = [path] if not os.path.isdir(path) else sorted(
         os.path.join(root, name) for root, _, names in os.walk(path) for name in names)
-    return path, tuple((f, os.stat(f).st_size, os.stat(f).st_mtime_ns) for f in files)
+    stats = [(f, os.stat(f)) for f in files]
+    return tuple((f, stat.st_size, stat.st_mtime_ns) for f, stat in stats)
 
 
 def load_stage_model(model_file):
     """The `StageModel` of the classifier at `model_file` (a `.keras` file or a
-    SavedModel directory), loaded once per process and file version. A
+    SavedModel directory), loaded once per process and file version; a new
+    version at the same path replaces the old one, which is then freed. A
     model that cannot be loaded is a UserError."""
     import tensorflow as tf
 
     from keras_uap.api.classifier import load_classifier
 
-    key = _identity(model_file)
-    if key not in _LOADED:
+    path = os.path.realpath(model_file)
+    version = _version(path) if os.path.exists(path) else None  # None: load_classifier says what is missing
+    loaded = _LOADED.get(path)
+    if loaded is None or loaded[0] != version:  # a retrained export replaces the one it overwrote
         classifier = load_classifier(model_file)
         logits = tf.function(classifier.logits_fn, reduce_retracing=True)
         labels = tf.function(lambda t: tf.argmax(logits(t), axis=1, output_type=tf.int32), reduce_retracing=True)
-        _LOADED[key] = StageModel(logits, labels, classifier)
-    return _LOADED[key]
+        _LOADED[path] = loaded = (version, StageModel(logits, labels, classifier))
+    return loaded[1]
