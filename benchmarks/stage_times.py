@@ -1,10 +1,13 @@
 """Usage: python benchmarks/stage_times.py RUN_DIR --profile default|quick [--time-v FILE] [--command TEXT]
-[--output benchmarks/RESULTS.md] [--note TEXT]
+[--started ISO --ended ISO] [--output benchmarks/RESULTS.md] [--note TEXT]
 
 Writes the time each stage of a `keras-uap run-all` took (from the lineage
 records its runner wrote, so a resumed run counts each stage once, as it ran)
 into a section of RESULTS.md; with `--time-v`, the output of `/usr/bin/time -v`
 around that run, also its wall time and peak memory as a whole process.
+With `--started` and `--ended` (the run's UTC start and end), the section
+gives the run's time span instead of the moment it is written, and no load
+average: one read now would say nothing about the machine during the run.
 """
 
 import argparse
@@ -50,14 +53,23 @@ def main():
     parser.add_argument("--note", default=None, help="a paragraph to keep under the table (what ran, why)")
     parser.add_argument("--time-v", default=None, help="the `/usr/bin/time -v` report of the run")
     parser.add_argument("--command", default=None, help="the command that was timed")
+    parser.add_argument("--started", default=None, help="the run's start, UTC (e.g. 2026-12-05T03:54:11Z)")
+    parser.add_argument("--ended", default=None, help="the run's end, UTC")
     args = parser.parse_args()
     times = stage_times(args.run_dir)
     total = sum(times.values())
-    load = loadavg()
+    info = machine_info()
+    if args.started and args.ended:
+        when = f"{args.started} to {args.ended}"
+        machine = [line.split("; load average")[0] + "." if line.startswith("- Machine:") else line
+                   for line in machine_lines(info, None, None)]
+    else:
+        when, load = info["date"], loadavg()
+        machine = machine_lines(info, load, load)
     lines = [f"## run-all stage times ({args.profile} profile)", "",
-             f"- Date: {machine_info()['date']}; run directory `{args.run_dir}`.",
+             f"- Date: {when}; run directory `{args.run_dir}`.",
              *([f"- Command: `{args.command}`."] if args.command else []),
-             *machine_lines(machine_info(), load, load), "",
+             *machine, "",
              "| stage | seconds |", "| --- | ---: |"]
     lines += [f"| {name} | {seconds:.1f} |" for name, seconds in times.items()]
     lines += [f"| **total** | **{total:.1f}** ({total / 60:.1f} min) |", ""]

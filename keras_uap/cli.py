@@ -356,6 +356,14 @@ def _number_list(option, text, kind):
                         f"got {text!r}") from None
 
 
+# The `study` options that set a stage field of `UserStudyConfig`; a
+# `--no-...` switch sets its field to the value that switches it off.
+_STUDY_FIELDS = {"split": "user_data.split", "limit": "user_data.limit", "clip_min": "user_data.clip_min",
+                 "clip_max": "user_data.clip_max", "sample_sizes": "universal.sample_sizes",
+                 "eps": "universal.eps_grid", "linf_eps": "comparison.linf_grid",
+                 "no_linf_curves": "universal.linf_grid", "no_sample_spectra": "universal.spectrum_top"}
+
+
 @app.command()
 def study(
     model_path: Annotated[Path, typer.Option(help="Your classifier: a .keras file or a TF SavedModel directory.")],
@@ -375,8 +383,9 @@ def study(
     eps: Annotated[Optional[str], typer.Option(help="Comma-separated L2 norms of the curves, also those over which "
                                                     "each vector's sign is chosen (default: run-all's grid, 1 to 20, "
                                                     "scaled to the inputs' size and range as the API's sign norms).")] = None,
-    linf_eps: Annotated[Optional[str], typer.Option(help="Comma-separated L-infinity budgets of the comparison "
-                                                         "(default: 0.05 to 0.3 times clip-max minus clip-min).")] = None,
+    linf_eps: Annotated[Optional[str], typer.Option(help="Comma-separated L-infinity budgets of the L-infinity "
+                                                         "curves and the comparison (default: 0.05 to 0.3 times "
+                                                         "clip-max minus clip-min).")] = None,
     strategy: StrategyOpt = StrategyName.none,
     seed: Annotated[int, typer.Option(min=0, help="Seed of the samples of attacked inputs.")] = 0,
     run_dir: Annotated[Path, typer.Option(help="Where stage artifacts, metrics.json and perturbations/ go.")] = (
@@ -388,21 +397,32 @@ def study(
         "--no-comparison", metavar=" ",
         help="Skip the comparison of SVD-UAP with the iterative UAP, class-mean and random directions "
              "(L2, L-infinity, cost).")] = False,
+    no_linf_curves: Annotated[bool, typer.Option(
+        "--no-linf-curves", metavar=" ",
+        help="Skip the L-infinity curves of every perturbation's sign beside random sign vectors.")] = False,
+    no_sample_spectra: Annotated[bool, typer.Option(
+        "--no-sample-spectra", metavar=" ",
+        help="Skip recording the top singular values of each sample the perturbations are built from.")] = False,
 ):
     """Run run-all's stages on your own model and data: attack directions, their spectrum and the theory
-    checks, the SVD universal perturbation per attack and sample size, error and fooling rates against the
-    L2 norm beside random directions, SVD-UAP against the iterative UAP and class-mean directions under L2
+    checks, the SVD universal perturbation per attack and sample size with its sample's singular values, error
+    and fooling rates against the L2 norm and of its sign against the L-infinity norm beside random directions,
+    SVD-UAP against the iterative UAP and class-mean directions under L2
     and L-infinity, and a report. Cached and resumable like run-all."""
     _import_tensorflow_quietly()
-    from keras_uap.pipelines.user_study import UserStudyConfig, run_user_study
+    from keras_uap.pipelines.user_study import UserDataParams, UserStudyConfig, run_user_study
 
-    cfg = UserStudyConfig(
-        model_path=str(model_path), data=data, split=split, clip_min=clip_min, clip_max=clip_max,
-        attacks=tuple(dict.fromkeys(a.strip() for a in attacks.split(",") if a.strip())),
-        sample_sizes=_number_list("--sample-sizes", sample_sizes, int), limit=limit,
-        eps=None if eps is None else _number_list("--eps", eps, float),
-        linf_eps=None if linf_eps is None else _number_list("--linf-eps", linf_eps, float),
-        analysis=not no_analysis, comparison=not no_comparison, strategy=strategy.value, seed=seed, run_dir=str(run_dir), force=force, progress=_progress_bar())
+    options = {"split": split, "limit": limit, "clip_min": clip_min, "clip_max": clip_max,
+               "sample_sizes": _number_list("--sample-sizes", sample_sizes, int),
+               "eps": None if eps is None else _number_list("--eps", eps, float),
+               "linf_eps": None if linf_eps is None else _number_list("--linf-eps", linf_eps, float),
+               "no_linf_curves": () if no_linf_curves else None,
+               "no_sample_spectra": 0 if no_sample_spectra else None}
+    chosen = tuple(dict.fromkeys(a.strip() for a in attacks.split(",") if a.strip()))
+    cfg = UserStudyConfig(UserDataParams(str(model_path), data), attacks=chosen, analysis_enabled=not no_analysis,
+                          comparison_enabled=not no_comparison, strategy=strategy.value, seed=seed,
+                          run_dir=str(run_dir), force=force, progress=_progress_bar())
+    cfg = cfg.replace_params(**{_STUDY_FIELDS[name]: value for name, value in options.items() if value is not None})
     _echo_results(run_user_study(cfg, log=_log))
     typer.echo(f"metrics: {run_dir / 'metrics.json'}  report: {run_dir / 'user_report' / 'report.md'}")
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from keras_uap.report import metrics_reader
+from keras_uap.report.seeds import HEADLINES
 from keras_uap.report.results_pages import README_BEGIN, README_END, main, make_pages, replace_readme_section
 from keras_uap.report.sweep_report import CRITERION, FOLLOW_UP, FOLLOW_UP_CLAIM
 from keras_uap.report.tables import display_name
@@ -22,6 +23,7 @@ QUICK = REPO / "tests" / "fixtures" / "metrics-quick-profile.json"
 # The sweep snapshot the generator wrote from `keras-uap sweep --quick` (StdCNN and GCNN at 0 and 180).
 SWEEP_QUICK = REPO / "tests" / "fixtures" / "metrics-sweep-quick-profile.json"
 SWEEP_HEADING = "## Beyond the paper: training-rotation sweep"
+SEEDS_HEADING = "## What varies with the training seed"
 
 
 def _load(path):
@@ -43,18 +45,20 @@ def test_committed_readme_table_and_results_page_are_generated_from_the_snapshot
     begin, end = readme.index(README_BEGIN), readme.index(README_END) + len(README_END)
     page = (REPO / "docs" / "results.md").read_text(encoding="utf-8")
     snapshot, sweep_snapshot = REPO / "docs" / "metrics-default.json", REPO / "docs" / "metrics-sweep.json"
+    seeds_snapshot = REPO / "docs" / "metrics-seeds.json"
     if not snapshot.exists():  # no default run committed: no numbers either
         assert readme[begin:end] == f"{README_BEGIN}\n{README_END}" and "No default run" in page
         assert not re.search(r"\d\.\d{3}", page)
         return
     # Without a published sweep the page has no sweep section.
     sweep = _load(sweep_snapshot) if sweep_snapshot.exists() else None
-    pages = make_pages(_load(snapshot), sweep)
+    seeds = _load(seeds_snapshot) if seeds_snapshot.exists() else None
+    pages = make_pages(_load(snapshot), sweep, seeds)
     assert readme[begin:end] == pages.readme_section, "README results edited by hand: rerun results_pages"
     assert page == pages.results_page, ("docs/results.md edited by hand, or made without (or with) "
                                         "--sweep-metrics: rerun results_pages")
-    assert pages.snapshot == _load(snapshot) and pages.sweep_snapshot == sweep
-    assert (SWEEP_HEADING in page) == (sweep is not None)
+    assert pages.snapshot == _load(snapshot) and pages.sweep_snapshot == sweep and pages.seeds_snapshot == seeds
+    assert (SWEEP_HEADING in page) == (sweep is not None) and (SEEDS_HEADING in page) == (seeds is not None)
 
 
 def test_the_snapshot_holds_exactly_the_numbers_the_pages_show(quick):
@@ -110,7 +114,8 @@ def test_the_command_writes_the_pages_and_user_mistakes_exit_2(tmp_path, quick, 
     readme = tmp_path / "README.md"
     readme.write_text(f"# project\n\n{README_BEGIN}\nold\n{README_END}\n\nmore\n", encoding="utf-8")
     args = ["--metrics", str(QUICK), "--readme", str(readme), "--results", str(tmp_path / "results.md"),
-            "--snapshot", str(tmp_path / "snapshot.json"), "--figures-dir", ""]
+            "--snapshot", str(tmp_path / "snapshot.json"), "--figures-dir", "", "--sweep-metrics", "",
+            "--seeds-metrics", ""]
     main(args)
     pages = make_pages(quick)
     assert readme.read_text(encoding="utf-8") == f"# project\n\n{pages.readme_section}\n\nmore\n"
@@ -230,7 +235,7 @@ def test_the_command_adds_the_sweep_with_its_snapshot_and_figures(tmp_path, quic
     readme.write_text(f"{README_BEGIN}\n{README_END}\n", encoding="utf-8")
     args = ["--metrics", str(run / "metrics.json"), "--readme", str(readme), "--results", str(tmp_path / "results.md"),
             "--snapshot", str(tmp_path / "snapshot.json"), "--figures-dir", str(tmp_path / "figures"),
-            "--sweep-snapshot", str(tmp_path / "sweep-snapshot.json")]
+            "--sweep-snapshot", str(tmp_path / "sweep-snapshot.json"), "--seeds-metrics", ""]
     main([*args, "--sweep-metrics", str(sweep_run / "metrics.json")])
     assert (tmp_path / "results.md").read_text(encoding="utf-8") == make_pages(quick, sweep).results_page
     assert _load(tmp_path / "sweep-snapshot.json") == sweep
@@ -243,6 +248,53 @@ def test_the_command_adds_the_sweep_with_its_snapshot_and_figures(tmp_path, quic
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and "is not a sweep's metrics.json (no `sweep` section)" in err
     assert err.count("\n") == 1
+
+
+def _seeds_metrics():
+    """A several-seed run's `seeds` section (`seeds.seeds_section`'s layout), RotEqNet over seeds 0, 1, 2."""
+    numbers = {key: {"values": [0.9, 0.8, None], "mean": 0.85, "min": 0.8, "max": 0.9} for key in HEADLINES}
+    numbers["test_accuracy"] = {"values": [0.9709, 0.9757, 0.9688], "mean": 0.9718, "min": 0.9688, "max": 0.9757}
+    numbers["claims_holds"] = {"values": [14, 13, 14], "mean": 41 / 3, "min": 13, "max": 14}
+    return {"seeds": {"training_seeds": [0, 1, 2], "models": {"roteqnet": numbers}}, "models": {"roteqnet": {}}}
+
+
+def test_the_seeds_section_shows_each_number_per_seed_from_its_snapshot(quick):
+    seeds = _seeds_metrics()
+    pages = make_pages(quick, seeds=seeds)
+    page = pages.results_page
+    assert SEEDS_HEADING in page and SEEDS_HEADING not in make_pages(quick).results_page
+    assert "`keras-uap run-all --models roteqnet --training-seeds 0,1,2`" in page
+    assert "| RotEqNet | test accuracy (rotated test set) | 0.9709 | 0.9757 | 0.9688 | 0.9718 | 0.9688 – 0.9757 |" \
+        in page
+    assert "| RotEqNet | counted claims that hold | 14 | 13 | 14 | 13.7 | 13 – 14 |" in page
+    # The snapshot holds exactly the section's numbers and remakes the same page.
+    assert pages.seeds_snapshot == {"seeds": seeds["seeds"]}
+    assert make_pages(quick, seeds=pages.seeds_snapshot).results_page == page
+    seeds["seeds"]["models"]["roteqnet"]["test_accuracy"]["values"][1] = 0.5
+    assert "| 0.9709 | 0.5000 | 0.9688 |" in make_pages(quick, seeds=seeds).results_page
+
+
+def test_the_command_takes_the_sweep_and_seeds_sections_from_their_snapshots_by_default(tmp_path, quick, sweep,
+                                                                                       capsys):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{README_BEGIN}\n{README_END}\n", encoding="utf-8")
+    sweep_snapshot, seeds_snapshot = tmp_path / "sweep-snapshot.json", tmp_path / "seeds-snapshot.json"
+    args = ["--metrics", str(QUICK), "--readme", str(readme), "--results", str(tmp_path / "results.md"),
+            "--snapshot", str(tmp_path / "snapshot.json"), "--figures-dir", "",
+            "--sweep-snapshot", str(sweep_snapshot), "--seeds-snapshot", str(seeds_snapshot)]
+    main(args)  # no snapshots: no sections
+    assert (tmp_path / "results.md").read_text(encoding="utf-8") == make_pages(quick).results_page
+    seeds = make_pages(quick, seeds=_seeds_metrics()).seeds_snapshot
+    sweep_snapshot.write_text(json.dumps(sweep), encoding="utf-8")
+    seeds_snapshot.write_text(json.dumps(seeds), encoding="utf-8")
+    main(args)
+    assert (tmp_path / "results.md").read_text(encoding="utf-8") == make_pages(quick, sweep, seeds).results_page
+    main([*args, "--sweep-metrics", "", "--seeds-metrics", ""])
+    assert (tmp_path / "results.md").read_text(encoding="utf-8") == make_pages(quick).results_page
+    with pytest.raises(SystemExit) as exit_info:
+        main([*args, "--seeds-metrics", str(QUICK)])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "no `seeds` section" in err and err.count("\n") == 1
 
 
 def test_the_metrics_reader_examples_run():

@@ -135,6 +135,9 @@ def test_rerun_is_all_cached_and_forced_stages_reproduce(study, tmp_path):
         after = json.load(f)
     assert after["curves"]["deepfool"]["200"]["error_rate"] == before["deepfool"]["200"]["error_rate"]
     assert after["random"]["error_rate"] == before["random"]["error_rate"]
+    # The study's additions stay off in run-all: no L-infinity curves, no samples' spectra.
+    assert "linf" not in after
+    assert not [m for by_m in after["curves"].values() for m, c in by_m.items() if "singular_values" in c]
 
 
 # --- beyond the paper: baselines, cost, L-infinity and transfer -------------------------
@@ -193,8 +196,9 @@ def test_comparison_reuses_the_universal_curves_and_they_equal_a_fresh_evaluatio
     for model in ("stdcnn", "roteqnet"):  # RotEqNet: a seeded evaluation subset, its own batch size
         mcfg = cfg.for_model(model)
         universal_dir = results[f"universal-{model}"].output_dir
-        universal = _universal_curves(universal_dir, mcfg.universal.eval_subset, cfg.seed, mcfg.universal.eps_grid)
-        assert universal is not None
+        universal = _universal_curves(universal_dir, mcfg.universal.eval_subset, cfg.seed, mcfg.universal.eps_grid,
+                                      mcfg.comparison.batch_size)
+        assert universal is not None and universal["batch_size"] == mcfg.universal.batch_size
         known = _known_curves({"universal": universal}, list(METHODS), ["svd_gradient", "svd_deepfool"], 50, cfg.seed)
         assert sorted(known) == [METHODS.index(m) for m in ("svd_gradient", "svd_deepfool", "random")]
         random = np.load(os.path.join(results[f"comparison-{model}"].output_dir, "perturbations", "random-m50.npy"))
@@ -211,6 +215,22 @@ def test_comparison_reuses_the_universal_curves_and_they_equal_a_fresh_evaluatio
             assert stored["eps"] == fresh.eps.tolist(), (model, method)
             assert stored["error_rate"] == fresh.error_rate[:, column].tolist(), (model, method)
             assert stored["fooling_rate"] == fresh.fooling_rate[:, column].tolist(), (model, method)
+
+
+def test_the_comparison_reads_the_universal_curves_only_if_it_would_measure_the_same(tmp_path):
+    """Its own evaluation set, grid and batch size (a setting of both stages, outside their keys),
+    else it predicts every point itself; a universal.json that does not say is not read."""
+    from keras_uap.pipelines.comparison_stage import _universal_curves
+
+    measured = {"eval_subset": 200, "seed": 0, "eps_grid": [1.0, 2.0], "batch_size": 500, "curves": {}}
+    (tmp_path / "universal.json").write_text(json.dumps(measured))
+    assert _universal_curves(str(tmp_path), 200, 0, (1.0, 2.0), 500) == measured
+    for other in [(None, 0, (1.0, 2.0), 500), (200, 1, (1.0, 2.0), 500), (200, 0, (1.0, 3.0), 500),
+                  (200, 0, (1.0, 2.0), 1000)]:
+        assert _universal_curves(str(tmp_path), *other) is None, other
+    (tmp_path / "universal.json").write_text(json.dumps({k: v for k, v in measured.items() if k != "batch_size"}))
+    assert _universal_curves(str(tmp_path), 200, 0, (1.0, 2.0), 500) is None
+    assert _universal_curves(None, 200, 0, (1.0, 2.0), 500) is None
 
 
 def test_transfer_diagonal_equals_the_models_own_curve(study):

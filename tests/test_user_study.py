@@ -22,7 +22,7 @@ from small_models import strided_cnn
 
 from keras_uap.baselines.compare import METHODS
 from keras_uap.cli import main
-from keras_uap.pipelines.user_report import display_image
+from keras_uap.report.figures import display_image
 
 SHAPE = (32, 32, 3)
 CLASSES = 4
@@ -115,11 +115,13 @@ def test_study_writes_metrics_report_and_perturbations(study):
             assert metrics["perturbations"][f"{attack}-m{m}"] == f"perturbations/model-{attack}-m{m}.npy"
     assert sorted(os.listdir(run_dir / "perturbations")) == sorted(
         f"model-{a}-m{m}.npy" for a in ATTACKS for m in SAMPLE_SIZES)
-    assert len(metrics["figures"]) == 3
+    assert sorted(os.path.basename(f) for f in metrics["figures"]) == [
+        "curves.png", "linf_curves.png", "perturbations.png", "sample_spectra.png", "singular_values.png"]
     for figure in metrics["figures"]:
         assert os.path.getsize(run_dir / "user_report" / figure) > 1000, figure
     report = (run_dir / "user_report" / "report.md").read_text()
     for section in ("## Spectrum of the attack directions", "## Theory checks", "| random |",
+                    "## Singular values of each sample", "## Error rate against the L-infinity norm",
                     "## Against other universal perturbations", "## Error rate under an L-infinity budget"):
         assert section in report, section
     assert (run_dir / "directions" / "model-deepfool" / "lineage.json").is_file()
@@ -168,6 +170,71 @@ def test_switching_a_stage_off_removes_it_and_reuses_the_rest(study, tmp_path, f
     assert heading not in report and "| random |" in report
 
 
+def test_linf_curves_measure_every_published_vectors_sign(study, files):
+    from keras_uap.api import load_classifier, load_images, predict_labels
+
+    metrics = _metrics(study[0])
+    budgets = [0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3]  # run-all's, for data in [0, 1]
+    assert metrics["linf_grid"] == budgets
+    linf = metrics["linf"]
+    assert set(linf) == {*ATTACKS, "random"} and linf["random"]["seeds"] == [0, 1, 2]
+    for attack in ATTACKS:
+        assert sorted(linf[attack], key=int) == [str(m) for m in SAMPLE_SIZES]
+        for curve in linf[attack].values():
+            assert curve["eps"] == budgets and curve["fooling_rate"][0] == 0.0
+    # A point measured here: the published vector's sign at that budget, on every loaded input.
+    x, y = load_images(str(files["data"]), limit=LIMIT)
+    v = np.load(study[0] / "perturbations" / f"model-fgsm-m{SAMPLE_SIZES[0]}.npy")
+    predicted = predict_labels(load_classifier(str(files["model"])), np.clip(x + 0.15 * np.sign(v), 0.0, 1.0))
+    assert linf["fgsm"][str(SAMPLE_SIZES[0])]["error_rate"][3] == pytest.approx(float(np.mean(predicted != y)),
+                                                                                abs=1e-9)
+    # The comparison's SVD-UAP under L-infinity is the same vector's sign: the same curve.
+    comparison = metrics["comparison"]["linf"]["svd_deepfool"][str(SAMPLE_SIZES[-1])]
+    assert comparison["error_rate"] == linf["deepfool"][str(SAMPLE_SIZES[-1])]["error_rate"]
+    assert linf["deepfool"][str(SAMPLE_SIZES[-1])]["error_rate"][-1] > linf["random"]["error_rate"][-1] + 0.1
+
+
+def test_each_samples_top_singular_values_are_recorded(study):
+    from keras_uap.analysis.spectrum import singular_spectrum
+    from keras_uap.method import draw_sample
+
+    curves = _metrics(study[0])["universal"]
+    for attack in ATTACKS:
+        with np.load(study[0] / "directions" / f"model-{attack}" / "directions.npz") as f:
+            directions = f["directions"]
+        for m in SAMPLE_SIZES:
+            recorded = curves[attack][str(m)]["singular_values"]
+            expected = singular_spectrum(directions[draw_sample(len(directions), m, 0)])[0][:20]
+            np.testing.assert_allclose(recorded, expected, rtol=1e-6)
+            # Unit rows: the squares sum to m at most, so sigma_1^2 / m is an eigenvalue in (0, 1].
+            assert len(recorded) == min(m, 20) and 0 < recorded[0] ** 2 / m <= 1 + 1e-9
+    # The report's table reads them: lambda_1 = sigma_1^2 / m of the last sample above.
+    report = (study[0] / "user_report" / "report.md").read_text()
+    assert f"| DeepFool | {SAMPLE_SIZES[-1]} | {recorded[0] ** 2 / SAMPLE_SIZES[-1]:.3f} |" in report
+
+
+def test_linf_curves_and_sample_spectra_switch_off(study, tmp_path, files):
+    run_dir = tmp_path / "run"
+    shutil.copytree(study[0], run_dir)
+    code, out, err = _cli(*_study_argv(files, run_dir, "--no-linf-curves", "--no-sample-spectra",
+                                       "--no-comparison"))
+    assert code == 0, err[-3000:]
+    stages = _stage_lines(out)
+    assert stages["universal-model"] != "cached" and stages["directions-model-gradient"] == "cached"
+    metrics, before = _metrics(run_dir), _metrics(study[0])
+    assert "linf" not in metrics and "linf_grid" not in metrics
+    for attack in ATTACKS:
+        for m, curve in metrics["universal"][attack].items():
+            assert "singular_values" not in curve
+            # Switching the additions off changes nothing else the stage measured.
+            assert curve == {k: v for k, v in before["universal"][attack][m].items() if k != "singular_values"}
+    assert sorted(os.path.basename(f) for f in metrics["figures"]) == [
+        "curves.png", "perturbations.png", "singular_values.png"]
+    report = (run_dir / "user_report" / "report.md").read_text()
+    assert "## Singular values of each sample" not in report
+    assert "## Error rate against the L-infinity norm" not in report
+
+
 def test_svd_perturbation_beats_random_directions_at_equal_norm(study):
     metrics = _metrics(study[0])
     random = metrics["universal"]["random"]["error_rate"]
@@ -190,9 +257,10 @@ def test_perturbation_is_the_python_apis(study, files):
     np.testing.assert_allclose(saved, result.perturbation, atol=1e-4)
     with open(study[0] / "universal" / "model" / "universal.json") as f:
         assert json.load(f)["eps_grid"] == list(EPS)
-    from keras_uap.pipelines.user_study import UserStudyConfig
+    from keras_uap.pipelines.user_study import UserDataParams, UserStudyConfig
 
-    assert UserStudyConfig("m.keras", "d.npz").l2_grid(SHAPE) == pytest.approx(default_sign_norms(SHAPE))
+    fitted = UserStudyConfig(UserDataParams("m.keras", "d.npz")).for_data(SHAPE, n=LIMIT)
+    assert fitted.universal.eps_grid == pytest.approx(default_sign_norms(SHAPE))
 
 
 def test_rerun_is_cached_whatever_the_strategy(study, files):
@@ -284,17 +352,53 @@ def test_python_api_runs_on_two_workers():
 
 def test_the_user_studys_default_norms_scale_with_the_input_range():
     from keras_uap.method import L2_GRID
-    from keras_uap.pipelines.user_study import UserStudyConfig
+    from keras_uap.pipelines.user_study import UserDataParams, UserStudyConfig
 
-    unit = UserStudyConfig("m.keras", "d.npz")
-    assert unit.l2_grid((28, 28, 1)) == pytest.approx(L2_GRID)
-    assert unit.linf_grid() == pytest.approx((0.05, 0.1, 0.15, 0.2, 0.25, 0.3))
-    wide = UserStudyConfig("m.keras", "d.npz", clip_min=-1.0, clip_max=1.0)
-    assert wide.l2_grid((28, 28, 4)) == pytest.approx([4 * e for e in L2_GRID])
-    assert wide.linf_grid() == pytest.approx((0.1, 0.2, 0.3, 0.4, 0.5, 0.6))
-    assert UserStudyConfig("m.keras", "d.npz", clip_max=255.0, eps=(3.0, 0.0)).l2_grid((28, 28, 1)) == (3.0,)
-    assert UserStudyConfig("m.keras", "d.npz", linf_eps=(0.5,)).linf_grid() == (0.5,)
+    unit = UserStudyConfig(UserDataParams("m.keras", "d.npz")).for_data((28, 28, 1), n=1000)
+    assert unit.universal.eps_grid == pytest.approx(L2_GRID)
+    assert unit.comparison.linf_grid == pytest.approx((0.05, 0.1, 0.15, 0.2, 0.25, 0.3))
+    assert unit.universal.linf_grid == unit.comparison.linf_grid
+    wide = UserStudyConfig(UserDataParams("m.keras", "d.npz", clip_min=-1.0, clip_max=1.0)).for_data((28, 28, 4), 50)
+    assert wide.universal.eps_grid == pytest.approx([4 * e for e in L2_GRID])
+    assert wide.comparison.linf_grid == pytest.approx((0.1, 0.2, 0.3, 0.4, 0.5, 0.6))
+    # m is at most the inputs, and the comparison's follow the universal stage's.
+    assert wide.universal.sample_sizes == wide.comparison.sample_sizes == (50,)
+    assert wide.analysis.invariant_angle is None
     # The iterative UAP's radii follow the inputs as the grids do.
-    _, analysis, universal, comparison = wide.stage_params((28, 28, 4), n=50)
-    assert analysis.invariant_angle is None and universal.sample_sizes == (50,)
-    assert comparison.build_eps == pytest.approx(4 * 6.0) and comparison.linf_build_budget == pytest.approx(0.4)
+    assert wide.comparison.build_eps == pytest.approx(4 * 6.0)
+    assert wide.comparison.linf_build_budget == pytest.approx(0.4)
+
+
+def test_user_set_fields_survive_for_data_and_defaulted_ones_are_scaled():
+    from keras_uap.pipelines.user_study import UserDataParams, UserStudyConfig
+
+    cfg = UserStudyConfig(UserDataParams("m.keras", "d.npz", clip_max=255.0), seed=3).replace_params(
+        **{"universal.eps_grid": (3.0, 0.0, 1.0), "comparison.linf_grid": (0.5,), "universal.sample_sizes": (10, 99)})
+    assert set(cfg.user_set) == {"universal.eps_grid", "comparison.linf_grid", "universal.sample_sizes"}
+    fitted = cfg.for_data((28, 28, 1), n=40)
+    # Set by the user: kept (0 left out, sorted, m at most n); the L-infinity curves follow the comparison's grid.
+    assert fitted.universal.eps_grid == (1.0, 3.0) and fitted.comparison.linf_grid == (0.5,)
+    assert fitted.universal.linf_grid == (0.5,) and fitted.universal.sample_sizes == (10, 40)
+    # Defaulted: scaled to the 0..255 range, and the samples seeded with the run's seed.
+    assert fitted.comparison.build_eps == pytest.approx(255 * 6.0)
+    assert fitted.comparison.linf_build_budget == pytest.approx(255 * 0.2)
+    assert fitted.universal.seeds == (3,)
+    # A field switched off stays off; one the user set after another keeps both.
+    off = cfg.replace_params(**{"universal.linf_grid": ()}).for_data((28, 28, 1), n=40)
+    assert off.universal.linf_grid == () and off.comparison.linf_grid == (0.5,)
+    with pytest.raises(ValueError, match="like 'universal.eps_grid'"):
+        cfg.replace_params(eps=(1.0,))
+
+
+@pytest.mark.parametrize("option,value,expected", [
+    ("--eps", "0", "--eps must be finite norms >= 0, at least one positive"),
+    ("--sample-sizes", "0,5", "--sample-sizes must be integers >= 1"),
+    ("--clip-min", "2", "--clip-min must be below --clip-max"),
+])
+def test_bad_values_are_one_line_errors_before_any_stage(tmp_path, option, value, expected):
+    model, data = tmp_path / "m.keras", tmp_path / "d.npz"
+    model.write_bytes(b"")
+    np.savez(data, x=np.zeros((2, 4, 4, 1), np.float32), y=np.zeros(2, np.int64))
+    code, _, err = _cli("study", "--model-path", model, "--data", data, "--run-dir", tmp_path / "run", option, value)
+    assert code == 2 and err.startswith("keras-uap: error: ") and expected in err and "Traceback" not in err, err
+    assert not (tmp_path / "run" / "user_data").exists()

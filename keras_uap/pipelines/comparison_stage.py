@@ -19,7 +19,7 @@ vector `perturbations/<model>-<attack>-m<m>.npy` names; the cost recorded is
 that of rebuilding it from the sample. The random direction of seed `seed`
 is the universal stage's random baseline of that seed, the same vector.
 Where the universal stage measured those vectors on the same evaluation set
-and grid, their L2 curves are taken from its `universal.json` and only the
+and grid, in batches of the same size, their L2 curves are taken from its `universal.json` and only the
 points it did not reach (it stopped at saturation earlier) are predicted,
 so the L2 curves are those a full evaluation gives at a fraction of its
 forward passes; the random direction's curve, the same at every m, is
@@ -80,17 +80,18 @@ def _published(built, universal, model, m):
     return built, swapped
 
 
-def _universal_curves(universal, eval_subset, seed, eps_grid):
+def _universal_curves(universal, eval_subset, seed, eps_grid, batch_size):
     """The universal stage's `universal.json` if it measured its curves on
-    this stage's evaluation set and grid, else None."""
+    this stage's evaluation set and grid, in batches of this stage's
+    `batch_size` (a setting, outside both stages' keys: a batch's size can
+    change the last bits of its logits, and so a label), else None."""
     path = os.path.join(universal, "universal.json") if universal else None
     if not path or not os.path.isfile(path):
         return None
     with open(path) as f:
         found = json.load(f)
-    same = (found.get("eval_subset", -1), found.get("seed"), found.get("eps_grid")) == (eval_subset, seed,
-                                                                                       list(eps_grid))
-    return found if same else None
+    measured = (found.get("eval_subset", -1), found.get("seed"), found.get("eps_grid"), found.get("batch_size"))
+    return found if measured == (eval_subset, seed, list(eps_grid), batch_size) else None
 
 
 def _known_curves(measured, methods, swapped, m, seed):
@@ -128,7 +129,7 @@ def _comparison_stage(output_dir, model_file, test_data, model, sample_sizes, ep
     os.makedirs(os.path.join(output_dir, "perturbations"))
 
     l2, linf = {method: {} for method in METHODS}, {method: {} for method in METHODS}
-    measured = {"universal": _universal_curves(universal, eval_subset, seed, eps_grid)}
+    measured = {"universal": _universal_curves(universal, eval_subset, seed, eps_grid, batch_size)}
     steps = len(sample_sizes) + 1
     for step, m in enumerate(sorted(int(m) for m in sample_sizes)):
         pick = pool[draw_sample(len(pool), m, seed)]

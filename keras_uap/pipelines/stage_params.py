@@ -19,7 +19,7 @@ from keras_uap.pipelines.data_stage import TEST_SIZE, TRAIN_SIZE, VALIDATION_SIZ
 from keras_uap.pipelines.transfer_stage import TRANSFER_METHODS
 
 __all__ = ["DataParams", "TrainParams", "DirectionsParams", "AnalysisParams", "UniversalParams",
-           "ComparisonParams", "TransferParams", "cache_params", "settings_of"]
+           "ComparisonParams", "TransferParams", "cache_params", "settings_of", "replace_stage_fields"]
 
 _SETTING = {"setting": True}
 
@@ -42,6 +42,21 @@ def cache_params(params):
 def settings_of(params):
     """The fields of a stage dataclass that only change how the stage runs."""
     return {f.name: getattr(params, f.name) for f in dataclasses.fields(params) if f.metadata.get("setting")}
+
+
+def replace_stage_fields(config, stages, changes, example):
+    """`config` (a frozen dataclass nesting one parameter dataclass per name
+    in `stages`) with `changes` {"stage.field": value} applied, each stage a
+    `dataclasses.replace` of its parameters; `example` names such a field in
+    the error for a name that is not one."""
+    by_stage = {}
+    for name, value in changes.items():
+        stage, _, field = name.partition(".")
+        if stage not in stages or not field:
+            raise ValueError(f"`changes` must name stage fields like {example!r}. Received: {name!r}")
+        by_stage.setdefault(stage, {})[field] = value
+    return dataclasses.replace(config, **{stage: dataclasses.replace(getattr(config, stage), **fields)
+                                          for stage, fields in by_stage.items()})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,6 +130,12 @@ class UniversalParams:
         full_set_only: attacks whose curves use the full set only.
         eval_subset: curves on a seeded random subset of this many test
             inputs; None: all.
+        linf_grid: L-infinity budgets over which each published vector's
+            sign and the random directions' are also measured; () for none
+            (run-all's: its L-infinity curves are the comparison's).
+        spectrum_top: how many singular values of each published vector's
+            sample the curves record; 0 for none (run-all's: its spectra
+            are the analysis stage's).
         batch_size: inputs per forward pass.
     """
 
@@ -127,6 +148,8 @@ class UniversalParams:
     # never flattens, so sampling it at every m would cost a fifth of the stage.
     full_set_only: tuple = ("fgsm_clipped", "pgd")
     eval_subset: int | None = None
+    linf_grid: tuple = ()
+    spectrum_top: int = 0
     batch_size: int = _setting(5000)
 
 

@@ -34,6 +34,7 @@ from keras_uap.pipelines.stage_params import (
     TransferParams,
     UniversalParams,
     cache_params,
+    replace_stage_fields,
     settings_of,
 )
 from keras_uap.pipelines.train_stage import TRAIN_STAGE
@@ -142,14 +143,7 @@ class StudyConfig:
     def replace_params(self, **changes):
         """This configuration with `changes` {"stage.field": value} applied,
         e.g. `cfg.replace_params(**{"train.epochs": 2})`."""
-        by_stage = {}
-        for name, value in changes.items():
-            stage, _, field = name.partition(".")
-            if stage not in _STAGE_FIELDS or not field:
-                raise ValueError(f"`changes` must name stage fields like 'train.epochs'. Received: {name!r}")
-            by_stage.setdefault(stage, {})[field] = value
-        return dataclasses.replace(self, **{stage: dataclasses.replace(getattr(self, stage), **fields)
-                                            for stage, fields in by_stage.items()})
+        return replace_stage_fields(self, _STAGE_FIELDS, changes, "train.epochs")
 
     def validate(self):
         if self.train.epochs < 1:

@@ -3,14 +3,14 @@
 file or a TF SavedModel directory) and any labelled image set (an `.npz`
 with `x` and `y`, an IDX directory or a TensorFlow Datasets name).
 
-`run_user_study(UserStudyConfig(model_path=..., data=...))` runs:
+`run_user_study(UserStudyConfig(UserDataParams(model_path=..., data=...)))` runs:
 
 | stage | output (under the run directory) |
 |---|---|
 | `user_data` | `user_data/{test.npz,summary.json}`: the images (after `limit`), checked against the model, with their range |
 | `directions` | `directions/model-<attack>/directions.npz`: per-input attack directions of every loaded input |
 | `analysis` (switchable) | `analysis/model/analysis.json`: spectra and the theory checks of Section 5 |
-| `universal` | `universal/model/{universal.json,perturbations/model-<attack>-m<m>.npy}`: curves beside random directions |
+| `universal` | `universal/model/{universal.json,perturbations/model-<attack>-m<m>.npy}`: L2 curves beside random directions; each sample's top singular values and (switchable) every published vector's L-infinity curve |
 | `comparison` (switchable) | `comparison/model/comparison.json`: SVD-UAP against the iterative UAP, class-mean and random directions, L2 and L-infinity |
 | `user_report` | `user_report/{report.md,metrics.json,figures/}` |
 
@@ -25,7 +25,8 @@ For each sample size m the inputs drawn are the ones
 `keras_uap.api.svd_universal_perturbation(model, x, y, attack, sample_size=m,
 seed=seed, sign_norms=<the L2 grid>)` attacks, so each perturbation is the
 one that call returns. Error and fooling rates are measured on every loaded
-input over the whole L2 grid.
+input over the whole L2 grid, and (`universal.linf_grid`) those of every published
+vector's sign over the L-infinity grid.
 
 Caching and lineage are those of `keras_uap.pipelines.runner`: the inputs
 are the model and data files by content, the parameters everything that
@@ -41,7 +42,7 @@ import os
 import numpy as np
 
 from keras_uap.api import ATTACKS, STRATEGIES
-from keras_uap.method import PAPER_ATTACKS, default_sign_norms, l2_scale
+from keras_uap.method import L2_GRID, PAPER_ATTACKS, l2_scale
 from keras_uap.api._checks import range_if_outside
 from keras_uap.errors import UserError
 from keras_uap.pipelines import model_stages
@@ -49,126 +50,179 @@ from keras_uap.pipelines.comparison_stage import DEFAULT_LINF_GRID
 from keras_uap.pipelines.paths import check_output_dir
 from keras_uap.pipelines.code_versions import code_version
 from keras_uap.pipelines.runner import Stage, publish_run_outputs, recorded_timings, run_stage
-from keras_uap.pipelines.stage_params import AnalysisParams, ComparisonParams, DirectionsParams, UniversalParams
+from keras_uap.pipelines.stage_params import (
+    AnalysisParams,
+    ComparisonParams,
+    DirectionsParams,
+    UniversalParams,
+    replace_stage_fields,
+)
 
-__all__ = ["UserStudyConfig", "run_user_study", "USER_DATA_STAGE", "USER_REPORT_STAGE", "MODEL_NAME"]
+__all__ = ["UserStudyConfig", "UserDataParams", "run_user_study", "USER_DATA_STAGE", "USER_REPORT_STAGE", "MODEL_NAME",
+           "USER_DIRECTIONS", "USER_ANALYSIS", "USER_UNIVERSAL", "USER_COMPARISON"]
 
 # The name the model stages record for the user's model (and prefix its perturbation files with).
 MODEL_NAME = "model"
 RANDOM_SEEDS = (0, 1, 2)
-# run-all's iterative-UAP radii, for 784-value images in [0, 1] (`ComparisonParams`).
-_COMPARISON = ComparisonParams()
+# The singular values recorded per sample: enough to see the top of the
+# spectrum flatten or steepen with m, few enough to tabulate.
+SPECTRUM_TOP = 20
+# The user study's stage parameters (run-all's dataclasses, `stage_params`):
+# every loaded input attacked, one sample per m (the run's seed), every curve
+# over the whole grid with the samples' spectra and the L-infinity curves, no
+# invariant rotation. The L2 and L-infinity grids and the iterative UAP's
+# radii are run-all's, for 784-value images in [0, 1]; `for_data` scales them.
+USER_DIRECTIONS = DirectionsParams(limit=None, deepfool_subset=None, pgd_subset=None, batch_size=128)
+USER_ANALYSIS = AnalysisParams(invariant_angle=None)
+USER_UNIVERSAL = UniversalParams(sample_sizes=(100, 500), seeds=(0,), random_seeds=RANDOM_SEEDS, eps_grid=L2_GRID,
+                                 saturation=None, full_set_only=(), eval_subset=None, linf_grid=DEFAULT_LINF_GRID,
+                                 spectrum_top=SPECTRUM_TOP, batch_size=1000)
+USER_COMPARISON = ComparisonParams(sample_sizes=(100, 500), batch_size=1000)
+
+_STAGE_FIELDS = ("user_data", "directions", "analysis", "universal", "comparison")
 
 
 @dataclasses.dataclass(frozen=True)
-class UserStudyConfig:
-    """Everything a user study depends on.
+class UserDataParams:
+    """The `user_data` stage: the user's model and images.
 
     Attributes:
         model_path: a `.keras` (or `.h5`) file or a TF SavedModel directory.
         data: an `.npz` file (arrays `x`, `y`), an IDX directory, or a
             TensorFlow Datasets name.
         split: which split to load ("test", "train", or a TFDS split).
-        clip_min, clip_max: the valid input range; the data must lie in it.
-        attacks: attack names among `keras_uap.api.ATTACKS` (default: the paper's).
-        sample_sizes: how many directions each SVD uses (at most the inputs).
         limit: use only the first `limit` inputs (None: all). Every input
             used is attacked once per attack.
-        eps: the L2 norms of the curves, data units, also those over which
-            each vector's sign is chosen (None: `l2_grid`'s default).
-        linf_eps: the L-infinity budgets of the comparison (None: run-all's
-            0.05 to 0.3 times `clip_max - clip_min`).
-        analysis: run the analysis stage (spectra and theory checks).
-        comparison: run the comparison stage (iterative UAP, class-mean and
-            random directions; L2 and L-infinity curves).
-        strategy: "none" or "mirrored" (`keras_uap.api.make_strategy`).
-        seed: seeds the samples.
-        run_dir: where the stage outputs go.
-        force: redo stages even when cached.
-        attack_batch_size, eval_batch_size: inputs per batch (the first is
-            part of the directions' cache key, as in run-all).
-        progress: `progress(done, total)` for long loops, or None.
+        clip_min, clip_max: the valid input range; the data must lie in it.
     """
 
     model_path: str
     data: str
     split: str = "test"
+    limit: int | None = None
     clip_min: float = 0.0
     clip_max: float = 1.0
+
+
+@dataclasses.dataclass(frozen=True)
+class UserStudyConfig:
+    """Everything a user study depends on: the shared run fields and one
+    parameter dataclass per stage, run-all's (`stage_params`) with the user
+    study's defaults (`USER_DIRECTIONS`, ...).
+
+    Set stage fields with `replace_params`, e.g.
+    `cfg.replace_params(**{"universal.eps_grid": (1.0, 2.0)})`: it records
+    them in `user_set`, which `for_data` leaves as they are.
+
+    Attributes:
+        user_data: the model and the images (`UserDataParams`).
+        attacks: attack names among `keras_uap.api.ATTACKS` (default: the paper's).
+        directions, analysis, universal, comparison: the stages' parameters.
+            Before the stages run, `for_data` fits them to the loaded inputs:
+            `universal.eps_grid` (the L2 norms of the curves, also those
+            over which each vector's sign is chosen) scaled to the inputs'
+            size and range (`l2_scale`), `comparison.linf_grid` (the
+            L-infinity budgets) to their range, `universal.linf_grid` (the
+            budgets of every published vector's sign; () for none) and
+            `comparison.sample_sizes` following them and
+            `universal.sample_sizes`, the iterative UAP's radii scaled as the
+            grids are, and `universal.seeds` the run's seed.
+        analysis_enabled: run the analysis stage (spectra and theory checks).
+        comparison_enabled: run the comparison stage (iterative UAP,
+            class-mean and random directions; L2 and L-infinity curves).
+        strategy: "none" or "mirrored" (`keras_uap.api.make_strategy`).
+        seed: seeds the samples.
+        run_dir: where the stage outputs go.
+        force: redo stages even when cached.
+        progress: `progress(done, total)` for long loops, or None.
+        user_set: "stage.field" names the user chose; `for_data` leaves them alone.
+    """
+
+    user_data: UserDataParams
     attacks: tuple = PAPER_ATTACKS
-    sample_sizes: tuple = (100, 500)
-    limit: int | None = None
-    eps: tuple | None = None
-    linf_eps: tuple | None = None
-    analysis: bool = True
-    comparison: bool = True
+    directions: DirectionsParams = USER_DIRECTIONS
+    analysis: AnalysisParams = USER_ANALYSIS
+    universal: UniversalParams = USER_UNIVERSAL
+    comparison: ComparisonParams = USER_COMPARISON
+    analysis_enabled: bool = True
+    comparison_enabled: bool = True
     strategy: str = "none"
     seed: int = 0
     run_dir: str = "runs/study"
     force: bool = False
-    attack_batch_size: int = 128
-    eval_batch_size: int = 1000
     progress: object = None
+    user_set: tuple = ()
 
-    def l2_grid(self, input_shape):
-        """The L2 norms of the curves (0 left out): `eps`, or else run-all's
-        grid scaled to the inputs' size and range (`default_sign_norms`, the
-        API's default sign norms)."""
-        grid = default_sign_norms(input_shape, self.clip_min, self.clip_max) if self.eps is None else self.eps
-        return tuple(sorted({float(e) for e in grid if float(e) > 0}))
+    def replace_params(self, **changes):
+        """This configuration with `changes` {"stage.field": value} applied
+        and recorded in `user_set`."""
+        chosen = replace_stage_fields(self, _STAGE_FIELDS, changes, "universal.eps_grid")
+        return dataclasses.replace(chosen, user_set=tuple(dict.fromkeys((*self.user_set, *changes))))
 
-    def linf_grid(self):
-        """The comparison's L-infinity budgets (0 left out)."""
-        grid = [(self.clip_max - self.clip_min) * e for e in DEFAULT_LINF_GRID] if self.linf_eps is None \
-            else self.linf_eps
-        return tuple(sorted({float(e) for e in grid if float(e) > 0}))
+    def for_data(self, input_shape, n):
+        """This configuration fitted to `n` loaded inputs of `input_shape`:
+        the defaults that depend on the data scaled to it (the fields in
+        `user_set` as they are), every m at most n, 0 left out of the grids.
+        Apply it once, to the configuration as the user chose it."""
+        clip_min, clip_max = self.user_data.clip_min, self.user_data.clip_max
+        scale, span = l2_scale(input_shape, clip_min, clip_max), float(clip_max) - float(clip_min)
+        universal, comparison = self.universal, self.comparison
 
-    def stage_params(self, input_shape, n):
-        """(DirectionsParams, AnalysisParams, UniversalParams, ComparisonParams)
-        for `n` loaded inputs of `input_shape`: every input attacked, one
-        sample per m (m at most n), every curve over the whole grid, the
-        iterative UAP's radii scaled to the inputs as the grid is."""
-        sizes = tuple(sorted({min(int(m), n) for m in self.sample_sizes}))
-        scale, span = l2_scale(input_shape, self.clip_min, self.clip_max), self.clip_max - self.clip_min
-        directions = DirectionsParams(limit=None, deepfool_subset=None, pgd_subset=None,
-                                      batch_size=self.attack_batch_size)
-        analysis = AnalysisParams(invariant_angle=None)
-        universal = UniversalParams(sample_sizes=sizes, seeds=(self.seed,), random_seeds=RANDOM_SEEDS,
-                                    eps_grid=self.l2_grid(input_shape), saturation=None, full_set_only=(),
-                                    eval_subset=None, batch_size=self.eval_batch_size)
-        comparison = ComparisonParams(sample_sizes=sizes, build_eps=_COMPARISON.build_eps * scale,
-                                      linf_grid=self.linf_grid(),
-                                      linf_build_budget=_COMPARISON.linf_build_budget * span,
-                                      batch_size=self.eval_batch_size)
-        return directions, analysis, universal, comparison
+        def fitted(name, value):
+            """The field `name` ("stage.field") as the user set it, or else `value`."""
+            stage, _, field = name.partition(".")
+            return getattr(getattr(self, stage), field) if name in self.user_set else value
+
+        def grid(values):
+            return _positive(float(e) for e in values)
+
+        def sizes(values):
+            return _positive(min(int(m), n) for m in values)
+
+        linf_grid = grid(fitted("comparison.linf_grid", [span * e for e in comparison.linf_grid]))
+        universal = dataclasses.replace(
+            universal, sample_sizes=sizes(universal.sample_sizes), seeds=fitted("universal.seeds", (self.seed,)),
+            eps_grid=grid(fitted("universal.eps_grid", [scale * e for e in universal.eps_grid])),
+            linf_grid=grid(fitted("universal.linf_grid", linf_grid)))
+        comparison = dataclasses.replace(
+            comparison, sample_sizes=sizes(fitted("comparison.sample_sizes", universal.sample_sizes)),
+            linf_grid=linf_grid, build_eps=fitted("comparison.build_eps", comparison.build_eps * scale),
+            linf_build_budget=fitted("comparison.linf_build_budget", comparison.linf_build_budget * span))
+        return dataclasses.replace(self, universal=universal, comparison=comparison)
 
     def validate(self):
         """This configuration, or a UserError naming the first bad value."""
-        if not os.path.exists(self.model_path):
-            raise UserError(f"{self.model_path}: model not found")
-        if not os.path.exists(self.data) and _looks_like_path(self.data):
-            raise UserError(f"{self.data}: data not found")
+        data = self.user_data
+        if not os.path.exists(data.model_path):
+            raise UserError(f"{data.model_path}: model not found")
+        if not os.path.exists(data.data) and _looks_like_path(data.data):
+            raise UserError(f"{data.data}: data not found")
         if not self.attacks:
             raise UserError(f"no attack chosen; choose from: {', '.join(ATTACKS)}")
         for attack in self.attacks:
             if attack not in ATTACKS:
                 raise UserError(f"unknown attack {attack!r}; choose from: {', '.join(ATTACKS)}")
-        if not self.sample_sizes or any(not isinstance(m, int) or m < 1 for m in self.sample_sizes):
-            raise UserError(f"--sample-sizes must be integers >= 1, got {list(self.sample_sizes)}")
-        if self.limit is not None and self.limit < 1:
-            raise UserError(f"--limit must be at least 1, got {self.limit}")
+        sizes = self.universal.sample_sizes
+        if not sizes or any(not isinstance(m, int) or m < 1 for m in sizes):
+            raise UserError(f"--sample-sizes must be integers >= 1, got {list(sizes)}")
+        if data.limit is not None and data.limit < 1:
+            raise UserError(f"--limit must be at least 1, got {data.limit}")
         if self.strategy not in STRATEGIES:
             raise UserError(f"unknown strategy {self.strategy!r}; choose from: {', '.join(STRATEGIES)}")
-        for option, grid in (("--eps", self.eps), ("--linf-eps", self.linf_eps)):
-            if grid is not None and (not grid or any(not math.isfinite(e) or e < 0 for e in grid)
-                                     or not any(e > 0 for e in grid)):
+        for option, grid in (("--eps", self.universal.eps_grid), ("--linf-eps", self.comparison.linf_grid)):
+            if not grid or any(not math.isfinite(e) or e < 0 for e in grid) or not any(e > 0 for e in grid):
                 raise UserError(f"{option} must be finite norms >= 0, at least one positive, got {list(grid)}")
-        if not (math.isfinite(self.clip_min) and math.isfinite(self.clip_max) and self.clip_min < self.clip_max):
-            raise UserError(f"--clip-min must be below --clip-max, got {self.clip_min} and {self.clip_max}")
+        if not (math.isfinite(data.clip_min) and math.isfinite(data.clip_max) and data.clip_min < data.clip_max):
+            raise UserError(f"--clip-min must be below --clip-max, got {data.clip_min} and {data.clip_max}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise UserError(f"--seed must be an integer >= 0, got {self.seed!r}")
         check_output_dir(self.run_dir, "--run-dir")
         return self
+
+
+def _positive(values):
+    """`values` sorted, each once, those <= 0 left out."""
+    return tuple(sorted({v for v in values if v > 0}))
 
 
 def _looks_like_path(text):
@@ -249,42 +303,42 @@ def run_user_study(cfg, log=None):
     Returns:
         {stage label: `StageResult`}, in the order the stages ran:
         "user_data", "directions-model-<attack>" per attack,
-        "analysis-model" (with `cfg.analysis`), "universal-model",
-        "comparison-model" (with `cfg.comparison`), "user_report".
+        "analysis-model" (with `cfg.analysis_enabled`), "universal-model",
+        "comparison-model" (with `cfg.comparison_enabled`), "user_report".
 
     Raises:
         UserError: a bad setting, a missing or unreadable model or data set,
             or data that does not fit the model (shape, labels, range).
     """
     cfg.validate()
-    is_path = os.path.exists(cfg.data)
+    data = cfg.user_data
+    is_path = os.path.exists(data.data)
     results = {"user_data": run_stage(
         USER_DATA_STAGE, os.path.join(cfg.run_dir, "user_data"),
-        inputs={"model": cfg.model_path, **({"data": cfg.data} if is_path else {})},
-        params={"tfds_name": None if is_path else cfg.data, "split": cfg.split, "limit": cfg.limit,
-                "clip_min": float(cfg.clip_min), "clip_max": float(cfg.clip_max)},
+        inputs={"model": data.model_path, **({"data": data.data} if is_path else {})},
+        params={"tfds_name": None if is_path else data.data, "split": data.split, "limit": data.limit,
+                "clip_min": float(data.clip_min), "clip_max": float(data.clip_max)},
         force=cfg.force, log=log)}
     summary = results["user_data"].summary
     n = summary["n"]
-    if log and max(cfg.sample_sizes) > n:
-        log(f"--sample-sizes {', '.join(str(m) for m in sorted(cfg.sample_sizes) if m > n)}: only {n} inputs, "
-            f"so the SVD uses all {n}")
-    directions_params, analysis_params, universal_params, comparison_params = cfg.stage_params(
-        tuple(summary["input_shape"]), n)
+    if log and max(cfg.universal.sample_sizes) > n:
+        log(f"--sample-sizes {', '.join(str(m) for m in sorted(cfg.universal.sample_sizes) if m > n)}: only {n} "
+            f"inputs, so the SVD uses all {n}")
+    fitted = cfg.for_data(tuple(summary["input_shape"]), n)
     run = model_stages.ModelRun(
-        run_dir=cfg.run_dir, seed=cfg.seed, tag=MODEL_NAME, model=MODEL_NAME, model_file=cfg.model_path,
+        run_dir=cfg.run_dir, seed=cfg.seed, tag=MODEL_NAME, model=MODEL_NAME, model_file=data.model_path,
         test_data=os.path.join(results["user_data"].output_dir, "test.npz"), strategy=cfg.strategy,
         progress=cfg.progress, force=cfg.force, log=log)
-    directions = {attack: model_stages.collect_directions(run, attack, directions_params)
+    directions = {attack: model_stages.collect_directions(run, attack, fitted.directions)
                   for attack in ATTACKS if attack in cfg.attacks}
     results.update({f"directions-{MODEL_NAME}-{attack}": r for attack, r in directions.items()})
-    if cfg.analysis:
-        results[f"analysis-{MODEL_NAME}"] = model_stages.analyse(run, directions, analysis_params)
+    if cfg.analysis_enabled:
+        results[f"analysis-{MODEL_NAME}"] = model_stages.analyse(run, directions, fitted.analysis)
     universal = results[f"universal-{MODEL_NAME}"] = model_stages.evaluate_universal(run, directions,
-                                                                                     universal_params)
-    if cfg.comparison:
-        results[f"comparison-{MODEL_NAME}"] = model_stages.compare_methods(run, comparison_params, universal_params,
-                                                                           directions_params.limit, universal)
+                                                                                     fitted.universal)
+    if cfg.comparison_enabled:
+        results[f"comparison-{MODEL_NAME}"] = model_stages.compare_methods(run, fitted.comparison, fitted.universal,
+                                                                           fitted.directions.limit, universal)
     report_inputs = {"summary": os.path.join(results["user_data"].output_dir, "summary.json"),
                      "universal": universal.output_dir}
     for name in ("analysis", "comparison"):
@@ -293,8 +347,8 @@ def run_user_study(cfg, log=None):
     results["user_report"] = run_stage(
         USER_REPORT_STAGE, os.path.join(cfg.run_dir, "user_report"), inputs=report_inputs,
         settings={"timings": recorded_timings(results),
-                  "sources": {"model": os.path.abspath(cfg.model_path),
-                              "data": os.path.abspath(cfg.data) if is_path else cfg.data, "split": cfg.split}},
+                  "sources": {"model": os.path.abspath(data.model_path),
+                              "data": os.path.abspath(data.data) if is_path else data.data, "split": data.split}},
         force=cfg.force, log=log)
     publish_run_outputs(cfg.run_dir, os.path.join(results["user_report"].output_dir, "metrics.json"),
                         [os.path.join(universal.output_dir, "perturbations")])

@@ -20,7 +20,7 @@ from keras_uap.report.tables import ATTACK_ORDER, MODEL_ORDER
 from keras_uap.report.tensorboard import write_tensorboard
 
 __all__ = ["REQUIRED_METRIC_KEYS", "build_metrics", "measured_metrics", "build_report", "missing_metric_keys",
-           "plain_json"]
+           "plain_json", "spectrum_entry"]
 
 # Keys that downstream checks rely on; `{m}` stands for every sample size present
 # (or asked for) and `{stage}` for every stage timed. Null values count as present.
@@ -86,7 +86,11 @@ def _error_rate_at(curve, eps):
     return float(np.interp(eps, grid[order], rate[order]))
 
 
-def _spectrum_entry(entry, vectors=None):
+def spectrum_entry(entry, vectors=None):
+    """A spectrum's metrics from the analysis stage's entry (`singular_values`,
+    `singular_values_sample`, `fractions`): both spectra, the top-1/5/10
+    fractions of each and, with its top singular `vectors`, how flat the
+    first is (`top_vector_constant_cosine`)."""
     out = {"singular_values": entry.get("singular_values", []),
            "singular_values_sample": entry.get("singular_values_sample", [])}
     fractions = entry.get("fractions", {})
@@ -129,10 +133,10 @@ def build_metrics(analysis, top_vectors, universal, models_info, data_info, timi
             **_history_summary(info.get("history"))}
         spectrum = a.get("spectrum", {})
         if spectrum:
-            metrics["spectrum"][model] = {k: _spectrum_entry(spectrum[k], vectors.get(k))
+            metrics["spectrum"][model] = {k: spectrum_entry(spectrum[k], vectors.get(k))
                                           for k in _ordered(spectrum, ATTACK_ORDER)}
         if "invariant" in a:
-            metrics["invariant_spectrum"][model] = _spectrum_entry(a["invariant"], vectors.get("invariant"))
+            metrics["invariant_spectrum"][model] = spectrum_entry(a["invariant"], vectors.get("invariant"))
         if a.get("comparison"):
             metrics["invariant"][model] = {k: dict(a["comparison"][k]) for k in _ordered(a["comparison"], ATTACK_ORDER)}
         if a.get("theory"):

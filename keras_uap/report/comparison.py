@@ -13,7 +13,8 @@ import numpy as np
 
 from keras_uap.report.tables import MODEL_ORDER, display_name, fmt, markdown_table
 
-__all__ = ["METHOD_NAMES", "COST_RATIO_MAX", "comparison_metrics", "comparison_markdown", "comparison_figure"]
+__all__ = ["METHOD_NAMES", "COST_RATIO_MAX", "comparison_metrics", "l2_table", "verdict_lines", "linf_table",
+           "comparison_markdown", "comparison_figure"]
 
 METHOD_NAMES = {"svd_gradient": "SVD-UAP (gradient)", "svd_deepfool": "SVD-UAP (DeepFool)",
                 "iterative_uap": "iterative UAP", "class_mean": "class-mean difference", "random": "random"}
@@ -102,7 +103,9 @@ def comparison_metrics(comparison, transfer=None):
     return metrics
 
 
-def _l2_table(metrics):
+def l2_table(metrics):
+    """Per model, m and method: build time and gradient evaluations, error and
+    fooling rate at the build norm, ε50 and ε80 (from `comparison_metrics`' sections)."""
     rows = []
     for model, methods in metrics["comparison"].items():
         eps = metrics["comparison_settings"][model]["build_eps"]
@@ -116,7 +119,9 @@ def _l2_table(metrics):
                            "error rate at ‖δ‖₂ = build norm", "fooling rate there", "ε50", "ε80"], rows)
 
 
-def _verdict_lines(metrics):
+def verdict_lines(metrics):
+    """One line per model, m and SVD-UAP: does it reach the iterative UAP's
+    fooling rate at a tenth of its cost or less (`cost_verdict`)?"""
     lines = []
     for model, by_m in metrics["cost_verdict"].items():
         for m, methods in by_m.items():
@@ -132,7 +137,9 @@ def _verdict_lines(metrics):
     return lines
 
 
-def _linf_table(metrics):
+def linf_table(metrics):
+    """Per model, m and method: error rates over the L-infinity budgets, the
+    budget for 50%, and the build cost."""
     rows = []
     for model, methods in metrics["linf"].items():
         seconds = metrics["timings"]["linf_seconds"][model]
@@ -176,19 +183,19 @@ def comparison_markdown(metrics, figure_path=None):
              "iterative UAP is built for its one radius; away from it, its scaled direction is an approximation). "
              "Cost: wall-clock build time with the model loaded and traced, and gradient evaluations (one backward "
              "pass per input; DeepFool: per iteration and candidate logit difference).", "",
-             _l2_table(metrics), "",
+             l2_table(metrics), "",
              f"**Does SVD-UAP reach the iterative UAP's fooling rate at equal norm at a tenth of its cost or less?** "
              f"(fooling rate = prediction changed, what the iterative UAP optimises; cost ratio = SVD-UAP / "
              f"iterative UAP in gradient evaluations, which must be ≤ {COST_RATIO_MAX}: counted work decides, "
              f"the same for the same seed on any machine; the time ratio is shown beside it)", "",
-             *_verdict_lines(metrics), ""]
+             *verdict_lines(metrics), ""]
     if figure_path:
         lines += [f"![Universal perturbation methods, L2]({figure_path})", ""]
     lines += ["### L-infinity", "",
               f"The sign of each L2 direction above (largest sample) scaled to an L-infinity budget, at no cost beyond "
               f"the L2 direction's, beside the iterative UAP built in the L-infinity ball of radius "
               f"{fmt(settings['linf_build_budget'], 2)} from the same sample and rescaled.", "",
-              _linf_table(metrics), ""]
+              linf_table(metrics), ""]
     if metrics.get("transfer"):
         t = metrics["transfer"]
         lines += ["### Transfer across models", "",

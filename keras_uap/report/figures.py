@@ -16,8 +16,9 @@ from matplotlib.ticker import MaxNLocator, NullFormatter
 from keras_uap.report.claims import AVG_DOT_MAX, ERROR_RATE_TARGET, TOP5_FRACTION_MIN
 from keras_uap.report.tables import ATTACK_ORDER, display_name
 
-__all__ = ["spectrum_fraction_bars", "singular_value_spectra", "invariant_dot_bars", "universal_curves",
-           "singular_vector_grid", "theory_panels", "training_curves", "fgsm_clipping_curves", "draw_all"]
+__all__ = ["spectrum_fraction_bars", "singular_value_spectra", "sample_spectra", "invariant_dot_bars",
+           "universal_curves", "display_image", "perturbation_images", "singular_vector_grid", "theory_panels",
+           "training_curves", "fgsm_clipping_curves", "draw_all"]
 
 DPI = 110
 _M_COLOURS = ("tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown")
@@ -97,6 +98,32 @@ def singular_value_spectra(path, title, spectra, sample_label="sample", all_labe
     return _save(fig, path)
 
 
+def sample_spectra(path, title, spectra):
+    """The top singular values of each SVD sample, one panel per attack and
+    one line per sample size m: σᵢ²/m, the top eigenvalues of the sample's
+    M = (1/m) Σ a aᵀ/‖a‖² (Theorem 1's λ at i = 1), on one scale for every m.
+
+    Args:
+        path: PNG to write.
+        title: figure title.
+        spectra: attack -> m (string) -> the sample's top singular values, descending.
+    """
+    fig, axes = _panels(len(spectra), sharey=True)
+    for ax, (attack, by_m) in zip(axes[0], spectra.items()):
+        for i, (m, values) in enumerate(sorted(by_m.items(), key=lambda kv: int(kv[0]))):
+            eigenvalues = _floats(values) ** 2 / int(m)
+            eigenvalues[eigenvalues <= 0] = np.nan  # rank deficiency (m below the values kept) off the log axis
+            ax.plot(np.arange(1, eigenvalues.size + 1), eigenvalues, ".-", ms=3,
+                    color=_M_COLOURS[i % len(_M_COLOURS)], label=f"m={m}")
+        ax.set_yscale("log")
+        ax.set_title(display_name(attack))
+        ax.set_xlabel("index i")
+    axes[0, 0].set_ylabel("σᵢ² / m")
+    axes[0, 0].legend(fontsize=7)
+    fig.suptitle(title, y=1.04)
+    return _save(fig, path)
+
+
 def invariant_dot_bars(path, title, comparison, threshold=AVG_DOT_MAX):
     """Figures 2b/3b: average |dot product| of top-5/top-10 adversarial vs invariant
     singular vectors, for the sample and for all inputs, grouped per attack."""
@@ -118,7 +145,8 @@ def invariant_dot_bars(path, title, comparison, threshold=AVG_DOT_MAX):
     return _save(fig, path)
 
 
-def universal_curves(path, title, curves, random=None, clean_error_rate=None, target=ERROR_RATE_TARGET):
+def universal_curves(path, title, curves, random=None, clean_error_rate=None, target=ERROR_RATE_TARGET,
+                     norm_label="‖δ‖₂"):
     """Figures 5/6: error rate vs L2 norm of the universal perturbation, one panel per attack.
 
     Args:
@@ -128,6 +156,7 @@ def universal_curves(path, title, curves, random=None, clean_error_rate=None, ta
         random: the random-direction baseline curve, or None.
         clean_error_rate: error rate without perturbation (dotted line), or None.
         target: the paper's 80% level (dotted line).
+        norm_label: the x axis (the norm `eps` is in).
     """
     fig, axes = _panels(len(curves), sharey=True)
     first_ms = None
@@ -147,13 +176,54 @@ def universal_curves(path, title, curves, random=None, clean_error_rate=None, ta
             ax.axhline(clean_error_rate, color="0.6", ls="-.", lw=0.8, label="clean")
         ax.axhline(target, color="k", ls="--", lw=0.8)
         ax.set_title(display_name(attack))
-        ax.set_xlabel("‖δ‖₂")
+        ax.set_xlabel(norm_label)
         ax.set_ylim(0, 1.02)
         if set(by_m) != first_ms:  # e.g. an attack run on a subset: its own sample sizes
             ax.legend(fontsize=7, loc="lower right")
     axes[0, 0].set_ylabel("error rate (solid), prediction changed (dotted)")
     axes[0, 0].legend(fontsize=7, loc="lower right")
     fig.suptitle(title, y=1.04)  # above the panel titles (bbox_inches="tight" keeps it in the PNG)
+    return _save(fig, path)
+
+
+def display_image(v):
+    """An (H, W, C) perturbation as something `imshow` draws: (H, W, 3) RGB in
+    [0, 1] for C = 3, else an (H, W) map in [0, 1] (the only channel, or the
+    channel mean) for a grey colormap.
+
+    The values are rescaled symmetrically, 0.5 + 0.5 * v / max|v|, so that
+    mid-grey is zero and the sign of each pixel stays visible.
+    """
+    v = np.asarray(v, dtype=np.float64)
+    if v.ndim == 2:
+        v = v[..., None]
+    if v.ndim != 3:
+        raise ValueError(f"`v` must have shape (H, W) or (H, W, C). Received: shape={v.shape}")
+    if v.shape[-1] != 3:
+        v = v.mean(axis=-1)
+    limit = float(np.max(np.abs(v))) or 1.0
+    return np.clip(0.5 + 0.5 * v / limit, 0.0, 1.0)
+
+
+def perturbation_images(path, title, perturbations):
+    """Universal perturbations as images (`display_image`), one row per
+    attack and one column per sample size.
+
+    Args:
+        path: PNG to write.
+        title: figure title.
+        perturbations: attack -> m (string) -> a perturbation of one input's shape.
+    """
+    columns = max(len(by_m) for by_m in perturbations.values())
+    fig, axes = _panels(columns, width=2.2, height=2.4, rows=len(perturbations))
+    for row, (attack, by_m) in zip(axes, perturbations.items()):
+        for ax in row:
+            ax.set_axis_off()
+        for ax, (m, v) in zip(row, sorted(by_m.items(), key=lambda kv: int(kv[0]))):
+            image = display_image(v)
+            ax.imshow(image, cmap="gray" if image.ndim == 2 else None, vmin=0.0, vmax=1.0, interpolation="nearest")
+            ax.set_title(f"{display_name(attack)}, m={m}", fontsize=9)
+    fig.suptitle(title, fontsize=10)
     return _save(fig, path)
 
 

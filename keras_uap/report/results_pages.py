@@ -1,14 +1,19 @@
 """The results pages: the README's headline table and `docs/results.md`, made
-from a run's `metrics.json` (their content: `results_sections`), and from a
-sweep's `metrics.json` (`keras-uap sweep`) the page's sweep section.
+from a run's `metrics.json` (their content: `results_sections`), from a
+sweep's `metrics.json` (`keras-uap sweep`) the page's sweep section, and from
+the `metrics.json` of a run with several training seeds (`run-all
+--training-seeds`) the page's training-seed section.
 
 Every number on the pages is read through a `MetricsReader`, which records
 the keys it reads, so that the snapshots written beside the pages
-(`docs/metrics-default.json`, `docs/metrics-sweep.json`) hold exactly the
-numbers the pages show and the pages can be made again from them alone.
+(`docs/metrics-default.json`, `docs/metrics-sweep.json`,
+`docs/metrics-seeds.json`) hold exactly the numbers the pages show and the
+pages can be made again from them alone. The sweep's and the seeds' sections
+come from their committed snapshots unless another `metrics.json` is named,
+so that remaking the pages from a new default run keeps them.
 
     python -m keras_uap.report.results_pages --metrics runs/default/metrics.json \
-        --sweep-metrics runs/sweep/metrics.json
+        [--sweep-metrics runs/sweep/metrics.json] [--seeds-metrics runs/seeds/metrics.json]
 """
 
 import argparse
@@ -38,30 +43,35 @@ SWEEP_FIGURES = tuple(sweep_report.FIGURES)
 
 class Pages(NamedTuple):
     """The README's results section, `docs/results.md`, and the snapshots they were made from
-    (`sweep_snapshot`: None without a sweep)."""
+    (`sweep_snapshot`, `seeds_snapshot`: None without a sweep, without several training seeds)."""
 
     readme_section: str
     results_page: str
     snapshot: dict
     sweep_snapshot: dict = None
+    seeds_snapshot: dict = None
 
 
-def make_pages(metrics, sweep=None):
+def make_pages(metrics, sweep=None, seeds=None):
     """The README section, `docs/results.md` and the snapshots of every number they show.
 
     Args:
         metrics: a run's `metrics.json`, loaded (or a snapshot of one).
         sweep: a sweep's `metrics.json`, loaded (or a snapshot of one), for the page's sweep section;
             None leaves the section out.
+        seeds: the `metrics.json` of a run with several training seeds (its `seeds` section), loaded (or a
+            snapshot of one), for the page's training-seed section; None leaves the section out.
 
     Returns:
-        `Pages`; `make_pages(pages.snapshot, pages.sweep_snapshot)` gives the same text again.
+        `Pages`; `make_pages(pages.snapshot, pages.sweep_snapshot, pages.seeds_snapshot)` gives the same text
+        again.
     """
     r = MetricsReader(metrics)
     s = MetricsReader(sweep) if sweep is not None else None
+    t = MetricsReader(seeds) if seeds is not None else None
     readme = "\n".join([README_BEGIN, readme_section(r), README_END])
-    page = results_page(r, s)
-    return Pages(readme, page, r.snapshot(), s.snapshot() if s else None)
+    page = results_page(r, s, t)
+    return Pages(readme, page, r.snapshot(), s.snapshot() if s else None, t.snapshot() if t else None)
 
 
 def replace_readme_section(readme_text, section):
@@ -102,7 +112,8 @@ def _copy_figures(metrics_path, names, figures_dir):
 
 def write_results_pages(metrics_path, readme="README.md", results="docs/results.md",
                         snapshot="docs/metrics-default.json", figures_dir=None, sweep_metrics=None,
-                        sweep_snapshot="docs/metrics-sweep.json"):
+                        sweep_snapshot="docs/metrics-sweep.json", seeds_metrics=None,
+                        seeds_snapshot="docs/metrics-seeds.json"):
     """Writes the README's results section, the results page and the snapshots from a run's `metrics.json`
     (and a sweep's).
 
@@ -117,12 +128,15 @@ def write_results_pages(metrics_path, readme="README.md", results="docs/results.
             None leaves the section out and writes no sweep snapshot.
         sweep_snapshot: where the snapshot of the sweep's numbers shown is written (skipped when it is
             `sweep_metrics`).
+        seeds_metrics, seeds_snapshot: the same for the training-seed section, from the `metrics.json` of a
+            run with several training seeds.
 
     Returns:
         The `Pages` written.
     """
     sweep = _load(sweep_metrics, "sweep", "a sweep's") if sweep_metrics else None
-    pages = make_pages(_load(metrics_path), sweep)
+    seeds = _load(seeds_metrics, "seeds", "a several-seed run's") if seeds_metrics else None
+    pages = make_pages(_load(metrics_path), sweep, seeds)
     try:
         with open(readme, encoding="utf-8") as f:
             readme_text = replace_readme_section(f.read(), pages.readme_section)
@@ -131,6 +145,8 @@ def write_results_pages(metrics_path, readme="README.md", results="docs/results.
     _write_snapshot(pages.snapshot, snapshot, metrics_path)
     if sweep_metrics:
         _write_snapshot(pages.sweep_snapshot, sweep_snapshot, sweep_metrics)
+    if seeds_metrics:
+        _write_snapshot(pages.seeds_snapshot, seeds_snapshot, seeds_metrics)
     with open(results, "w", encoding="utf-8") as f:
         f.write(pages.results_page)
     with open(readme, "w", encoding="utf-8") as f:
@@ -142,9 +158,17 @@ def write_results_pages(metrics_path, readme="README.md", results="docs/results.
     return pages
 
 
+def _published(given, snapshot):
+    """The `metrics.json` a section is made from: `given`; by default the committed snapshot where there is
+    one; '' for none."""
+    if given is None:
+        return snapshot if os.path.exists(snapshot) else None
+    return given or None
+
+
 def main(argv=None):
-    """`python -m keras_uap.report.results_pages --metrics RUN/metrics.json [--sweep-metrics SWEEP/metrics.json]`;
-    user errors exit 2."""
+    """`python -m keras_uap.report.results_pages --metrics RUN/metrics.json [--sweep-metrics SWEEP/metrics.json]
+    [--seeds-metrics SEEDS/metrics.json]`; user errors exit 2."""
     parser = argparse.ArgumentParser(prog="python -m keras_uap.report.results_pages",
                                      description=__doc__.split("\n")[0])
     parser.add_argument("--metrics", required=True, help="a run's metrics.json (or docs/metrics-default.json)")
@@ -153,13 +177,19 @@ def main(argv=None):
     parser.add_argument("--snapshot", default="docs/metrics-default.json")
     parser.add_argument("--figures-dir", default="docs/figures",
                         help="copy the pages' figures here from <run>/report/figures ('' copies none)")
-    parser.add_argument("--sweep-metrics", help="a sweep's metrics.json (or docs/metrics-sweep.json): adds the "
-                                                "training-rotation sweep's section; without it the page has none")
+    parser.add_argument("--sweep-metrics", help="a sweep's metrics.json for the training-rotation sweep's "
+                                                "section (default: the --sweep-snapshot where it exists; '' "
+                                                "leaves the section out)")
     parser.add_argument("--sweep-snapshot", default="docs/metrics-sweep.json")
+    parser.add_argument("--seeds-metrics", help="the metrics.json of a run-all with several --training-seeds "
+                                                "for the training-seed section (default: the --seeds-snapshot "
+                                                "where it exists; '' leaves the section out)")
+    parser.add_argument("--seeds-snapshot", default="docs/metrics-seeds.json")
     args = parser.parse_args(argv)
     try:
         write_results_pages(args.metrics, args.readme, args.results, args.snapshot, args.figures_dir or None,
-                            args.sweep_metrics, args.sweep_snapshot)
+                            _published(args.sweep_metrics, args.sweep_snapshot), args.sweep_snapshot,
+                            _published(args.seeds_metrics, args.seeds_snapshot), args.seeds_snapshot)
     except UserError as exc:
         print(f"results_pages: error: {exc}", file=sys.stderr)
         sys.exit(2)

@@ -12,6 +12,7 @@ through its own reader `s`.
 from keras_uap.report.claims import (AVG_DOT_MAX, CANNOT_BE_JUDGED, DOES_NOT_HOLD, ERROR_RATE_TARGET, HOLDS,
                                      SEEDS_DISAGREE, THEOREM2_BOUND_MAX, TOP5_FRACTION_MIN)
 from keras_uap.report.comparison import METHOD_NAMES
+from keras_uap.report.seeds import HEADLINES, seeds_table
 from keras_uap.report.sweep_report import TEST_SETS, figure_lines, reading_lines
 from keras_uap.report.tables import (ATTACK_ORDER, MODEL_ORDER, PAPER_PRINCIPAL_ANGLES_DEG, display_name, fmt,
                                      markdown_table)
@@ -277,6 +278,29 @@ def _sweep_section(s):
             *reading_lines(s, models), *figure_lines(), ""]
 
 
+def _seeds_section(s, run_models):
+    """What varies with the training seed: the `seeds` section of a run with several training seeds, its
+    command, and each headline number per seed with its mean and range; `run_models` are the page's models
+    (those not retrained are named)."""
+    training_seeds = s.get("seeds", "training_seeds", default=[])
+    models = s.keys("seeds", "models", order=MODEL_ORDER)
+    section = {"training_seeds": training_seeds,
+               "models": {m: {key: {part: s.get("seeds", "models", m, key, part) for part in
+                                    ("values", "mean", "min", "max")} for key in HEADLINES} for m in models}}
+    seeds = ",".join(str(x) for x in training_seeds)
+    return ["## What varies with the training seed", "",
+            f"Made by `keras-uap run-all --models {','.join(models)} --training-seeds {seeds}` (the default "
+            f"profile), its numbers shown from the snapshot [`metrics-seeds.json`](metrics-seeds.json): each model "
+            f"trained with each seed, then attacked, analysed and evaluated on the same test inputs and samples "
+            f"(those of seed {training_seeds[0]}), so the spread is the training's alone. The sections above show "
+            f"seed {training_seeds[0]}'s models: a difference between two models, or from the paper, that is "
+            "smaller than these ranges is within what retraining alone changes. ε80: n/a where the curve does not "
+            "reach 80% on its grid, left out of the mean.", "",
+            *([f"Not retrained with other seeds: {', '.join(display_name(m) for m in missing)}.", ""]
+              if (missing := [m for m in run_models if m not in models]) else []),
+            seeds_table(section), ""]
+
+
 def _verdict_table(r, entries, verdicts=VERDICTS):
     by_claim = {}
     for e in entries:
@@ -303,9 +327,10 @@ def _claims_section(r):
     return lines
 
 
-def results_page(r, sweep=None):
+def results_page(r, sweep=None, seeds=None):
     """`docs/results.md` from the run's reader `r`, with the sweep's section where `sweep` (a reader of a
-    sweep's `metrics.json`) is given."""
+    sweep's `metrics.json`) is given, and the training seeds' where `seeds` (a reader of the `metrics.json` of
+    a run with several training seeds) is."""
     models = _models(r)
     trained = [[display_name(m), fmt(r.get("models", m, "test_accuracy"), 3), fmt(r.get("models", m, "epochs")),
                 f"{r.get('models', m, 'universal_n_eval'):,}" if r.get("models", m, "universal_n_eval") else "n/a"]
@@ -330,6 +355,7 @@ def results_page(r, sweep=None):
     lines += _theory_section(r, models)
     lines += _comparison_section(r, models)
     lines += _transfer_section(r)
+    lines += _seeds_section(seeds, models) if seeds is not None else []
     lines += _sweep_section(sweep) if sweep is not None else []
     lines += _claims_section(r)
     return "\n".join(lines).rstrip() + "\n"

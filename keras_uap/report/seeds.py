@@ -14,7 +14,7 @@ from keras_uap.report import claims
 from keras_uap.report.claims import metric_at
 from keras_uap.report.tables import display_name, fmt, markdown_table
 
-__all__ = ["HEADLINES", "headline_numbers", "seeds_section", "seeds_markdown"]
+__all__ = ["HEADLINES", "headline_numbers", "seeds_section", "seeds_table", "seeds_markdown"]
 
 # Key in the section -> (what the number is, decimals in the table).
 HEADLINES = {
@@ -88,8 +88,8 @@ def seeds_section(by_seed):
                        for model, per_seed in numbers.items()}}
 
 
-def seeds_markdown(section):
-    """The report's "Training seeds" section: each headline number per seed, its mean and range."""
+def seeds_table(section):
+    """Each headline number of a `seeds` section per seed, its mean and range, as a markdown table."""
     seeds = section["training_seeds"]
     rows = []
     for model, numbers in section["models"].items():
@@ -100,7 +100,12 @@ def seeds_markdown(section):
             mean = fmt(s["mean"], max(digits, 1)) + over
             rows.append([display_name(model), label, *(fmt(v, digits) for v in s["values"]), mean,
                          f"{fmt(s['min'], digits)} – {fmt(s['max'], digits)}"])
-    table = markdown_table(["Model", "number", *(f"seed {s}" for s in seeds), "mean", "min – max"], rows)
+    return markdown_table(["Model", "number", *(f"seed {s}" for s in seeds), "mean", "min – max"], rows)
+
+
+def seeds_markdown(section):
+    """The report's "Training seeds" section: each headline number per seed, its mean and range."""
+    seeds = section["training_seeds"]
     return "\n".join([
         "## Training seeds", "",
         f"Every model was trained with each of the training seeds {', '.join(map(str, seeds))}, then attacked, "
@@ -109,4 +114,4 @@ def seeds_markdown(section):
         f"the curve does not reach 80% on its grid, left out of the mean (which then says over how many seeds). "
         f"A counted claim whose verdict differs between seeds is marked \"{claims.SEEDS_DISAGREE}\" in the "
         f"Reading and not counted as holding.", "",
-        table])
+        seeds_table(section)])

@@ -13,9 +13,11 @@ import os
 from keras_uap.method import ATTACK_NAMES, PAPER_ATTACKS
 
 __all__ = ["MODEL_ORDER", "ATTACK_ORDER", "PAPER_ATTACKS", "PAPER_PRINCIPAL_ANGLES_DEG", "PUBLISHED_MNIST_ROT_ERROR",
-           "PAPER_FIGURES", "display_name", "fmt", "markdown_table", "models_table", "spectrum_table",
-           "invariant_dot_table", "principal_angles_table", "principal_angles_all_table", "universal_table", "sign_table",
-           "fgsm_clipping_table", "theory_table", "theorem2_table", "timings_table", "all_tables", "report_markdown"]
+           "PAPER_FIGURES", "SPECTRUM_COLUMNS", "UNIVERSAL_COLUMNS", "THEORY_COLUMNS", "THEOREM2_COLUMNS",
+           "display_name", "fmt", "markdown_table", "models_table", "spectrum_rows", "spectrum_table",
+           "invariant_dot_table", "principal_angles_table", "principal_angles_all_table", "universal_rows",
+           "universal_table", "sign_table", "fgsm_clipping_table", "theory_rows", "theory_table", "theorem2_rows",
+           "theorem2_table", "timings_table", "all_tables", "report_markdown"]
 
 # Paper order, so that tables, panels and legends read like the paper's; others follow sorted.
 MODEL_ORDER = ("stdcnn", "gcnn", "roteqnet")
@@ -84,14 +86,33 @@ def models_table(metrics):
                            "clean error rate (universal stage)", "best val. accuracy", "epochs", "export"], rows)
 
 
+# The per-model tables (spectrum, universal curves, theory) are one model's
+# rows under these columns: the paper's report prepends a "Model" column,
+# the user study's (`keras_uap.pipelines.user_report`) shows its one model's.
+SPECTRUM_COLUMNS = ["Attack", "top-1", "top-5", "top-10", "top-5 (sample)"]
+UNIVERSAL_COLUMNS = ["Direction", "m", "max error rate", "ε50", "ε80", "fooling ε50", "fooling ε80",
+                     "ε50 / random", "ε80 / random"]
+THEORY_COLUMNS = ["Attack", "λ₁", "λ₂", "gap γ", "Thm 1 bound holds, in sample (sanity)",
+                  "Thm 1 bound holds, held-out half"]
+THEOREM2_COLUMNS = ["Attack", "m", "ε", "γ", "bound", "‖v − ṽ‖ (sign-aligned)", "m where ε < γ (ε ∝ 1/√m)"]
+
+
+def _per_model(section, rows_of, columns):
+    """A table of every model's rows (`rows_of(entries)`), the model first."""
+    return markdown_table(["Model", *columns], [[display_name(model), *row] for model, entries in section.items()
+                                                for row in rows_of(entries)])
+
+
+def spectrum_rows(attacks):
+    """One model's spectrum rows: per attack, the fractions of the total
+    squared spectrum in the top 1/5/10 singular values (and top 5 of the sample)."""
+    return [[display_name(attack), fmt(s["top1_fraction"]), fmt(s["top5_fraction"]), fmt(s["top10_fraction"]),
+             fmt(s["top5_fraction_sample"])] for attack, s in attacks.items()]
+
+
 def spectrum_table(metrics):
     """Fractions of the total squared spectrum in the top 1/5/10 singular values."""
-    rows = []
-    for model, attacks in metrics["spectrum"].items():
-        for attack, s in attacks.items():
-            rows.append([display_name(model), display_name(attack), fmt(s["top1_fraction"]),
-                         fmt(s["top5_fraction"]), fmt(s["top10_fraction"]), fmt(s["top5_fraction_sample"])])
-    return markdown_table(["Model", "Attack", "top-1", "top-5", "top-10", "top-5 (sample)"], rows)
+    return _per_model(metrics["spectrum"], spectrum_rows, SPECTRUM_COLUMNS)
 
 
 def invariant_dot_table(metrics):
@@ -128,19 +149,24 @@ def principal_angles_all_table(metrics):
     return markdown_table(["Model", "Attack", "inputs", "θ1", "θ2", "θ3", "θ4", "θ5"], rows)
 
 
+def universal_rows(entries):
+    """One model's universal-curve rows (attack -> m -> curve, and "random"
+    -> its curve): the norms at which each direction reaches 50%/80% error
+    and fooling rate, and their ratios to random's."""
+    rows = []
+    for attack, by_m in entries.items():
+        curves = [("—", by_m)] if attack == "random" else list(by_m.items())
+        for m, c in curves:
+            top = max((v for v in c["error_rate"] if v is not None), default=None)
+            norms = [fmt(c.get(k), 2) for k in ("eps50", "eps80", "fooling_eps50", "fooling_eps80",
+                                                 "ratio_eps50_to_random", "ratio_eps80_to_random")]
+            rows.append([display_name(attack), m, fmt(top)] + norms)
+    return rows
+
+
 def universal_table(metrics):
     """Norms at which each universal direction reaches 50%/80% error rate, vs random."""
-    rows = []
-    for model, entries in metrics["universal"].items():
-        for attack, by_m in entries.items():
-            curves = [("—", by_m)] if attack == "random" else list(by_m.items())
-            for m, c in curves:
-                top = max((v for v in c["error_rate"] if v is not None), default=None)
-                norms = [fmt(c.get(k), 2) for k in ("eps50", "eps80", "fooling_eps50", "fooling_eps80",
-                                                     "ratio_eps50_to_random", "ratio_eps80_to_random")]
-                rows.append([display_name(model), display_name(attack), m, fmt(top)] + norms)
-    return markdown_table(["Model", "Direction", "m", "max error rate", "ε50", "ε80", "fooling ε50",
-                           "fooling ε80", "ε50 / random", "ε80 / random"], rows)
+    return _per_model(metrics["universal"], universal_rows, UNIVERSAL_COLUMNS)
 
 
 def sign_table(metrics):
@@ -173,17 +199,20 @@ def fgsm_clipping_table(metrics):
                            "|cos(v₁, constant image)|"], rows)
 
 
+def theory_rows(attacks):
+    """One model's theory rows: per attack, the eigenvalues of M and
+    Theorem 1 in and out of sample."""
+    rows = []
+    for attack, t in attacks.items():
+        held_out = (t.get("theorem1_held_out") or {}).get("rows") or []
+        rows.append([display_name(attack), fmt(t["top_eigenvalue"], 4), fmt(t["second_eigenvalue"], 4),
+                     fmt(t["eigengap"], 4), _bound_count(t["theorem1"]), _bound_count(held_out)])
+    return rows
+
+
 def theory_table(metrics):
     """Eigenvalues of M and Theorem 1 in and out of sample."""
-    rows = []
-    for model, attacks in metrics["theory"].items():
-        for attack, t in attacks.items():
-            held_out = (t.get("theorem1_held_out") or {}).get("rows") or []
-            rows.append([display_name(model), display_name(attack), fmt(t["top_eigenvalue"], 4),
-                         fmt(t["second_eigenvalue"], 4), fmt(t["eigengap"], 4), _bound_count(t["theorem1"]),
-                         _bound_count(held_out)])
-    return markdown_table(["Model", "Attack", "λ₁", "λ₂", "gap γ", "Thm 1 bound holds, in sample (sanity)",
-                           "Thm 1 bound holds, held-out half"], rows)
+    return _per_model(metrics["theory"], theory_rows, THEORY_COLUMNS)
 
 
 def _bound_count(rows):
@@ -192,17 +221,21 @@ def _bound_count(rows):
     return f"{holds}/{len(rows)}"
 
 
+def theorem2_rows(attacks):
+    """One model's Theorem 2 rows: per attack and sample size, ε = ‖M − M̃‖₂,
+    the gap, the bound ε/(γ − ε) and the measured ‖v − ṽ‖."""
+    rows = []
+    for attack, t in attacks.items():
+        for r in t.get("theorem2") or []:
+            bound = "vacuous (γ ≤ ε)" if r["bound"] is None else fmt(r["bound"])
+            rows.append([display_name(attack), r["m"], fmt(r["epsilon"], 4), fmt(r["gap"], 4), bound,
+                         fmt(r["distance"]), fmt(t.get("theorem2_nonvacuous_m"))])
+    return rows
+
+
 def theorem2_table(metrics):
     """Theorem 2 per sample size: ε = ‖M − M̃‖₂, the gap, the bound ε/(γ − ε) and the measured ‖v − ṽ‖."""
-    rows = []
-    for model, attacks in metrics["theory"].items():
-        for attack, t in attacks.items():
-            for r in t.get("theorem2") or []:
-                bound = "vacuous (γ ≤ ε)" if r["bound"] is None else fmt(r["bound"])
-                rows.append([display_name(model), display_name(attack), r["m"], fmt(r["epsilon"], 4),
-                             fmt(r["gap"], 4), bound, fmt(r["distance"]), fmt(t.get("theorem2_nonvacuous_m"))])
-    return markdown_table(["Model", "Attack", "m", "ε", "γ", "bound", "‖v − ṽ‖ (sign-aligned)",
-                           "m where ε < γ (ε ∝ 1/√m)"], rows)
+    return _per_model(metrics["theory"], theorem2_rows, THEOREM2_COLUMNS)
 
 
 def timings_table(metrics):
