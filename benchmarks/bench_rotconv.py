@@ -99,9 +99,12 @@ def compare_layer(shape, batch, budget, rng, boot):
 def bank_as_built(rot, x):
     """The filter bank as RotConv's call builds it for `x` (the layer's
     internals, on purpose): over the disk pixels, orientation by orientation
-    when the kernel covers the whole input, else as the rows of one matrix."""
-    from keras_uap.layers.rot_conv_tensorflow import _covers_whole_input
+    when the kernel covers the whole input; k x k when it convolves; else as
+    the rows of one matrix."""
+    from keras_uap.layers.rot_conv_tensorflow import _convolves, _covers_whole_input
 
+    if _convolves(rot, x):
+        return rot.rotated_filter_bank()
     bank = rot.orientation_major_bank()
     if _covers_whole_input(rot, x):
         return bank
@@ -150,9 +153,10 @@ def bench_models(rounds=5, steps=10, seed=0):
 
 def where_the_time_goes(rows):
     """What stands between RotConv and the bound, from this run's numbers."""
-    first, last = rows[0], rows[-1]
+    first, second, last = rows
     return [
-        "Where the time goes. RotConv does not convolve. Its bank is zero outside the disk "
+        "Where the time goes. At the first and last layers RotConv does not convolve. Its bank is zero "
+        "outside the disk "
         "inscribed in the 9x9 window, so it gathers the 49 disk pixels of every input window into columns "
         "(one XLA kernel, `disk_windows.py`) and multiplies the bank's 17 x F rows by them: 49/81 of the "
         "Conv2D's multiply-adds, paid for by writing the columns (49 copies of the input at stride 1). The "
@@ -163,7 +167,18 @@ def where_the_time_goes(rows):
         f"backward with one input channel is slow ({first['train']['conv_ms']:.1f} ms forward + backward "
         "against its forward above), while RotConv's backward is two matrix products and the columns' "
         "gradient. Convolving with the k x k bank and pooling the convolution's layout instead took "
-        "1.25x-1.28x forward and 0.95x forward + backward at the first layer (by hand). Last layer (9x9 input, 1x1 output): the kernel covers the whole input, so the columns "
+        "1.25x-1.28x forward and 0.95x forward + backward at the first layer (by hand). Second layer "
+        "(14x14x12 input, 8 or more input channels: `rot_conv_tensorflow.py`'s rule): the columns hold "
+        "49 x 12 values per pixel, 7.4 of 22.8 ms of its forward pass in a profile, and their matrix product "
+        "ran slower per multiply-add than oneDNN's convolution, so there RotConv convolves with the k x k "
+        "bank ('bank ms' includes its scatter into k x k) and pools the convolution's output in its own "
+        f"layout: forward {second['fwd']['rot_ms']:.1f} ms against the Conv2D's {second['fwd']['conv_ms']:.1f} "
+        "ms. With the columns it took 1.302x [1.288-1.318] forward and 1.031x [1.000-1.047] forward + "
+        "backward in a quiet run of this script; both paired in one process under load 7-10 (2 cores, by "
+        "hand, two runs of 15 and 30 rounds, per-round medians of the ratios to the Conv2D, wall / process "
+        "CPU time): forward 1.18x, 1.15x / 1.23x, 1.18x with the columns against 1.12x, 1.10x / 1.08x, "
+        "1.09x convolving; forward + backward 0.97x, 1.05x / 1.00x, 1.02x against 1.03x, 1.04x / 1.01x, "
+        "1.03x, the same within the runs' spread. Last layer (9x9 input, 1x1 output): the kernel covers the whole input, so the columns "
         "are the input's disk pixels and the product is taken orientation by orientation, with the bank "
         "built in that order (one product with the 98 x 1666 rotation matrix, no transpose of the 7 MB "
         f"bank): 'bank ms', {last['bank_ms']:.2f} ms, is most of RotConv's time at batch {BATCH} and the "
@@ -209,7 +224,8 @@ def render(info, rows, sweep, models, settings):
              f"(one matrix product with the rotation matrix precomputed at build time; 'bank ms': its forward "
              f"time alone), multiplies it by the disk pixels of every input window (one matrix product; "
              f"at the last layer, whose kernel covers its "
-             f"input, one product per orientation) and pools over orientations (one XLA kernel forward, one "
+             f"input, one product per orientation; at the second, 12 input channels, one convolution with "
+             f"the k x k bank instead) and pools over orientations (one XLA kernel forward, one "
              f"backward). "
              f"The Conv2D has the same bank shape (`k x k x C_in x filters*17`) and nothing else: the issue's "
              f"physical bound, the convolution a RotConv needs without the disk's zeros skipped. Forward, and forward + backward (the loss `sum(y * dy)` and its gradients "

@@ -306,7 +306,8 @@ def test_outputs_and_input_gradients_match_the_former_implementation_on_every_ba
 
 @tensorflow_only
 @pytest.mark.parametrize("mode, channels, padding, size", [
-    ("scalar", 1, "same", 16), ("vector", 4, "same", 10), ("vector", 6, "valid", 9)])
+    ("scalar", 1, "same", 16), ("vector", 4, "same", 10), ("vector", 6, "valid", 9), ("vector", 12, "same", 10),
+    ("scalar", 8, "valid", 12)])
 def test_the_tensorflow_path_equals_the_portable_convolution(mode, channels, padding, size):
     """Same numbers to float rounding whichever path RotConv takes (outputs and input gradients)."""
     keras.utils.set_random_seed(1)
@@ -343,6 +344,56 @@ def test_the_packed_key_reduction_is_max_and_first_argmax():
     strength, winner = _strongest_orientation(tf.constant(responses))
     np.testing.assert_array_equal(to_numpy(strength), responses.max(axis=0))
     np.testing.assert_array_equal(to_numpy(winner), responses.argmax(axis=0))
+    # A convolution's layout: the orientations on the middle axis.
+    strength, winner = _strongest_orientation(tf.constant(responses.transpose(1, 0, 2)), axis=1)
+    np.testing.assert_array_equal(to_numpy(strength), responses.max(axis=0))
+    np.testing.assert_array_equal(to_numpy(winner), responses.argmax(axis=0))
+
+
+@tensorflow_only
+@pytest.mark.parametrize("layout", ["afm", "amf", "maf"])
+def test_the_pooling_is_the_same_in_every_layout(layout):
+    """Field, and gradients with respect to the responses and the bias (ties split), whatever the axis order."""
+    import tensorflow as tf
+
+    from keras_uap.layers.orientation_pooling import orientation_pooled_field
+
+    rng = np.random.default_rng(8)
+    responses = np.round(rng.standard_normal((7, 5, 30)), 1).astype("float32")  # (a, f, m), with ties
+    bias = tf.constant(rng.standard_normal(5).astype("float32"))
+    upstream = tf.constant(rng.standard_normal((30, 5, 2)).astype("float32"))
+
+    def pooled(order):
+        laid_out = tf.constant(responses.transpose(["afm".index(axis) for axis in order]))
+        with tf.GradientTape() as tape:
+            tape.watch([laid_out, bias])
+            field = orientation_pooled_field(laid_out, bias, order)
+            loss = tf.reduce_sum(field * upstream)
+        grads = tape.gradient(loss, [laid_out, bias])
+        back = [order.index(axis) for axis in "afm"]
+        return to_numpy(field), to_numpy(tf.transpose(grads[0], back)), to_numpy(grads[1])
+
+    for ours, reference in zip(pooled(layout), pooled("afm")):
+        np.testing.assert_allclose(ours, reference, rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="layout"):
+        orientation_pooled_field(tf.constant(responses), bias, "afx")
+
+
+@tensorflow_only
+@pytest.mark.parametrize("channels, size, padding, layout", [
+    (1, 28, "same", "afm"), (4, 14, "same", "afm"), (12, 14, "same", "maf"), (32, 9, "valid", "amf"),
+    (12, 9, "valid", "amf")])
+def test_the_tensorflow_path_picks_its_product_by_shape(channels, size, padding, layout):
+    """RotEqNet's three layers: window columns (few input channels),
+    convolution (12 and more), one product per orientation (kernel = input)."""
+    import tensorflow as tf
+
+    from keras_uap.layers.rot_conv_tensorflow import _responses
+
+    layer = RotConv(3, 9, n_angles=5, mode="vector" if channels % 2 == 0 else "scalar", padding=padding)
+    x = tf.zeros((2, size, size, channels))
+    layer.build(x.shape)
+    assert _responses(layer, x)[1] == layout
 
 
 @tensorflow_only

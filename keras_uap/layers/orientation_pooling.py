@@ -23,12 +23,15 @@ _MAGNITUDE = 2**31 - 1
 # reduction, forward + backward 25 / 5.4 against 22 / 4.4 ms (the backward
 # counts tied maxima in a pass of its own).
 #
-# Why orientation first: RotConv's matrix product writes the responses so
-# (a row per orientation and filter), and the reduction then combines whole
-# contiguous rows, vectorised across pixels. In a convolution's layout
-# (orientations inside each pixel's channels) XLA vectorised it across the F
-# filters of one pixel only (6 of 8 lanes at RotEqNet's first layer): 3.5
-# against 2.9 ms for the pooling alone there (batch 64, measured).
+# Why any layout: RotConv's window-column product writes the responses
+# orientation first (a row per orientation and filter), and the reduction
+# then combines whole contiguous rows, vectorised across pixels. In a
+# convolution's layout (orientations inside each pixel's channels) XLA
+# vectorises across the F filters of one pixel: 6 of 8 lanes at RotEqNet's
+# first layer, 3.5 against 2.9 ms for the pooling alone there (batch 64,
+# measured), but no transpose of the responses where RotConv convolves
+# (rot_conv_tensorflow.py). The reduction runs over whichever axis holds
+# the orientations.
 
 
 def _ordered_keys(values):
@@ -39,63 +42,72 @@ def _ordered_keys(values):
     return tf.cast(tf.where(bits < 0, tf.bitwise.bitwise_xor(bits, _MAGNITUDE), bits), tf.int64)
 
 
-def _strongest_orientation(responses):
-    """Over the orientation axis (0): the max and the index of its first
+def _strongest_orientation(responses, axis=0):
+    """Over the orientation axis `axis`: the max and the index of its first
     occurrence, in ONE max-reduction (a max and an arg-max are two passes
     over the responses): of int64 keys whose high half orders as the
     response and whose low half as the reversed index, so that of equal
     responses the first orientation wins."""
-    n_angles = responses.shape[0]
-    angle_axis = [n_angles] + [1] * (responses.shape.rank - 1)
+    n_angles = responses.shape[axis]
+    angle_axis = [1] * responses.shape.rank
+    angle_axis[axis] = n_angles
     reversed_index = tf.reshape(tf.range(n_angles - 1, -1, -1, dtype=tf.int64), angle_axis)
     keys = tf.bitwise.bitwise_or(tf.bitwise.left_shift(_ordered_keys(tf.cast(responses, tf.float32)), 32),
                                  reversed_index)
-    best = tf.reduce_max(keys, axis=0)
+    best = tf.reduce_max(keys, axis=axis)
     winner = n_angles - 1 - tf.cast(tf.bitwise.bitwise_and(best, 0xFFFFFFFF), tf.int32)
     bits = tf.cast(tf.bitwise.right_shift(best, 32), tf.int32)
     bits = tf.where(bits < 0, tf.bitwise.bitwise_xor(bits, _MAGNITUDE), bits)
     return tf.cast(tf.bitcast(bits, tf.float32), responses.dtype), winner
 
 
-def _filter_axis_bias(bias, pixels_first):
-    return bias if pixels_first else bias[:, None]
+def _pixels_first(layout):
+    return layout.index("m") < layout.index("f")
+
+
+def _filter_axis_bias(bias, layout):
+    return bias if _pixels_first(layout) else bias[:, None]
 
 
 @tf.function(jit_compile=True)
-def _pooled_field(responses, bias, directions, pixels_first):
-    strength, winner = _strongest_orientation(responses)  # (F, M) or (M, F)
-    strength = tf.nn.relu(strength + _filter_axis_bias(bias, pixels_first))
+def _pooled_field(responses, bias, directions, layout):
+    strength, winner = _strongest_orientation(responses, layout.index("a"))  # (F, M) or (M, F)
+    strength = tf.nn.relu(strength + _filter_axis_bias(bias, layout))
     field = tf.expand_dims(strength, -1) * tf.gather(directions, winner)
-    return field if pixels_first else tf.transpose(field, (1, 0, 2))
+    return field if _pixels_first(layout) else tf.transpose(field, (1, 0, 2))
 
 
 @tf.function(jit_compile=True)
-def _pooled_field_gradients(responses, bias, directions, upstream, pixels_first):
+def _pooled_field_gradients(responses, bias, directions, upstream, layout):
     # The reduction again rather than its results kept from the forward pass,
     # so that a forward pass alone writes nothing but the field. What that
     # costs a caller taking many gradients from one forward pass (DeepFool,
     # one per candidate class) is a reduction, a fraction of each gradient.
-    strength, winner = _strongest_orientation(responses)
-    ties = tf.reduce_sum(tf.cast(tf.equal(responses, tf.expand_dims(strength, 0)), responses.dtype), axis=0)
-    if not pixels_first:
+    axis = layout.index("a")
+    strength, winner = _strongest_orientation(responses, axis)
+    maxima = tf.equal(responses, tf.expand_dims(strength, axis))
+    ties = tf.reduce_sum(tf.cast(maxima, responses.dtype), axis=axis)
+    if not _pixels_first(layout):
         upstream = tf.transpose(upstream, (1, 0, 2))  # (F, M, 2), as `strength` and `winner`
     magnitude_grad = tf.reduce_sum(upstream * tf.gather(directions, winner), axis=-1)
-    passed = strength + _filter_axis_bias(bias, pixels_first) > 0
+    passed = strength + _filter_axis_bias(bias, layout) > 0
     strength_grad = tf.where(passed, magnitude_grad, tf.zeros_like(magnitude_grad))
-    share = tf.expand_dims(strength_grad / ties, 0)
-    responses_grad = tf.where(tf.equal(responses, tf.expand_dims(strength, 0)), share, tf.zeros_like(share))
-    return responses_grad, tf.reduce_sum(strength_grad, axis=0 if pixels_first else 1)
+    share = tf.expand_dims(strength_grad / ties, axis)
+    responses_grad = tf.where(maxima, share, tf.zeros_like(share))
+    return responses_grad, tf.reduce_sum(strength_grad, axis=0 if _pixels_first(layout) else 1)
 
 
-def orientation_pooled_field(responses, bias, pixels_first=False):
+def orientation_pooled_field(responses, bias, layout="afm"):
     """The vector field of the strongest orientation per pixel and filter.
 
     Args:
-        responses: `(n_angles, F, M)`: orientation, then filter, then the M
-            pixels (all images' positions, flattened); `(n_angles, M, F)`
-            if `pixels_first`.
+        responses: 3D, its axes named by `layout`: `a` the n_angles
+            orientations, `f` the F filters, `m` the M pixels (all images'
+            positions, flattened).
         bias: `(F,)`, added to the strongest response of each filter.
-        pixels_first: the layout of `responses` (a Python bool).
+        layout: a Python string, e.g. "afm" (RotConv's window columns'
+            product), "amf" (its product orientation by orientation) or
+            "maf" (a convolution's output, channel `a * F + f`).
 
     Returns:
         `(M, F, 2)`: `relu(s + bias) * (cos alpha_a*, sin alpha_a*)`, with
@@ -105,16 +117,18 @@ def orientation_pooled_field(responses, bias, pixels_first=False):
         First-order gradients only: the gradient is an XLA kernel without a
         gradient of its own.
     """
-    directions = tf.constant(direction_table(responses.shape[0]), dtype=responses.dtype)
+    if sorted(layout) != ["a", "f", "m"]:
+        raise ValueError(f"`layout` must order the letters 'a', 'f' and 'm'. Received: layout={layout!r}")
+    directions = tf.constant(direction_table(responses.shape[layout.index("a")]), dtype=responses.dtype)
 
     @tf.custom_gradient
     def pool(responses, bias):
         def grad(upstream):
-            return _pooled_field_gradients(responses, bias, directions, upstream, pixels_first)
+            return _pooled_field_gradients(responses, bias, directions, upstream, layout)
 
         # stop_gradient: a tape watching the inputs would otherwise ask for the
         # XLA reduction's own gradient (there is none; `grad` is the gradient).
-        field = _pooled_field(tf.stop_gradient(responses), tf.stop_gradient(bias), directions, pixels_first)
+        field = _pooled_field(tf.stop_gradient(responses), tf.stop_gradient(bias), directions, layout)
         return field, grad
 
     return pool(responses, bias)

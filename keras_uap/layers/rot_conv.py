@@ -129,11 +129,12 @@ class RotConv(BaseGroupConv):
     Backends: on JAX (any backend but TensorFlow) the responses are one
     `keras.ops.conv` with the `filters * n_angles` oriented filters, then a
     max and an arg-max over the orientations. On TensorFlow a faster path gives the same
-    numbers to float rounding (`rot_conv_tensorflow.py`): the bank's rows
-    times the disk pixels of every input window as columns, i.e. a
-    convolution that skips the zero weights outside the disk (49 of 81 for
-    k = 9), and the pooling as one XLA kernel forward and one backward
-    (first-order gradients only there).
+    numbers to float rounding (`rot_conv_tensorflow.py`): with few input
+    channels the bank's rows times the disk pixels of every input window as
+    columns, i.e. a convolution that skips the zero weights outside the disk
+    (49 of 81 for k = 9); with more channels one convolution with
+    `rotated_filter_bank`; then the pooling as one XLA kernel forward and
+    one backward (first-order gradients only there).
 
     Vector-field layout (input in "vector" mode, and always the output):
     `(batch, height, width, 2 * F)`, channel `2 f` the x-component (along the

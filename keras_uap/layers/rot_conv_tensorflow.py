@@ -1,7 +1,22 @@
-"""RotConv's TensorFlow path: the disk pixels of every window times the
-oriented filters in one matrix product, and the orientation pooling in XLA
+"""RotConv's TensorFlow path: the responses by the cheapest of three
+products for the layer's shape (below), and the orientation pooling in XLA
 kernels. Same numbers as `RotConv.pooled_field_by_convolution` to float
-rounding; RotConv takes it on the TensorFlow backend only."""
+rounding; RotConv takes it on the TensorFlow backend only.
+
+Which product (`_responses`), decided when the call is traced:
+- the kernel covers the whole input ("valid", height = width = k): the
+  input's disk pixels times each orientation's filters;
+- otherwise, fewer than `_CONVOLUTION_MIN_CHANNELS` input channels: the disk
+  pixels of every window as columns, times the bank's rows (D / k^2 of a
+  convolution's multiply-adds; TF's convolutions with one input channel are
+  slow, backward above all: 53 against 20 ms forward + backward at
+  RotEqNet's first layer);
+- otherwise the convolution with the k x k bank: there the columns
+  (D * C_in values per pixel, 7.4 of 22.8 ms at RotEqNet's second layer,
+  12 channels) and a matrix product slower per multiply-add than oneDNN's
+  convolution cost more than the zeros outside the disk
+  (benchmarks/RESULTS.md, "RotConv and RotEqNet throughput").
+"""
 
 import tensorflow as tf
 
@@ -18,6 +33,10 @@ from keras_uap.layers.vector_ops import disk_pixels
 # shapes, for at most 4x the work on batches that are small, and cheap, anyway.
 _SMALL_BATCHES = (1, 4, 16, 64)
 _BATCH_MULTIPLE = 128
+
+# Measured at 1 input channel (RotEqNet's first layer: the columns win) and
+# 12 (its second: the convolution wins); no shape between them was measured.
+_CONVOLUTION_MIN_CHANNELS = 8
 
 
 def padded_batch(batch):
@@ -73,6 +92,18 @@ def _whole_input_responses(layer, inputs):
     return _per_orientation_products(pixels, layer.orientation_major_bank())
 
 
+def _convolution_responses(layer, inputs):
+    """Responses `(N * H' * W', n_angles, F)`: one convolution with the
+    k x k bank (channel `a * F + f` filter `f` at orientation `a`)."""
+    responses = tf.nn.conv2d(inputs, layer.rotated_filter_bank(), layer.strides, layer.padding.upper())
+    return tf.reshape(responses, (-1, layer.n_angles, layer.filters))
+
+
+def _convolves(layer, inputs):
+    # Known at trace time (the channel axis always is); see the module's docstring.
+    return not _covers_whole_input(layer, inputs) and inputs.shape[-1] >= _CONVOLUTION_MIN_CHANNELS
+
+
 def _window_responses(layer, inputs):
     """Responses `(n_angles, F, N * H' * W')`: the bank (row `a * F + f`
     filter `f` at orientation `a`) times the disk pixels of every window,
@@ -84,6 +115,15 @@ def _window_responses(layer, inputs):
     return tf.reshape(tf.matmul(bank, columns), (layer.n_angles, layer.filters, -1))
 
 
+def _responses(layer, inputs):
+    """The responses before the pooling and their layout (see the module's docstring)."""
+    if _covers_whole_input(layer, inputs):
+        return _whole_input_responses(layer, inputs), "amf"
+    if _convolves(layer, inputs):
+        return _convolution_responses(layer, inputs), "maf"
+    return _window_responses(layer, inputs), "afm"
+
+
 def pooled_field(layer, inputs):
     """RotConv `layer`'s output field for `inputs`, on TensorFlow."""
     inputs = tf.convert_to_tensor(inputs)
@@ -92,13 +132,9 @@ def pooled_field(layer, inputs):
     # callers whose batch size changes all the time compile a few shapes.
     filler = tf.zeros(tf.concat([[padded_batch(batch) - batch], tf.shape(inputs)[1:]], 0), inputs.dtype)
     padded = tf.concat([inputs, filler], 0)
-    whole_input = _covers_whole_input(layer, inputs)
-    if whole_input:
-        responses = _whole_input_responses(layer, padded)
-    else:
-        responses = _window_responses(layer, padded)
+    responses, layout = _responses(layer, padded)
     bias = tf.convert_to_tensor(layer.bias) if layer.use_bias else tf.zeros((layer.filters,), responses.dtype)
-    field = orientation_pooled_field(responses, bias, pixels_first=whole_input)  # (N * H' * W', F, 2)
+    field = orientation_pooled_field(responses, bias, layout)  # (N * H' * W', F, 2)
     height, width = (conv_output_length(tf.shape(inputs)[axis], layer.kernel_size[0], stride, layer.padding)
                      for axis, stride in zip((1, 2), layer.strides))
     field = tf.reshape(field, (-1, height, width, 2 * layer.filters))[:batch]
