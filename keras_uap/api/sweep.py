@@ -69,15 +69,14 @@ def _checked(x, y, name):
 def _test_sets(root, x_test, y_test, seed):
     """The user's test images upright and rotated, as the data stage rotates its test split."""
     from keras_uap.data.rotation import rotate_images
-    from keras_uap.pipelines.data_stage import random_angles
-    from keras_uap.pipelines.sweep_stages import save_test_set
+    from keras_uap.pipelines.data_stage import random_angles, save_split
 
     os.makedirs(root, exist_ok=True)
     angles = random_angles(seed, 2, len(x_test))
     rotated = np.clip(np.asarray(rotate_images(x_test, angles)), 0.0, 1.0)
     paths = {"upright": os.path.join(root, "upright.npz"), "rotated": os.path.join(root, "rotated.npz")}
-    save_test_set(paths["upright"], x_test, y_test, np.zeros(len(x_test)), 0.0, 1.0)
-    save_test_set(paths["rotated"], rotated, y_test, angles, 0.0, 1.0)
+    save_split(paths["upright"], x_test, y_test, 0.0, 1.0, angles=np.zeros(len(x_test)))
+    save_split(paths["rotated"], rotated, y_test, 0.0, 1.0, angles=angles)
     return paths
 
 

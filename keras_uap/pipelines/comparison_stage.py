@@ -121,7 +121,7 @@ def _comparison_stage(output_dir, model_file, test_data, model, sample_sizes, ep
     # The samples come from the attacked inputs, as the universal stage's do.
     pool = attacked_indices(len(x), limit)
     evaluation = load_evaluation_set(model_file, x, y, eval_subset, seed, batch_size, strategy)
-    model_fn, x_eval, y_eval = evaluation.network, evaluation.x, evaluation.y
+    model_fn, x_eval, y_eval = evaluation.logits_fn, evaluation.x, evaluation.y
     predict_fn, clean = evaluation.predict_fn, evaluation.clean
     _warm_up(model_fn, x, y, build_eps, clip)
     os.makedirs(os.path.join(output_dir, "perturbations"))

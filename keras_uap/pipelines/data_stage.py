@@ -23,7 +23,7 @@ from keras_uap.errors import UserError
 from keras_uap.pipelines.code_versions import code_version
 from keras_uap.pipelines.runner import Stage
 
-__all__ = ["DATA_STAGE", "make_splits", "random_angles", "rotate_split", "load_split", "value_range",
+__all__ = ["DATA_STAGE", "make_splits", "random_angles", "rotate_split", "save_split", "load_split", "value_range",
            "VALUE_RANGE"]
 
 TRAIN_SIZE, VALIDATION_SIZE, TEST_SIZE = 55_000, 5_000, 10_000
@@ -81,14 +81,8 @@ def _data_stage(output_dir, dataset, seed, train_size, validation_size, test_siz
         [("validation", val_x, val_y), ("test", test_x, test_y)], start=1
     ):
         angles = random_angles(seed, stream, len(images))
-        np.savez(
-            os.path.join(output_dir, f"{name}.npz"),
-            x=rotate_split(images, angles),
-            y=labels.astype(np.int64),
-            angle=angles,
-            clip_min=np.float32(VALUE_RANGE[0]),
-            clip_max=np.float32(VALUE_RANGE[1]),
-        )
+        save_split(os.path.join(output_dir, f"{name}.npz"), rotate_split(images, angles), labels, *VALUE_RANGE,
+                   angles=angles)
     return {"source": origin, "train": len(train_x), "validation": len(val_x), "test": len(test_x)}
 
 
@@ -99,6 +93,16 @@ DATA_STAGE = Stage(
     inputs=("source_dir",),
     params=("dataset", "seed", "train_size", "validation_size", "test_size"),
 )
+
+
+def save_split(path, x, y, clip_min, clip_max, angles=None):
+    """Writes an evaluation split in the format every model stage reads (the
+    module's docstring): the data stage's, the sweep's upright test set and a
+    user study's images. `angles` None: the images were not rotated."""
+    arrays = {"x": np.asarray(x, np.float32), "y": np.asarray(y, np.int64)}
+    if angles is not None:
+        arrays["angle"] = np.asarray(angles, np.float32)
+    np.savez(path, **arrays, clip_min=np.float32(clip_min), clip_max=np.float32(clip_max))
 
 
 def load_split(data_dir, split):

@@ -21,7 +21,7 @@ class EvaluationSet:
     """A model and the test inputs its curves are measured on.
 
     Attributes:
-        network: the model's logits, float32 batch -> (N, classes) float32
+        logits_fn: the model's logits, float32 batch -> (N, classes) float32
             (`StageModel.logits`, shared by the process's stages).
         x, y: the evaluated inputs and their int32 labels (all test inputs,
             or the seeded subset).
@@ -31,7 +31,7 @@ class EvaluationSet:
         clean: the clean predictions on `x`.
     """
 
-    network: object
+    logits_fn: object
     x: np.ndarray
     y: np.ndarray
     predict_fn: object

@@ -11,22 +11,16 @@ first), each further seed's models come as `analysis_<model>-seed<s>`,
 their numbers make the report's `seeds` section, the run seed's the rest.
 """
 
-import json
 import os
 
 import numpy as np
 
 from keras_uap.pipelines.code_versions import code_version
 from keras_uap.pipelines.paths import model_tag
-from keras_uap.pipelines.runner import Stage
+from keras_uap.pipelines.runner import Stage, read_json
 from keras_uap.report import build_report, measured_metrics
 
 __all__ = ["REPORT_STAGE"]
-
-
-def _load_json(path):
-    with open(path) as f:
-        return json.load(f)
 
 
 def _seed_artifacts(models, inputs, training_seed=None):
@@ -35,16 +29,16 @@ def _seed_artifacts(models, inputs, training_seed=None):
     analysis, universal, models_info, comparison = {}, {}, {}, {}
     for model in models:
         tag = model_tag(model, training_seed)
-        analysis[model] = _load_json(inputs[f"analysis_{tag}"])
-        universal[model] = _load_json(inputs[f"universal_{tag}"])
-        train_metrics = _load_json(inputs[f"train_metrics_{tag}"])
+        analysis[model] = read_json(inputs[f"analysis_{tag}"])
+        universal[model] = read_json(inputs[f"universal_{tag}"])
+        train_metrics = read_json(inputs[f"train_metrics_{tag}"])
         models_info[model] = {
             "test_accuracy": train_metrics["test_accuracy"],
             "export_path": os.path.join(os.path.dirname(inputs[f"train_metrics_{tag}"]), "model.keras"),
             "history": train_metrics["history"],
         }
         if f"comparison_{tag}" in inputs:
-            comparison[model] = _load_json(inputs[f"comparison_{tag}"])
+            comparison[model] = read_json(inputs[f"comparison_{tag}"])
     return analysis, universal, models_info, comparison or None
 
 
@@ -54,7 +48,7 @@ def _report_stage(output_dir, test_data, models, training_seeds, timings=None, t
     for model in models:
         with np.load(inputs[f"top_vectors_{model}"], allow_pickle=False) as f:
             top_vectors[model] = {k: f[k] for k in f.files}
-    transfer = _load_json(inputs["transfer"]) if "transfer" in inputs else None
+    transfer = read_json(inputs["transfer"]) if "transfer" in inputs else None
     with np.load(test_data, allow_pickle=False) as f:
         n_test = int(len(f["y"]))
     data_info = {"test_path": test_data, "n_test": n_test}

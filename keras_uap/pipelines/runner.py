@@ -146,11 +146,18 @@ def _cache_key(stage, input_fingerprints, params):
     return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def read_json(path):
+    """The JSON document in a stage's output file `path`; None for None (an optional input)."""
+    if path is None:
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
 def read_lineage(output_dir):
     """The lineage record of a published stage output, or None."""
     try:
-        with open(os.path.join(output_dir, LINEAGE_FILE)) as f:
-            return json.load(f)
+        return read_json(os.path.join(output_dir, LINEAGE_FILE))
     except (OSError, ValueError):
         return None
 

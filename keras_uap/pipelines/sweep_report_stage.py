@@ -4,19 +4,13 @@ the universal and measures artifacts of every (model, training range, test
 set) cell, named by `cell_name`.
 """
 
-import json
 
 from keras_uap.pipelines.code_versions import code_version
-from keras_uap.pipelines.runner import Stage
+from keras_uap.pipelines.runner import Stage, read_json
 from keras_uap.pipelines.sweep_stages import cell_name
 from keras_uap.report.sweep_report import write_sweep_report
 
 __all__ = ["SWEEP_REPORT_STAGE"]
-
-
-def _load_json(path):
-    with open(path) as f:
-        return json.load(f)
 
 
 def _sweep_report_stage(output_dir, models, ranges, test_sets, norm, **inputs):
@@ -25,8 +19,8 @@ def _sweep_report_stage(output_dir, models, ranges, test_sets, norm, **inputs):
         for rotation in ranges:
             for test_set in test_sets:
                 name = cell_name(model, rotation, test_set)
-                cells[model, rotation, test_set] = (_load_json(inputs[f"universal_{name}"]),
-                                                    _load_json(inputs[f"measures_{name}"]))
+                cells[model, rotation, test_set] = (read_json(inputs[f"universal_{name}"]),
+                                                    read_json(inputs[f"measures_{name}"]))
     metrics = write_sweep_report(output_dir, models, ranges, cells, norm)
     return {model: metrics["sweep_reading"][model]["verdict"] for model in models}
 

@@ -22,12 +22,12 @@ from keras_uap.analysis.spectrum import singular_spectrum, spectrum_fractions
 from keras_uap.data.rotation import rotate_images
 from keras_uap.data.sources import load_raw_dataset
 from keras_uap.pipelines.code_versions import code_version
-from keras_uap.pipelines.data_stage import VALUE_RANGE, make_splits, random_angles, rotate_split, value_range
+from keras_uap.pipelines.data_stage import VALUE_RANGE, make_splits, random_angles, rotate_split, save_split, value_range
 from keras_uap.pipelines.directions_stage import load_directions
 from keras_uap.pipelines.evaluation import load_evaluation_set
 from keras_uap.pipelines.runner import Stage
 
-__all__ = ["UPRIGHT_TEST_STAGE", "MEASURES_STAGE", "save_test_set", "cell_name",
+__all__ = ["UPRIGHT_TEST_STAGE", "MEASURES_STAGE", "cell_name",
            "INVARIANCE_STREAM", "SPECTRUM_TOP"]
 
 # The data stage draws the validation angles from stream 1 and the test angles
@@ -42,17 +42,11 @@ def cell_name(model, rotation, test_set):
     return f"{model}-rot{rotation:g}-{test_set}"
 
 
-def save_test_set(path, x, y, angles, clip_min, clip_max):
-    """Writes a test set in the data stage's `test.npz` format."""
-    np.savez(path, x=np.asarray(x, np.float32), y=np.asarray(y, np.int64), angle=np.asarray(angles, np.float32),
-             clip_min=np.float32(clip_min), clip_max=np.float32(clip_max))
-
-
 def _upright_test_stage(output_dir, dataset, test_size, source_dir=None):
     raw, origin = load_raw_dataset(dataset, source_dir)
     _, _, (images, labels) = make_splits(raw, 0, 0, test_size)
     angles = np.zeros(len(images), np.float32)
-    save_test_set(os.path.join(output_dir, "test.npz"), rotate_split(images, angles), labels, angles, *VALUE_RANGE)
+    save_split(os.path.join(output_dir, "test.npz"), rotate_split(images, angles), labels, *VALUE_RANGE, angles=angles)
     return {"source": origin, "test": int(len(images))}
 
 

@@ -101,7 +101,7 @@ def _universal_stage(output_dir, model_file, test_data, model, sample_sizes, see
         x, y = f["x"], f["y"].astype(np.int32)
         clip = value_range(f)
     evaluation = load_evaluation_set(model_file, x, y, eval_subset, seed, batch_size, strategy)
-    logits_fn, x_eval, y_eval = evaluation.network, evaluation.x, evaluation.y
+    logits_fn, x_eval, y_eval = evaluation.logits_fn, evaluation.x, evaluation.y
     predict_fn, clean = evaluation.predict_fn, evaluation.clean
     os.makedirs(os.path.join(output_dir, "perturbations"))
     d = int(np.prod(x.shape[1:]))

@@ -27,6 +27,7 @@ import os
 
 import numpy as np
 
+from keras_uap.pipelines.runner import read_json
 from keras_uap.report import figures as report_figures
 from keras_uap.report import tables
 from keras_uap.report.build import spectrum_entry
@@ -207,13 +208,6 @@ def _markdown(metrics):
     return "\n".join(lines)
 
 
-def _load_json(path):
-    if path is None:
-        return None
-    with open(path) as f:
-        return json.load(f)
-
-
 def _figures(figures_dir, universal, analysis, perturbations):
     """Draws the report's figures; returns their paths."""
     def out(name):
@@ -252,8 +246,8 @@ def build_user_report(output_dir, data_summary, universal_dir, analysis_file, co
         timings: stage -> seconds.
         sources: "model", "data" and "split" as the user gave them.
     """
-    universal = _load_json(os.path.join(universal_dir, "universal.json"))
-    analysis, comparison = _load_json(analysis_file), _load_json(comparison_file)
+    universal = read_json(os.path.join(universal_dir, "universal.json"))
+    analysis, comparison = read_json(analysis_file), read_json(comparison_file)
     perturbations = {a: {m: np.load(os.path.join(universal_dir, "perturbations", _file_name(universal, a, m)))
                          for m in by_m} for a, by_m in universal["curves"].items()}
     paths = _figures(os.path.join(output_dir, "figures"), universal, analysis, perturbations)

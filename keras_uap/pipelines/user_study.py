@@ -49,6 +49,7 @@ from keras_uap.pipelines import model_stages
 from keras_uap.pipelines.comparison_stage import DEFAULT_LINF_GRID
 from keras_uap.pipelines.paths import check_output_dir
 from keras_uap.pipelines.code_versions import code_version
+from keras_uap.pipelines.data_stage import save_split
 from keras_uap.pipelines.runner import Stage, publish_run_outputs, recorded_timings, run_stage
 from keras_uap.pipelines.stage_params import (
     AnalysisParams,
@@ -252,8 +253,7 @@ def _user_data_stage(output_dir, model, tfds_name, split, limit, clip_min, clip_
         raise UserError(f"the images lie in [{outside[0]:g}, {outside[1]:g}], outside --clip-min {clip_min:g} / "
                         f"--clip-max {clip_max:g}; set those to the data's range")
     low, high = float(x.min()), float(x.max())
-    np.savez(os.path.join(output_dir, "test.npz"), x=x, y=y, clip_min=np.float32(clip_min),
-             clip_max=np.float32(clip_max))
+    save_split(os.path.join(output_dir, "test.npz"), x, y, clip_min, clip_max)
     summary = {"n": int(len(x)), "input_shape": list(x.shape[1:]), "num_classes": classifier.num_classes,
                "output": classifier.output, "pixel_range": [low, high],
                "label_counts": np.bincount(y, minlength=classifier.num_classes).tolist()}
