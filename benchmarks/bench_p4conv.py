@@ -348,9 +348,9 @@ def render_section(info, rows, total, models, equiv_err, settings):
         f"Bar (wall ratio <= {RATIO_BAR:.2f} for each P4ConvP4 shape): "
         f"**{verdict}**: worst median wall ratio {worst:.3f} (highest upper "
         f"end of its 95% intervals {worst_ci:.3f}); worst median CPU-time ratio {worst_cpu:.3f} "
-        f"(highest upper end {worst_cpu_ci:.3f}). The intervals describe one run only: in the runs made "
-        "while writing this script (load average 5-9) the wall ratio of the 26x26 layer moved between "
-        "runs by up to +-0.1, the CPU-time ratios by about 0.01. The P4ConvZ2 row is for information only."
+        f"(highest upper end {worst_cpu_ci:.3f}). The intervals describe one run only: on a loaded "
+        "machine the wall ratio of the 26x26 layer moves between runs by up to +-0.1, the CPU-time "
+        "ratios by about 0.01. The P4ConvZ2 row is for information only."
     )
     lines.append("")
     lines.append(
