@@ -97,8 +97,9 @@ DATA_STAGE = Stage(
 
 def save_split(path, x, y, clip_min, clip_max, angles=None):
     """Writes an evaluation split in the format every model stage reads (the
-    module's docstring): the data stage's, the sweep's upright test set and a
-    user study's images. `angles` None: the images were not rotated."""
+    module's docstring; any (n, H, W, C) images): the data stage's splits, the
+    sweep's test sets and a user study's images. `angles` None: no rotation
+    is recorded (a user's images)."""
     arrays = {"x": np.asarray(x, np.float32), "y": np.asarray(y, np.int64)}
     if angles is not None:
         arrays["angle"] = np.asarray(angles, np.float32)
