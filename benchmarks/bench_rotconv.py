@@ -101,14 +101,63 @@ def bank_as_built(rot, x):
     internals, on purpose): over the disk pixels, orientation by orientation
     when the kernel covers the whole input; k x k when it convolves; else as
     the rows of one matrix."""
-    from keras_uap.layers.rot_conv_tensorflow import _convolves, _covers_whole_input
+    from keras_uap.layers.rot_conv_tensorflow import _layout
 
-    if _convolves(rot, x):
+    layout = _layout(rot, x)
+    if layout == "maf":
         return rot.rotated_filter_bank()
     bank = rot.orientation_major_bank()
-    if _covers_whole_input(rot, x):
+    if layout == "amf":
         return bank
     return tf.reshape(tf.transpose(bank, (0, 2, 1)), (rot.n_angles * rot.filters, -1))
+
+
+def product_steps(rot, x, upstream, layout):
+    """Forward and forward + backward `tf.function`s (no XLA) of RotConv's
+    TensorFlow path with the product `layout` ("afm": window columns, "maf":
+    convolution), as `forward_step` and `fwd_bwd_step` time the layer."""
+    from keras_uap.layers.rot_conv_tensorflow import pooled_field
+
+    weights = rot.trainable_variables
+
+    @tf.function(jit_compile=False)
+    def forward(x):
+        return corner(pooled_field(rot, x, layout))
+
+    @tf.function(jit_compile=False)
+    def train(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            loss = tf.reduce_sum(pooled_field(rot, x, layout) * upstream)
+        return [loss] + tape.gradient(loss, [x] + weights)
+
+    return {"fwd": forward, "train": train}
+
+
+def compare_products(shape, budget, rng, boot):
+    """The layer `shape` by its convolution against its window columns, side by side: why
+    RotConv convolves where the input has 8 or more channels (rot_conv_tensorflow.py)."""
+    from keras_uap.layers.rot_conv_tensorflow import pooled_field
+
+    name, (h, w, c), filters, mode, padding = shape
+    x = tf.constant(rng.random((BATCH, h, w, c)).astype("float32"))
+    rot = RotConv(filters, 9, n_angles=N_ANGLES, mode=mode, padding=padding)
+    rot(x)
+    upstream = tf.constant(rng.standard_normal((BATCH, h, w, 2 * filters)).astype("float32"))
+    steps = {layout: product_steps(rot, x, upstream, layout) for layout in ("maf", "afm")}
+    difference = float(tf.reduce_max(tf.abs(pooled_field(rot, x, "maf") - pooled_field(rot, x, "afm"))))
+    row = {"name": name, "max_abs_difference": difference}
+    for kind in ("fwd", "train"):
+        fns = {layout: (lambda f=steps[layout][kind]: tf.nest.flatten(f(x))[0]) for layout in steps}
+        rounds = rounds_for(fns, budget, 10, 400)
+        wall, _ = interleaved(fns, rounds, 1)
+        ratios = wall["maf"] / wall["afm"]
+        row[kind] = {"conv_ms": 1e3 * float(np.median(wall["maf"])), "columns_ms": 1e3 * float(np.median(wall["afm"])),
+                     "ratio": float(np.median(ratios)), "ratio_ci": bootstrap_median_ci(ratios, boot)}
+        r = row[kind]
+        print(f"{name:20s} {kind:5s}: convolution {r['conv_ms']:7.2f} ms  columns {r['columns_ms']:7.2f} ms  "
+              f"ratio {r['ratio']:.3f} ({rounds} rounds)", flush=True)
+    return row
 
 
 def bench_layers(budget, seed=0):
@@ -118,7 +167,8 @@ def bench_layers(budget, seed=0):
     # The bank costs the same at any batch size, the convolution grows with it: the last
     # layer (1x1 output) again at the batch sizes of the attack stages.
     sweep = [compare_layer(SHAPES[-1], batch, budget / 2, rng, boot) for batch in SWEEP_BATCHES]
-    return rows, sweep
+    products = compare_products(SHAPES[1], budget / 2, rng, boot)
+    return rows, sweep, products
 
 
 def bench_models(rounds=5, steps=10, seed=0):
@@ -173,8 +223,7 @@ def where_the_time_goes(rows):
         "ran slower per multiply-add than oneDNN's convolution, so there RotConv convolves with the k x k "
         "bank ('bank ms' includes its scatter into k x k) and pools the convolution's output in its own "
         f"layout: forward {second['fwd']['rot_ms']:.1f} ms against the Conv2D's {second['fwd']['conv_ms']:.1f} "
-        "ms. With the columns, as at the first layer, this script measured 1.27x-1.30x forward and "
-        "1.01x-1.03x forward + backward at the second layer (two runs on an otherwise idle machine). Last layer (9x9 input, 1x1 output): the kernel covers the whole input, so the columns "
+        "ms; the two products side by side are in the next table. Last layer (9x9 input, 1x1 output): the kernel covers the whole input, so the columns "
         "are the input's disk pixels and the product is taken orientation by orientation, with the bank "
         "built in that order (one product with the 98 x 1666 rotation matrix, no transpose of the 7 MB "
         f"bank): 'bank ms', {last['bank_ms']:.2f} ms, is most of RotConv's time at batch {BATCH} and the "
@@ -208,7 +257,26 @@ def where_the_time_goes(rows):
     ]
 
 
-def render(info, rows, sweep, models, settings):
+def products_lines(products):
+    """The second layer's two products, side by side."""
+    lines = [f"### {products['name']}: its convolution against its window columns, batch {BATCH}", "",
+             "RotConv's TensorFlow path at the second layer's shape with each product, the pooling the same "
+             "(`pooled_field(layer, x, layout)`); ratio = convolution / columns, median of the per-round "
+             "ratios with a bootstrap 95% interval. Largest difference between the two outputs: "
+             f"{products['max_abs_difference']:.1e}.", "",
+             "| pass | convolution ms | columns ms | ratio [95% CI] |", "|---|---|---|---|"]
+    for kind, label in (("fwd", "forward"), ("train", "forward + backward")):
+        r = products[kind]
+        lines.append(f"| {label} | {r['conv_ms']:.2f} | {r['columns_ms']:.2f} | {r['ratio']:.3f} "
+                     f"[{r['ratio_ci'][0]:.3f}-{r['ratio_ci'][1]:.3f}] |")
+    faster = {kind: "the convolution" if products[kind]["ratio"] < 1 else "the columns" for kind in ("fwd", "train")}
+    lines += ["", f"Faster in this run: forward, {faster['fwd']}; forward + backward, {faster['train']}. "
+                  "RotConv convolves where the input has 8 or more channels for the forward passes, which most "
+                  "of a study's curves are."]
+    return lines + [""]
+
+
+def render(info, rows, sweep, products, models, settings):
     worst = max(r["train"]["ratio"] for r in rows)
     worst_fwd = max(r["fwd"]["ratio"] for r in rows)
     lines = [SECTION_HEADING, "",
@@ -262,6 +330,7 @@ def render(info, rows, sweep, models, settings):
                      f"{t['rot_ms']:.2f} | {t['conv_ms']:.2f} | {t['ratio']:.3f} "
                      f"[{t['ratio_ci'][0]:.3f}-{t['ratio_ci'][1]:.3f}] |")
     lines += ["", *where_the_time_goes(rows), ""]
+    lines += products_lines(products)
     lines += ["### RotEqNet beside the GCNN (whole model, batch 64 training steps, 1,000-image inference, no XLA)",
               "", "| Model | parameters | training img/s | inference img/s |", "|---|---|---|---|"]
     for name, m in models.items():
@@ -276,11 +345,11 @@ def main():
     args = parser.parse_args()
     keras.utils.set_random_seed(0)
     started, load_start = time.perf_counter(), loadavg()
-    rows, sweep = bench_layers(args.budget)
+    rows, sweep, products = bench_layers(args.budget)
     models = bench_models()
     settings = {"command": "python benchmarks/bench_rotconv.py " + " ".join(sys.argv[1:]),
                 "load_start": load_start, "load_end": loadavg(), "elapsed": time.perf_counter() - started}
-    publish_section(args.output, render(machine_info(), rows, sweep, models, settings), SECTION_HEADING)
+    publish_section(args.output, render(machine_info(), rows, sweep, products, models, settings), SECTION_HEADING)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@ products for the layer's shape (below), and the orientation pooling in XLA
 kernels. Same numbers as `RotConv.pooled_field_by_convolution` to float
 rounding; RotConv takes it on the TensorFlow backend only.
 
-Which product (`_responses`), decided when the call is traced:
+Which product (`_layout`), decided when the call is traced:
 - the kernel covers the whole input ("valid", height = width = k): the
   input's disk pixels times each orientation's filters;
 - otherwise, fewer than `_CONVOLUTION_MIN_CHANNELS` input channels: the disk
@@ -14,7 +14,10 @@ Which product (`_responses`), decided when the call is traced:
 - otherwise the convolution with the k x k bank: there the columns
   (D * C_in values per pixel, 7.4 of 22.8 ms at RotEqNet's second layer,
   12 channels) and a matrix product slower per multiply-add than oneDNN's
-  convolution cost more than the zeros outside the disk
+  convolution cost more than the zeros outside the disk in a forward pass
+  (0.87x the columns' time side by side, two runs); with the backward pass the
+  convolution was 1.06x-1.07x the columns' (two runs), so the rule favours
+  the forward passes that most of a study's curves are
   (benchmarks/RESULTS.md, "RotConv and RotEqNet throughput").
 """
 
@@ -99,11 +102,6 @@ def _convolution_responses(layer, inputs):
     return tf.reshape(responses, (-1, layer.n_angles, layer.filters))
 
 
-def _convolves(layer, inputs):
-    # Known at trace time (the channel axis always is); see the module's docstring.
-    return not _covers_whole_input(layer, inputs) and inputs.shape[-1] >= _CONVOLUTION_MIN_CHANNELS
-
-
 def _window_responses(layer, inputs):
     """Responses `(n_angles, F, N * H' * W')`: the bank (row `a * F + f`
     filter `f` at orientation `a`) times the disk pixels of every window,
@@ -115,24 +113,34 @@ def _window_responses(layer, inputs):
     return tf.reshape(tf.matmul(bank, columns), (layer.n_angles, layer.filters, -1))
 
 
-def _responses(layer, inputs):
-    """The responses before the pooling and their layout (see the module's docstring)."""
+def _layout(layer, inputs):
+    """The product that computes the responses, named by the layout it leaves
+    them in (`_PRODUCTS`; the module's docstring says why). Known at trace
+    time: the channel axis always is."""
     if _covers_whole_input(layer, inputs):
-        return _whole_input_responses(layer, inputs), "amf"
-    if _convolves(layer, inputs):
-        return _convolution_responses(layer, inputs), "maf"
-    return _window_responses(layer, inputs), "afm"
+        return "amf"
+    return "maf" if inputs.shape[-1] >= _CONVOLUTION_MIN_CHANNELS else "afm"
 
 
-def pooled_field(layer, inputs):
-    """RotConv `layer`'s output field for `inputs`, on TensorFlow."""
+# {layout: the product leaving the responses so}
+_PRODUCTS = {"amf": _whole_input_responses, "maf": _convolution_responses, "afm": _window_responses}
+
+
+def pooled_field(layer, inputs, layout=None):
+    """RotConv `layer`'s output field for `inputs`, on TensorFlow.
+
+    `layout` picks the product ("afm": window columns, "maf": convolution,
+    "amf": one product per orientation, for a kernel covering the input);
+    None takes `_layout`'s for the shape. Every product gives the same
+    numbers to float rounding; the choice is for benchmarks and tests."""
     inputs = tf.convert_to_tensor(inputs)
     batch = tf.shape(inputs)[0]
     # Zero images pad the batch to one of a few sizes (padded_batch), so that
     # callers whose batch size changes all the time compile a few shapes.
     filler = tf.zeros(tf.concat([[padded_batch(batch) - batch], tf.shape(inputs)[1:]], 0), inputs.dtype)
     padded = tf.concat([inputs, filler], 0)
-    responses, layout = _responses(layer, padded)
+    layout = layout or _layout(layer, padded)
+    responses = _PRODUCTS[layout](layer, padded)
     bias = tf.convert_to_tensor(layer.bias) if layer.use_bias else tf.zeros((layer.filters,), responses.dtype)
     field = orientation_pooled_field(responses, bias, layout)  # (N * H' * W', F, 2)
     height, width = (conv_output_length(tf.shape(inputs)[axis], layer.kernel_size[0], stride, layer.padding)
